@@ -25,6 +25,15 @@ COMMANDS = {
         "dipy_tractogen.workflows.train",
         "TrainTractoencoderFlow",
     ),
+    "dipy_generate_tractogram": (
+        "dipy_tractogen.workflows.generate",
+        "GenerateTractogramFlow",
+    ),
+    "dipy_filter_tractogram": ("dipy_tractogen.workflows.filter", "FilterTractogramFlow"),
+    "dipy_evaluate_tractogram": (
+        "dipy_tractogen.workflows.evaluate",
+        "EvaluateTractogramFlow",
+    ),
 }
 
 
@@ -68,3 +77,18 @@ def build_streamline_dataset():
 def train_tractoencoder():
     """Entry point of ``dipy_train_tractoencoder``."""
     run_command("dipy_train_tractoencoder")
+
+
+def generate_tractogram():
+    """Entry point of ``dipy_generate_tractogram``."""
+    run_command("dipy_generate_tractogram")
+
+
+def filter_tractogram():
+    """Entry point of ``dipy_filter_tractogram``."""
+    run_command("dipy_filter_tractogram")
+
+
+def evaluate_tractogram():
+    """Entry point of ``dipy_evaluate_tractogram``."""
+    run_command("dipy_evaluate_tractogram")
