@@ -16,7 +16,10 @@ __all__ = ["COMMANDS", "run_command"]
 
 #: command name -> (module, Workflow class)
 COMMANDS = {
-    "dipy_generate_phantom": ("dipy_tractogen.workflows.phantom", "GeneratePhantomFlow"),
+    "dipy_generate_phantom": (
+        "dipy_tractogen.workflows.phantom",
+        "GeneratePhantomFlow",
+    ),
     "dipy_build_streamline_dataset": (
         "dipy_tractogen.workflows.dataset",
         "BuildStreamlineDatasetFlow",
@@ -29,7 +32,10 @@ COMMANDS = {
         "dipy_tractogen.workflows.generate",
         "GenerateTractogramFlow",
     ),
-    "dipy_filter_tractogram": ("dipy_tractogen.workflows.filter", "FilterTractogramFlow"),
+    "dipy_filter_tractogram": (
+        "dipy_tractogen.workflows.filter",
+        "FilterTractogramFlow",
+    ),
     "dipy_evaluate_tractogram": (
         "dipy_tractogen.workflows.evaluate",
         "EvaluateTractogramFlow",
