@@ -236,6 +236,14 @@ class FintaAutoencoder(Model):
        (FINTA). Med Image Anal 2021. doi:10.1016/j.media.2021.102126
     """
 
+    #: one-line description written into model cards
+    architecture_summary = (
+        "FINTA 1-D convolutional autoencoder: reflect-pad + Conv1D(k=3) encoder "
+        "3->32->64->128->256->512 (stride 2, ReLU) ->1024 (stride 1), "
+        "flatten + Dense latent; Dense + reshape, 5 x (Conv1D + ReLU + x2 "
+        "linear upsampling) 1024->512->256->128->64->32, Conv1D 32->3"
+    )
+
     def __init__(
         self,
         *,
