@@ -927,6 +927,12 @@ def load_bundles(path, *, reference="same", bbox_valid_check=True):
     TractogramError
         As :func:`load_tractogram_checked`, or inconsistent bundle data.
     """
+    sft, ids, names, metadata, _ = _read_bundles(path, reference, bbox_valid_check)
+    return sft, ids, names, metadata
+
+
+def _read_bundles(path, reference, bbox_valid_check):
+    """:func:`load_bundles` plus whether the file carried bundle ids."""
     import trx.trx_file_memmap as tmm
 
     path = Path(path)
@@ -969,6 +975,7 @@ def load_bundles(path, *, reference="same", bbox_valid_check=True):
             ids = full[keep]
     if ids is None and side.get("bundle_runs") is not None:
         ids = _unruns(side["bundle_runs"]).astype(np.int32)[keep]
+    found = ids is not None
     if ids is None:
         ids = np.zeros(len(sft), dtype=np.int32)
         if not names:
@@ -978,4 +985,5 @@ def load_bundles(path, *, reference="same", bbox_valid_check=True):
     metadata = info.get("metadata")
     if metadata is None:
         metadata = side.get("metadata", {})
-    return sft, ids.astype(np.int32), dict(sorted(names.items())), metadata
+    names = dict(sorted(names.items()))
+    return sft, ids.astype(np.int32), names, metadata, found
