@@ -34,10 +34,11 @@ Geometry
   ==  ==========  =======  ==========================================
 
 * Each streamline: the control points jittered with isotropic Gaussian noise,
-  then a cubic interpolating spline (``scipy.interpolate.make_interp_spline``,
-  not-a-knot; a straight segment when there is no control point) through
-  endpoint, control points and endpoint, parametrised by the normalised
-  cumulative chord length. It is sampled at equal arc-length steps of at most
+  then a cubic interpolating spline through endpoint, control points and
+  endpoint (``scipy.interpolate.make_interp_spline`` with natural end
+  conditions, which meet the rim without the hooks of not-a-knot ends; a
+  straight segment when there is no control point), parametrised by the
+  normalised cumulative chord length. It is sampled at equal arc-length steps of at most
   ``step_size`` mm (1 mm by default; ``n_points`` fixes the number of points
   instead) and lies in the plane ``z = constant``, that constant being drawn
   uniformly across the slab. Every streamline runs from its first parcel to
@@ -63,8 +64,8 @@ bundles, neurodegeneration)     for :data:`AFFECTED_BUNDLES` = arch,
                                 diagonal, fan_2 (:func:`status_effect`)
 endpoint angle                  ``30 (p + 1/2 + 0.4 s u)`` degrees,
                                 ``u ~ U[-1/2, 1/2)``
-control point                   ``R c + 0.03 R s g``, ``g ~ N(0, I_2)``
-                                (jitter sigma 1.92 mm at ``s = 1``)
+control point                   ``R c + 0.025 R s g``, ``g ~ N(0, I_2)``
+                                (jitter sigma 1.6 mm at ``s = 1``)
 through-plane offset            ``z = 8.9 s v`` mm, ``v ~ U[-1/2, 1/2)``
 ==============================  ==============================================
 
@@ -72,10 +73,11 @@ through-plane offset            ``z = 8.9 s v`` mm, ``v ~ U[-1/2, 1/2)``
 documented measure of spread is :func:`measure_spread`, the mean distance in
 mm between a bundle's streamlines and their centroid after resampling; it is
 close to proportional to ``s`` (measured on the default counts, seed 0, the
-ratio spread(90) / spread(20) is 1.49 to 1.51 for every bundle, and the
-neurodegeneration / control ratio 0.70 for the affected bundles; see
-``doc/phantom.md``). Unaffected bundles do not depend on the status. Length
-changes little with the covariates (within 1 % from 20 to 90).
+ratio spread(90) / spread(20) is 1.48 to 1.50 for every bundle, and the
+neurodegeneration / control ratio 0.69 to 0.70 for the affected bundles; see
+``doc/phantom.md``). Unaffected bundles do not depend on the status. Mean
+bundle length changes little with the covariates (less than 2 % from 20
+to 90 years).
 
 Randomness: ``seed`` seeds a :class:`numpy.random.SeedSequence` spawning one
 independent generator per bundle, so changing one bundle's count leaves the
@@ -459,8 +461,8 @@ def _bundle_streamlines(name, n_draw, n_keep, scale, rng, *, step_size, n_points
     )
     if n_points:
         sizes = np.full(n_keep, n_points)
-    else:
-        sizes = np.maximum(2, np.ceil(arc[:, -1] / step_size).astype(int) + 1)
+    else:  # 1 % more points: the polyline arc length underestimates the curve's
+        sizes = np.maximum(2, np.ceil(1.01 * arc[:, -1] / step_size).astype(int) + 1)
     out = []
     for spline, arc_i, n, zi in zip(splines, arc, sizes, z, strict=True):
         sl = np.empty((n, 3), dtype=np.float32)
@@ -704,13 +706,14 @@ def generate_phantom(
     )
 
 
-def _tractogram_suffix(fmt):
+def _tractogram_suffix(fmt, path=None):
     from dipy_tractogen.io import WRITABLE_EXTENSIONS
 
     suffix = "." + str(fmt).lower().lstrip(".")
     if suffix not in WRITABLE_EXTENSIONS:
+        where = f" ({path})" if path else ""
         raise InputError(
-            f"unknown tractogram format {fmt!r}; use one of "
+            f"unknown tractogram format {suffix[1:]!r}{where}; use one of "
             f"{', '.join(e.lstrip('.') for e in WRITABLE_EXTENSIONS)}"
         )
     return suffix
@@ -730,7 +733,7 @@ def _phantom_paths(out_dir, *, fmt, prefix, names):
     out_dir = Path(out_dir)
     if "tractogram" in names:
         tractogram = out_dir / names["tractogram"]
-        _tractogram_suffix(tractogram.suffix)
+        _tractogram_suffix(tractogram.suffix, tractogram)
     else:
         tractogram = out_dir / f"{prefix}phantom{_tractogram_suffix(fmt)}"
     paths = {
