@@ -77,8 +77,9 @@ def mean_curvature(streamlines, *, n_points=64):
         return np.zeros(len(arr), dtype=np.float32)
     d1 = np.gradient(arr, axis=1)
     d2 = np.gradient(d1, axis=1)
-    speed = np.linalg.norm(d1, axis=-1)
-    cross = np.linalg.norm(np.cross(d1, d2), axis=-1)
+    c = np.cross(d1, d2)
+    speed = np.sqrt(np.einsum("ijk,ijk->ij", d1, d1))
+    cross = np.sqrt(np.einsum("ijk,ijk->ij", c, c))
     with np.errstate(divide="ignore", invalid="ignore"):
         k = np.where(speed > 0, cross / np.maximum(speed, 1e-12) ** 3, 0.0)
     return k.mean(axis=1).astype(np.float32)

@@ -19,6 +19,7 @@ process) and serves shuffled, chunk-aligned batches both as an iterator
 same deterministic order for a given seed and epoch.
 """
 
+import collections
 import contextlib
 import json
 import os
@@ -523,9 +524,10 @@ class StreamlineDataset:
     path : str or path-like
         The ``.h5`` file written by :func:`build_dataset`.
     cache_mb : float, optional
-        HDF5 chunk cache per open file, in MiB. It should hold a few chunks
-        (``buffer_blocks``) so that batches read by :meth:`batch` decompress
-        each chunk once per epoch.
+        Size of the cache of decompressed chunks, in MiB (per process). It
+        should hold about ``2 * buffer_blocks`` chunks (3 MiB each for 1024
+        streamlines of 256 points) so that :meth:`batch` and
+        :meth:`iter_batches` decompress each chunk about once per epoch.
 
     Raises
     ------
@@ -546,6 +548,7 @@ class StreamlineDataset:
         self._pid = None
         self._cache = {}
         self._plans = {}
+        self._chunks = collections.OrderedDict()
         if not Path(self.path).is_file():
             raise DatasetError(f"dataset not found: {self.path}")
         self._read_header()
@@ -558,7 +561,7 @@ class StreamlineDataset:
             return h5py.File(
                 self.path,
                 "r",
-                rdcc_nbytes=int(self.cache_mb * 2**20),
+                rdcc_nbytes=4 * 2**20,
                 rdcc_nslots=10007,
             )
         except OSError as exc:
@@ -596,6 +599,7 @@ class StreamlineDataset:
         state["_h5"] = None
         state["_pid"] = None
         state["_plans"] = {}
+        state["_chunks"] = collections.OrderedDict()
         return state
 
     def __setstate__(self, state):
@@ -637,6 +641,8 @@ class StreamlineDataset:
         self._n = int(n)
         self.n_points = int(attrs["n_points"])
         self.chunk_rows = int(f["streamlines"].chunks[0]) if n else 1
+        chunk_bytes = self.chunk_rows * int(attrs["n_points"]) * 3 * 4
+        self._chunk_capacity = max(2, int(self.cache_mb * 2**20) // chunk_bytes)
         self.bundle_names = tuple(json.loads(attrs["bundle_names"]))
         self.affine = np.asarray(attrs["affine"], dtype=np.float64)
         self.dimensions = np.asarray(attrs["dimensions"], dtype=np.int64)
@@ -747,12 +753,15 @@ class StreamlineDataset:
     def read(self, indices):
         """Streamlines at ``indices`` (any order, repeats allowed).
 
-        Indices are sorted and read as contiguous ranges (a gap of at most
-        one chunk is read through), then returned in the order given.
+        Whole HDF5 chunks are read (one decompression each) and kept in a
+        least-recently-used cache of ``cache_mb`` MiB, so the consecutive
+        batches of an epoch, which draw from the same few chunks, decompress
+        each chunk about once. A request touching more chunks than the cache
+        holds is read as contiguous ranges without caching.
 
         Parameters
         ----------
-        indices : array-like of int, slice-free
+        indices : array-like of int or bool mask
 
         Returns
         -------
@@ -764,14 +773,30 @@ class StreamlineDataset:
             return out
         order = np.argsort(idx, kind="stable")
         srt = idx[order]
-        breaks = np.flatnonzero(np.diff(srt) > self.chunk_rows) + 1
+        rows = self.chunk_rows
+        chunk = srt // rows
+        starts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
         ds = self.h5["streamlines"]
-        pos = 0
-        for run in np.split(srt, breaks):
-            lo, hi = int(run[0]), int(run[-1]) + 1
-            block = ds[lo:hi]
-            out[order[pos : pos + len(run)]] = block[run - lo]
-            pos += len(run)
+        if len(starts) > self._chunk_capacity:
+            breaks = np.flatnonzero(np.diff(srt) > rows) + 1
+            pos = 0
+            for run in np.split(srt, breaks):
+                lo, hi = int(run[0]), int(run[-1]) + 1
+                out[order[pos : pos + len(run)]] = ds[lo:hi][run - lo]
+                pos += len(run)
+            return out
+        ends = np.r_[starts[1:], len(srt)]
+        for a, b in zip(starts, ends, strict=True):
+            c = int(chunk[a])
+            block = self._chunks.get(c)
+            if block is None:
+                block = ds[c * rows : min((c + 1) * rows, self._n)]
+                self._chunks[c] = block
+                while len(self._chunks) > self._chunk_capacity:
+                    self._chunks.popitem(last=False)
+            else:
+                self._chunks.move_to_end(c)
+            out[order[a:b]] = block[srt[a:b] - c * rows]
         return out
 
     def labels(self, indices=None):

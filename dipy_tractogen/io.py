@@ -65,6 +65,7 @@ __all__ = [
     "random_flip",
     "reference_info",
     "same_space",
+    "is_in_volume",
     "save_tractogram_atomic",
     "save_bundles",
     "load_bundles",
@@ -200,6 +201,54 @@ def same_space(reference_1, reference_2, *, atol=1e-3):
         and np.allclose(v1, v2, rtol=1e-3, atol=atol)
         and str(o1) == str(o2)
     )
+
+
+def is_in_volume(sft, *, block=2**20):
+    """Whether every point lies inside the reference volume's bounding box.
+
+    The criterion of DIPY's ``StatefulTractogram.is_bbox_in_vox_valid``
+    (voxel coordinates, corner origin, within ``[0, dimensions]``), computed
+    read-only on blocks of points: DIPY's method moves the whole tractogram
+    to voxel space and back in place, which costs two full copies, perturbs
+    the float32 coordinates and logs errors.
+
+    Parameters
+    ----------
+    sft : StatefulTractogram
+        Any space or origin.
+    block : int, optional
+        Points transformed at a time.
+
+    Returns
+    -------
+    inside : bool
+    """
+    from dipy.io.stateful_tractogram import Origin, Space
+
+    if len(sft) == 0:
+        return True
+    affine, dims, voxel_sizes, _ = sft.space_attributes
+    to_vox = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    shift = np.zeros(3)
+    if sft.space == Space.RASMM:
+        mat = to_vox
+    elif sft.space == Space.LPSMM:
+        mat = to_vox @ np.diag([-1.0, -1.0, 1.0, 1.0])
+    elif sft.space == Space.VOXMM:
+        mat = np.diag([*(1.0 / np.asarray(voxel_sizes, dtype=np.float64)), 1.0])
+    else:  # Space.VOX
+        mat = np.eye(4)
+    if sft.origin == Origin.NIFTI:
+        shift += 0.5  # voxel centre -> corner
+    data = sft.streamlines.get_data()
+    lin, off = mat[:3, :3].T, mat[:3, 3] + shift
+    upper = np.asarray(dims, dtype=np.float64)[:3]
+    for lo in range(0, len(data), block):
+        # einsum: no BLAS threads for a (n, 3) x (3, 3) product
+        vox = np.einsum("ij,jk->ik", data[lo : lo + block], lin) + off
+        if (vox < 0).any() or (vox > upper).any():
+            return False
+    return True
 
 
 def _short(obj):
@@ -362,7 +411,7 @@ def _load_checked(path, reference, bbox_valid_check):
     _, keep = clean_streamlines(sft.streamlines, source=path.name)
     if not keep.all():
         sft = sft[np.flatnonzero(keep)]
-    if bbox_valid_check and not sft.is_bbox_in_vox_valid():
+    if bbox_valid_check and not is_in_volume(sft):
         raise TractogramError(
             f"streamlines of {path} fall outside the bounding box of the "
             "reference volume (wrong reference? use bbox_valid_check=False to "
@@ -562,7 +611,7 @@ def save_tractogram_atomic(sft, path, *, force=False, bbox_valid_check=True):
             f"supported: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
     check_writable(path, force=force)
-    if bbox_valid_check and not sft.is_bbox_in_vox_valid():
+    if bbox_valid_check and not is_in_volume(sft):
         raise TractogramError(
             f"streamlines fall outside the reference volume; not writing {path}"
         )
@@ -779,7 +828,7 @@ def save_bundles(
         raise InputError(
             f"cannot build a tractogram for {path}: {_one_line(exc)}"
         ) from exc
-    if bbox_valid_check and not sft.is_bbox_in_vox_valid():
+    if bbox_valid_check and not is_in_volume(sft):
         raise TractogramError(
             f"streamlines fall outside the reference volume; not writing {path}"
         )

@@ -135,6 +135,11 @@ def test_round_trip_values(cohort):
             assert f.attrs["format"] == FORMAT
             assert f["streamlines"].chunks == (16, N_PTS, 3)
             assert f["streamlines"].dtype == np.float32
+    # without a cache (capacity of 2 chunks) reads go through contiguous ranges
+    with StreamlineDataset(out, cache_mb=0) as ds:
+        rng = np.random.default_rng(0)
+        for idx in (np.arange(len(ds)), rng.permutation(len(ds))[:50], [3, 40, 3]):
+            np.testing.assert_array_equal(ds.read(idx), expected[idx])
     # a DIPY StatefulTractogram can be rebuilt from the stored reference
     StatefulTractogram(list(expected[:3]), ds.reference, Space.RASMM)
 

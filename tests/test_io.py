@@ -13,6 +13,7 @@ from dipy.io.streamline import load_tractogram, save_tractogram
 from dipy_tractogen.errors import InputError, OutputExistsError, TractogramError
 from dipy_tractogen.io import (
     clean_streamlines,
+    is_in_volume,
     load_bundles,
     load_tractogram_checked,
     orient_streamlines,
@@ -182,6 +183,26 @@ def test_mismatched_reference(tmp_path):
         load_tractogram_checked(path, reference=far)
     with pytest.raises(TractogramError, match="reference image not found"):
         load_tractogram_checked(path, reference=tmp_path / "missing.nii.gz")
+
+
+def test_is_in_volume_matches_dipy(tmp_path):
+    from dipy.io.stateful_tractogram import Origin
+
+    ref = _reference(tmp_path)
+    sl, _ = _bundles(np.random.default_rng(0))
+    for shift in (0.0, 9.0, -10.5, 17.2):
+        moved = [s + np.float32(shift) for s in sl]
+        for space in (Space.RASMM, Space.VOX, Space.VOXMM, Space.LPSMM):
+            for origin in (Origin.NIFTI, Origin.TRACKVIS):
+                sft = StatefulTractogram(moved, ref, Space.RASMM)
+                sft.to_space(space)
+                sft.to_origin(origin)
+                before = sft.streamlines.get_data().copy()
+                ours = is_in_volume(sft)
+                np.testing.assert_array_equal(sft.streamlines.get_data(), before)
+                assert ours == sft.is_bbox_in_vox_valid(), (shift, space, origin)
+    assert is_in_volume(StatefulTractogram(sl, ref, Space.RASMM))
+    assert not is_in_volume(StatefulTractogram([s + 30 for s in sl], ref, Space.RASMM))
 
 
 def test_reference_info_tuple(tmp_path):
