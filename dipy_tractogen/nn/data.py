@@ -1,0 +1,586 @@
+"""Keras data pipelines for training streamline autoencoders.
+
+Two :class:`keras.utils.PyDataset` classes feed ``model.fit`` with batches of
+*normalised* resampled streamlines, as ``(x, x)`` pairs (an autoencoder is
+its own target):
+
+- :class:`ArrayStreamlineSequence` over an in-memory ``(N, P, 3)`` array (for
+  tractogram files, which are resampled once when loaded);
+- :class:`HDF5StreamlineSequence` over one split of a
+  :class:`~dipy_tractogen.dataset.StreamlineDataset` (HDF5), read batch by
+  batch, never fully loaded.
+
+Both shuffle each epoch, flip each streamline with probability ``flip_p``
+(:func:`dipy_tractogen.io.random_flip`; a streamline and its reverse are the
+same fibre) and normalise ``(x - center) / scale``. Batch ``i`` of epoch ``e``
+depends only on ``(seed, e, i)``: the epoch order is a permutation drawn from
+``default_rng([seed, e])`` and the flips of a batch from
+``default_rng([seed, e, i])``, so the stream is repeatable, independent of the
+order in which Keras (or its worker threads) asks for batches, and an
+interrupted run resumed at epoch ``e`` sees exactly the batches it would have
+seen. The epoch is set by :meth:`set_epoch` (the training loop calls it from a
+callback with Keras' absolute epoch index); without it the sequence counts
+epochs itself in :meth:`on_epoch_end`.
+
+:func:`load_training_data` turns the user's input (tractogram files or globs,
+an HDF5 dataset, or arrays) into a :class:`TrainingData` with a training and a
+validation split.
+"""
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from dipy_tractogen.errors import DatasetError, InputError
+
+__all__ = [
+    "ArrayStreamlineSequence",
+    "HDF5StreamlineSequence",
+    "TrainingData",
+    "load_training_data",
+    "normalize_points",
+    "mean_point",
+    "expand_inputs",
+]
+
+#: File name endings read as an HDF5 streamline dataset.
+HDF5_EXTENSIONS = (".h5", ".hdf5")
+
+
+def normalize_points(x, center, scale):
+    """Return ``(x - center) / scale`` as float32.
+
+    Parameters
+    ----------
+    x : ndarray (..., 3)
+        Coordinates in mm.
+    center : array-like (3,)
+        Centre in mm.
+    scale : float
+        Scale in mm (> 0).
+
+    Returns
+    -------
+    y : ndarray (..., 3) float32
+    """
+    center = np.asarray(center, dtype=np.float32).reshape(3)
+    return ((np.asarray(x, dtype=np.float32) - center) / np.float32(scale)).astype(
+        np.float32, copy=False
+    )
+
+
+def _epoch_order(n, seed, epoch, shuffle):
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+class _StreamlineSequence(keras.utils.PyDataset):
+    """Shared batching, flipping and normalisation (see the module docstring)."""
+
+    def __init__(
+        self,
+        n,
+        *,
+        batch_size=128,
+        shuffle=True,
+        flip_p=0.5,
+        center=(0.0, 0.0, 0.0),
+        scale=1.0,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(batch_size) <= 0:
+            raise InputError(f"batch_size must be > 0, got {batch_size}")
+        if not 0.0 <= float(flip_p) <= 1.0:
+            raise InputError(f"flip_p must be in [0, 1], got {flip_p}")
+        if not float(scale) > 0:
+            raise InputError(f"scale must be > 0, got {scale}")
+        if n <= 0:
+            raise InputError("no streamlines to train on")
+        self.n = int(n)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.flip_p = float(flip_p)
+        self.center = np.asarray(center, dtype=np.float32).reshape(3)
+        self.scale = float(scale)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._order = None
+        self._order_epoch = None
+
+    def __len__(self):
+        return -(-self.n // self.batch_size)
+
+    def set_epoch(self, epoch):
+        """Select the (absolute, 0-based) epoch whose batches are produced."""
+        self.epoch = int(epoch)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+    def _positions(self, i):
+        """Positions (in ``range(self.n)``) of the members of batch ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch {i} out of range (0..{len(self) - 1})")
+        if self._order_epoch != self.epoch:
+            self._order = _epoch_order(self.n, self.seed, self.epoch, self.shuffle)
+            self._order_epoch = self.epoch
+        return self._order[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def _read(self, positions):
+        raise NotImplementedError
+
+    def raw_batch(self, i):
+        """Batch ``i`` of the current epoch in mm, flipped, not normalised."""
+        from dipy_tractogen.io import random_flip
+
+        x = np.asarray(self._read(self._positions(i)), dtype=np.float32)
+        if self.flip_p > 0:
+            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+            x = random_flip(x, rng, p=self.flip_p)
+        return x
+
+    def __getitem__(self, i):
+        x = normalize_points(self.raw_batch(i), self.center, self.scale)
+        return x, x
+
+
+class ArrayStreamlineSequence(_StreamlineSequence):
+    """Batches of an in-memory array of resampled streamlines.
+
+    Parameters
+    ----------
+    streamlines : ndarray (N, P, 3)
+        Resampled streamlines in RAS+ mm (float32 is kept without a copy).
+    batch_size : int, optional
+        Streamlines per batch; the last batch may be smaller.
+    shuffle : bool, optional
+        Draw a new order every epoch.
+    flip_p : float, optional
+        Probability of reversing each streamline (0 for validation).
+    center : array-like (3,), optional
+        Normalisation centre in mm.
+    scale : float, optional
+        Normalisation scale in mm.
+    seed : int, optional
+        Seed of the order and the flips.
+    **kwargs
+        ``workers``, ``use_multiprocessing``, ``max_queue_size`` of
+        :class:`keras.utils.PyDataset`.
+    """
+
+    def __init__(self, streamlines, **kwargs):
+        arr = np.asarray(streamlines)
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise InputError(
+                f"expected resampled streamlines (N, P, 3), got shape {arr.shape}"
+            )
+        self.streamlines = arr.astype(np.float32, copy=False)
+        super().__init__(len(arr), **kwargs)
+
+    @property
+    def n_points(self):
+        return self.streamlines.shape[1]
+
+    def _read(self, positions):
+        return self.streamlines[positions]
+
+
+class HDF5StreamlineSequence(_StreamlineSequence):
+    """Batches of one split of an HDF5 streamline dataset, read on demand.
+
+    Parameters
+    ----------
+    dataset : StreamlineDataset
+        An open :class:`~dipy_tractogen.dataset.StreamlineDataset`.
+    split : str or ndarray of int
+        ``"train"``, ``"valid"``, ``"test"`` or explicit streamline indices.
+    **kwargs
+        As for :class:`ArrayStreamlineSequence`.
+    """
+
+    def __init__(self, dataset, split, **kwargs):
+        self.dataset = dataset
+        if isinstance(split, str):
+            self.split = split
+            self.members = np.asarray(dataset.indices(split), dtype=np.int64)
+        else:
+            self.split = "custom"
+            self.members = np.asarray(split, dtype=np.int64)
+        super().__init__(len(self.members), **kwargs)
+
+    @property
+    def n_points(self):
+        return int(self.dataset.n_points)
+
+    def _read(self, positions):
+        idx = self.members[positions]
+        # HDF5 fancy selection wants increasing indices: read sorted, restore
+        order = np.argsort(idx, kind="stable")
+        data = np.asarray(self.dataset.read(idx[order]), dtype=np.float32)
+        out = np.empty_like(data)
+        out[order] = data
+        return out
+
+
+def mean_point(sequence, *, chunk=4096):
+    """Mean of every point of a sequence's streamlines (mm), read in chunks.
+
+    Parameters
+    ----------
+    sequence : ArrayStreamlineSequence or HDF5StreamlineSequence
+    chunk : int, optional
+        Streamlines read at a time.
+
+    Returns
+    -------
+    center : ndarray (3,) float64
+    """
+    total = np.zeros(3)
+    count = 0
+    for start in range(0, sequence.n, chunk):
+        x = np.asarray(
+            sequence._read(np.arange(start, min(start + chunk, sequence.n))),
+            dtype=np.float64,
+        )
+        total += x.reshape(-1, 3).sum(axis=0)
+        count += x.shape[0] * x.shape[1]
+    return total / count
+
+
+def expand_inputs(inputs):
+    """Expand paths and glob patterns into a sorted list of existing files.
+
+    Parameters
+    ----------
+    inputs : str or path-like or iterable of them
+
+    Returns
+    -------
+    files : list of str
+
+    Raises
+    ------
+    InputError
+        If a pattern matches nothing or a path does not exist.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files = []
+    for item in inputs:
+        item = os.fspath(item)
+        if glob.has_magic(item):
+            found = sorted(glob.glob(item))
+            if not found:
+                raise InputError(f"no file matches {item}")
+            files.extend(found)
+        elif not os.path.exists(item):
+            raise InputError(f"input not found: {item}")
+        else:
+            files.append(item)
+    if not files:
+        raise InputError("no input given")
+    return list(dict.fromkeys(files))
+
+
+@dataclass
+class TrainingData:
+    """Training and validation streams plus what the model card says about them.
+
+    Attributes
+    ----------
+    train : ndarray (N, P, 3) or (StreamlineDataset, ndarray of int)
+        Training streamlines (mm) or a dataset and its member indices.
+    valid : same as ``train`` or None
+        Validation streamlines (None when there is no validation set).
+    n_points : int
+        Points per streamline.
+    summary : dict
+        JSON-able description (source, files, bundles, counts, covariates).
+    fingerprint : str
+        Hash identifying the data (a resumed run must see the same data).
+    test : same as ``train`` or None
+        A held-out split distinct from ``valid`` (HDF5 ``test`` split).
+    """
+
+    train: object
+    valid: object
+    n_points: int
+    summary: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    test: object = None
+
+    def sequence(self, which, **kwargs):
+        """A PyDataset over ``train``, ``valid`` or ``test``."""
+        part = getattr(self, which)
+        if part is None:
+            return None
+        if isinstance(part, tuple):
+            return HDF5StreamlineSequence(part[0], part[1], **kwargs)
+        return ArrayStreamlineSequence(part, **kwargs)
+
+    def held_out(self, *, max_streamlines=None, seed=0):
+        """Held-out streamlines in mm (``test`` if any, else ``valid``).
+
+        Parameters
+        ----------
+        max_streamlines : int, optional
+            Evenly subsample to at most this many (deterministic given seed).
+        seed : int, optional
+
+        Returns
+        -------
+        streamlines : ndarray (M, P, 3) float32 or None
+        """
+        part = self.test if self.test is not None else self.valid
+        if part is None:
+            return None
+        n = len(part[1]) if isinstance(part, tuple) else len(part)
+        pos = np.arange(n)
+        if max_streamlines is not None and n > max_streamlines:
+            rng = np.random.default_rng(seed)
+            pos = np.sort(rng.choice(n, size=int(max_streamlines), replace=False))
+        if isinstance(part, tuple):
+            seq = HDF5StreamlineSequence(part[0], part[1], shuffle=False, flip_p=0)
+            return np.asarray(seq._read(pos), dtype=np.float32)
+        return np.asarray(part[pos], dtype=np.float32)
+
+
+def _split(n, valid_fraction, seed, labels=None):
+    """Random (stratified when possible) train / valid positions."""
+    idx = np.arange(n)
+    if valid_fraction <= 0:
+        return idx, np.zeros(0, dtype=int)
+    n_valid = int(round(valid_fraction * n))
+    if n_valid < 1 or n_valid >= n:
+        raise InputError(
+            f"valid_fraction={valid_fraction} leaves no training or no validation "
+            f"streamline out of {n}"
+        )
+    from sklearn.model_selection import train_test_split
+
+    stratify = None
+    if labels is not None:
+        _, counts = np.unique(labels, return_counts=True)
+        if counts.min() >= 2 and len(counts) <= n_valid and len(counts) <= n - n_valid:
+            stratify = labels
+    train, valid = train_test_split(
+        idx, test_size=n_valid, random_state=seed, stratify=stratify
+    )
+    return np.sort(train), np.sort(valid)
+
+
+def _fingerprint(*arrays, extra=""):
+    h = hashlib.sha1(extra.encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _from_arrays(streamlines, bundle_ids, n_points, valid_fraction, seed, summary):
+    from dipy_tractogen.io import resample_streamlines
+
+    arr = resample_streamlines(streamlines, n_points)
+    if len(arr) == 0:
+        raise InputError("no streamlines to train on")
+    if not np.isfinite(arr).all():
+        raise InputError("streamline coordinates contain NaN or infinity")
+    ids = None if bundle_ids is None else np.asarray(bundle_ids).reshape(-1)
+    if ids is not None and len(ids) != len(arr):
+        raise InputError(
+            f"{len(ids)} bundle ids for {len(arr)} streamlines: counts differ"
+        )
+    train, valid = _split(len(arr), valid_fraction, seed, ids)
+    summary = dict(summary)
+    if ids is not None and "bundles" not in summary:
+        labels, counts = np.unique(ids, return_counts=True)
+        summary["bundles"] = {
+            str(k): int(c) for k, c in zip(labels, counts, strict=True)
+        }
+    summary.update(
+        n_streamlines=len(arr),
+        n_train=len(train),
+        n_valid=len(valid),
+        valid_fraction=float(valid_fraction),
+        split="random (stratified by bundle when possible)",
+    )
+    return TrainingData(
+        train=arr[train],
+        valid=arr[valid] if len(valid) else None,
+        n_points=n_points,
+        summary=summary,
+        fingerprint=_fingerprint(arr, extra=f"{n_points}/{valid_fraction}/{seed}"),
+    )
+
+
+def _from_files(files, n_points, valid_fraction, seed):
+    from dipy_tractogen.io import load_bundles
+
+    arrays, ids, names, per_file = [], [], {}, []
+    for path in files:
+        sft, bundle_ids, bundle_names, _ = load_bundles(path)
+        arr = _resample_sft(sft, n_points)
+        local = {}
+        for local_id in np.unique(bundle_ids):
+            # bundles of the same name in several files (subjects) are merged
+            name = bundle_names.get(int(local_id), f"{Path(path).stem}_{local_id}")
+            global_id = next((k for k, v in names.items() if v == name), len(names))
+            names[global_id] = name
+            local[int(local_id)] = global_id
+        arrays.append(arr)
+        ids.append(np.array([local[int(b)] for b in bundle_ids], dtype=np.int32))
+        per_file.append({"path": os.path.abspath(path), "n_streamlines": len(arr)})
+    arr = np.concatenate(arrays)
+    ids = np.concatenate(ids)
+    counts = {names[k]: int((ids == k).sum()) for k in sorted(names)}
+    summary = {
+        "source": "tractograms",
+        "files": per_file,
+        "bundles": counts,
+    }
+    data = _from_arrays(arr, ids, n_points, valid_fraction, seed, summary)
+    stat = "".join(f"{f}:{os.path.getsize(f)}:{os.path.getmtime(f)};" for f in files)
+    data.fingerprint = _fingerprint(extra=stat + data.fingerprint)
+    return data
+
+
+def _resample_sft(sft, n_points):
+    from dipy_tractogen.io import resample_streamlines
+
+    return resample_streamlines(sft.streamlines, n_points)
+
+
+def _from_hdf5(path, n_points, valid_fraction, seed):
+    from dipy_tractogen.dataset import StreamlineDataset
+
+    ds = path if isinstance(path, StreamlineDataset) else StreamlineDataset(path)
+    if int(ds.n_points) != int(n_points):
+        raise DatasetError(
+            f"dataset {getattr(ds, 'path', path)} holds {ds.n_points} points per "
+            f"streamline but n_points={n_points} was asked: rebuild the dataset or "
+            f"pass n_points={ds.n_points}"
+        )
+    train = np.asarray(ds.indices("train"), dtype=np.int64)
+    valid = np.asarray(ds.indices("valid"), dtype=np.int64)
+    test = np.asarray(ds.indices("test"), dtype=np.int64)
+    split = "from the dataset"
+    if len(train) == 0:
+        raise DatasetError(f"dataset {getattr(ds, 'path', path)} has no training split")
+    if len(valid) == 0 and valid_fraction > 0:
+        t, v = _split(len(train), valid_fraction, seed)
+        train, valid = train[t], train[v]
+        split = f"valid drawn from train (valid_fraction={valid_fraction})"
+    names = getattr(ds, "bundle_names", None)
+    summary = {
+        "source": "hdf5",
+        "files": [{"path": os.path.abspath(os.fspath(getattr(ds, "path", path)))}],
+        "n_streamlines": int(len(ds)),
+        "n_train": int(len(train)),
+        "n_valid": int(len(valid)),
+        "n_test": int(len(test)),
+        "split": split,
+    }
+    if names is not None:
+        summary["bundles"] = [str(n) for n in names]
+    for attr in ("covariates", "metadata"):
+        value = getattr(ds, attr, None)
+        if isinstance(value, dict):
+            summary[attr] = {str(k): _jsonable(v) for k, v in value.items()}
+    p = os.fspath(getattr(ds, "path", path))
+    fp = _fingerprint(
+        train,
+        valid,
+        extra=f"{os.path.abspath(p)}:{os.path.getsize(p)}:{n_points}",
+    )
+    return TrainingData(
+        train=(ds, train),
+        valid=(ds, valid) if len(valid) else None,
+        test=(ds, test) if len(test) else None,
+        n_points=int(n_points),
+        summary=summary,
+        fingerprint=fp,
+    )
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 64 else f"array{value.shape}"
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value][:64]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def load_training_data(data, *, n_points=256, valid_fraction=0.2, seed=0):
+    """Load training input into a :class:`TrainingData`.
+
+    Parameters
+    ----------
+    data : str, path-like, list of them, StreamlineDataset, ndarray or tuple
+        Tractogram files or glob patterns (each file one bundle, named after
+        its stem, unless it carries bundle labels, see
+        :func:`dipy_tractogen.io.load_bundles`); a single ``.h5``/``.hdf5``
+        streamline dataset (path or open
+        :class:`~dipy_tractogen.dataset.StreamlineDataset`); an array
+        ``(N, P, 3)`` or a list of streamlines in RAS+ mm; or a pair
+        ``(streamlines, bundle_ids)``.
+    n_points : int, optional
+        Points per resampled streamline.
+    valid_fraction : float, optional
+        Fraction held out for validation when the data has no split (in
+        [0, 1); 0: no validation).
+    seed : int, optional
+        Seed of that split.
+
+    Returns
+    -------
+    data : TrainingData
+
+    Raises
+    ------
+    InputError, TractogramError, DatasetError
+        On missing files, unreadable tractograms, empty input or an
+        impossible split.
+    """
+    if not 0.0 <= float(valid_fraction) < 1.0:
+        raise InputError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    if isinstance(data, TrainingData):
+        return data
+    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], str):
+        return _from_arrays(
+            data[0], data[1], n_points, valid_fraction, seed, {"source": "arrays"}
+        )
+    if (
+        isinstance(data, np.ndarray)
+        or (isinstance(data, list) and data and isinstance(data[0], np.ndarray))
+        or type(data).__name__ == "ArraySequence"
+    ):
+        return _from_arrays(
+            data, None, n_points, valid_fraction, seed, {"source": "arrays"}
+        )
+    if type(data).__name__ == "StreamlineDataset":
+        return _from_hdf5(data, n_points, valid_fraction, seed)
+    files = expand_inputs(data)
+    h5 = [f for f in files if f.lower().endswith(HDF5_EXTENSIONS)]
+    if h5:
+        if len(files) != 1:
+            raise InputError(
+                "give either one HDF5 dataset or tractogram files, not both "
+                f"({len(files)} inputs)"
+            )
+        return _from_hdf5(files[0], n_points, valid_fraction, seed)
+    return _from_files(files, n_points, valid_fraction, seed)

@@ -1,0 +1,1059 @@
+"""The FINTA training recipe: loss, coupled-L2 Adam, OneCycle, resumable fit.
+
+The published recipe (Legarreta et al. 2021, the reference PyTorch code) is
+the default and every choice can be overridden:
+
+- loss: squared error summed over the points and coordinates of a streamline
+  and summed over the batch (:class:`StreamlineSquaredError`, Keras
+  ``reduction="sum"``), logged per streamline as the ``streamline_loss``
+  metric;
+- optimiser: Adam with a *coupled* L2 weight decay of 0.13, as PyTorch's
+  ``Adam(weight_decay=...)`` (:class:`AdamL2`; Keras' own ``weight_decay``
+  is decoupled, AdamW-style, and behaves differently);
+- schedule: OneCycle (max 1e-3, 30 % cosine warm-up, cosine anneal,
+  ``div_factor`` 25, ``final_div_factor`` 1e4) stepped per batch
+  (:class:`OneCycleSchedule`);
+- batch 128, random flip p = 0.5, latent 32, the weights of the epoch with the
+  best validation loss are kept.
+
+Deviation from the reference code (documented in ``doc/training.md``): inputs
+are normalised, ``(x - center) / scale`` with ``center`` the mean training
+point and ``scale`` 64 mm; both are stored in the model. The loss is expressed
+in mm² (the normalised squared error times ``scale**2``) so that the relative
+weight of the coupled L2 term is the one of the reference, which trained on
+raw mm coordinates.
+
+Distribution: ``batch_size`` is the global batch. Under ``tf.distribute``
+each replica sums the loss over its share of the batch and Keras sums the
+replicas' gradients (``reduction="sum"`` is not rescaled by the number of
+replicas), so the gradient is the one of the global-batch sum, as on one
+device, and the L2 term is added once, after the all-reduce, in the
+optimiser. Nothing here has a per-backend train step: training is the
+standard ``compile``/``fit``.
+
+:func:`train_autoencoder` runs the recipe with a resumable checkpoint written
+by atomic renames after every epoch, a CSV log, a loss-curve PNG, optional
+TensorBoard logging and early stopping, and saves the model with a model card
+(:func:`dipy_tractogen.models.save_model`).
+
+References
+----------
+.. [1] Legarreta, J. H., Petit, L., Rheault, F., et al. "Filtering in
+   tractography using autoencoders (FINTA)". Medical Image Analysis 72,
+   102126 (2021). doi:10.1016/j.media.2021.102126
+.. [2] Legarreta, J. H., Petit, L., Jodoin, P.-M., Descoteaux, M. "Generative
+   sampling in bundle tractography using autoencoders (GESTA)". Medical Image
+   Analysis 85, 102761 (2023). doi:10.1016/j.media.2023.102761
+.. [3] Kingma, D. P., Ba, J. "Adam: a method for stochastic optimization".
+   ICLR (2015). arXiv:1412.6980
+.. [4] Smith, L. N., Topin, N. "Super-convergence: very fast training of
+   neural networks using large learning rates". Proc. SPIE 11006 (2019).
+   doi:10.1117/12.2520589
+"""
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from dipy_tractogen.errors import InputError, ModelError
+from dipy_tractogen.outputs import atomic_output, check_writable
+
+__all__ = [
+    "AdamL2",
+    "OneCycleSchedule",
+    "StreamlineSquaredError",
+    "StreamlineLoss",
+    "streamline_squared_error",
+    "streamline_errors",
+    "reconstruction_errors",
+    "plot_loss_curve",
+    "training_paths",
+    "train_autoencoder",
+    "DEFAULTS",
+]
+
+#: The published recipe (and this package's defaults).
+DEFAULTS = {
+    "epochs": 100,
+    "batch_size": 128,
+    "learning_rate": 6.68e-4,
+    "max_learning_rate": 1e-3,
+    "pct_start": 0.3,
+    "div_factor": 25.0,
+    "final_div_factor": 1e4,
+    "weight_decay": 0.13,
+    "latent_dim": 32,
+    "n_points": 256,
+    "scale": 64.0,
+    "flip_p": 0.5,
+}
+
+_PACKAGE = "dipy_tractogen"
+
+
+# --------------------------------------------------------------------------
+# optimiser, schedule, loss
+# --------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AdamL2(keras.optimizers.Adam):
+    """Adam with a coupled L2 penalty (PyTorch ``Adam(weight_decay=...)``).
+
+    Before the moment updates the gradient of every variable becomes
+    ``g + l2 * w`` (the gradient of ``loss + l2 / 2 * ||w||²``), then Adam
+    proceeds as in PyTorch, with the bias-corrected denominator
+    ``sqrt(v / (1 - beta_2**t)) + epsilon``. This differs from Keras'
+    ``weight_decay`` argument, which is decoupled (AdamW): there the decay
+    bypasses the adaptive scaling.
+
+    Parameters
+    ----------
+    learning_rate : float or LearningRateSchedule, optional
+        Learning rate or schedule.
+    l2 : float, optional
+        Coupled L2 coefficient (PyTorch's ``weight_decay``), applied to every
+        trainable variable, biases included, as PyTorch does.
+    beta_1, beta_2 : float, optional
+        Moment decay rates.
+    epsilon : float, optional
+        PyTorch's default 1e-8 (added to the bias-corrected root).
+    **kwargs
+        Other :class:`keras.optimizers.Optimizer` arguments (``clipnorm``,
+        ``name``...). ``weight_decay`` is refused.
+
+    References
+    ----------
+    .. [1] Kingma, D. P., Ba, J. "Adam: a method for stochastic
+       optimization". ICLR (2015). arXiv:1412.6980
+    .. [2] Loshchilov, I., Hutter, F. "Decoupled weight decay
+       regularization". ICLR (2019). arXiv:1711.05101 (why coupled and
+       decoupled decay differ)
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        l2=0.0,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        **kwargs,
+    ):
+        if kwargs.get("weight_decay") is not None:
+            raise InputError(
+                "AdamL2 applies a coupled L2 term (l2=...); Keras' decoupled "
+                "weight_decay is not accepted"
+            )
+        kwargs.pop("weight_decay", None)
+        kwargs.pop("amsgrad", None)
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            **kwargs,
+        )
+        if float(l2) < 0:
+            raise InputError(f"l2 must be >= 0, got {l2}")
+        self.l2 = float(l2)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        if self.l2:
+            gradient = ops.add(
+                gradient, ops.multiply(ops.cast(self.l2, dtype), variable)
+            )
+        step = ops.cast(self.iterations + 1, dtype)
+        bias_1 = 1 - ops.power(ops.cast(self.beta_1, dtype), step)
+        bias_2 = 1 - ops.power(ops.cast(self.beta_2, dtype), step)
+
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(
+            v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2)
+        )
+        denom = ops.add(ops.sqrt(ops.divide(v, bias_2)), self.epsilon)
+        self.assign_sub(
+            variable, ops.multiply(ops.divide(lr, bias_1), ops.divide(m, denom))
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("amsgrad", None)
+        config.pop("weight_decay", None)
+        config["l2"] = self.l2
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class OneCycleSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """One-cycle learning rate, as PyTorch's ``OneCycleLR`` (two phases).
+
+    The rate rises from ``max_learning_rate / div_factor`` to
+    ``max_learning_rate`` over the first ``pct_start`` of ``total_steps``
+    with a cosine, then falls with a cosine to
+    ``max_learning_rate / div_factor / final_div_factor`` at step
+    ``total_steps - 1`` and stays there. The step is the optimiser's
+    ``iterations``, so a resumed run continues the cycle where it stopped.
+    Momentum is not cycled (PyTorch's ``cycle_momentum`` is not reproduced:
+    Adam's ``beta_1`` stays fixed).
+
+    Parameters
+    ----------
+    max_learning_rate : float
+        Peak rate.
+    total_steps : int
+        Number of optimiser steps of the cycle (epochs x batches per epoch).
+    pct_start : float, optional
+        Fraction of the cycle spent rising.
+    div_factor : float, optional
+        Initial rate = ``max_learning_rate / div_factor``.
+    final_div_factor : float, optional
+        Final rate = initial rate / ``final_div_factor``.
+
+    References
+    ----------
+    .. [1] Smith, L. N., Topin, N. "Super-convergence: very fast training of
+       neural networks using large learning rates". Proc. SPIE 11006 (2019).
+       doi:10.1117/12.2520589
+    """
+
+    def __init__(
+        self,
+        max_learning_rate,
+        total_steps,
+        pct_start=0.3,
+        div_factor=25.0,
+        final_div_factor=1e4,
+    ):
+        if not float(max_learning_rate) > 0:
+            raise InputError(f"max_learning_rate must be > 0, got {max_learning_rate}")
+        if int(total_steps) < 1:
+            raise InputError(f"total_steps must be >= 1, got {total_steps}")
+        if not 0.0 < float(pct_start) < 1.0:
+            raise InputError(f"pct_start must be in (0, 1), got {pct_start}")
+        self.max_learning_rate = float(max_learning_rate)
+        self.total_steps = int(total_steps)
+        self.pct_start = float(pct_start)
+        self.div_factor = float(div_factor)
+        self.final_div_factor = float(final_div_factor)
+
+    @property
+    def initial_learning_rate(self):
+        return self.max_learning_rate / self.div_factor
+
+    @property
+    def min_learning_rate(self):
+        return self.initial_learning_rate / self.final_div_factor
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm_end = self.pct_start * self.total_steps - 1.0
+        end = self.total_steps - 1.0
+
+        def cos_anneal(start, stop, pct):
+            return stop + (start - stop) / 2.0 * (ops.cos(math.pi * pct) + 1.0)
+
+        pct_up = ops.clip(step / max(warm_end, 1e-12), 0.0, 1.0)
+        pct_down = ops.clip((step - warm_end) / (end - warm_end), 0.0, 1.0)
+        up = cos_anneal(self.initial_learning_rate, self.max_learning_rate, pct_up)
+        down = cos_anneal(self.max_learning_rate, self.min_learning_rate, pct_down)
+        return ops.where(step <= warm_end, up, down)
+
+    def get_config(self):
+        return {
+            "max_learning_rate": self.max_learning_rate,
+            "total_steps": self.total_steps,
+            "pct_start": self.pct_start,
+            "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+def streamline_squared_error(y_true, y_pred, scale=1.0):
+    """Squared error summed over points and coordinates, per streamline.
+
+    Parameters
+    ----------
+    y_true, y_pred : tensor (B, P, 3)
+    scale : float, optional
+        The result is multiplied by ``scale**2`` (with normalised inputs and
+        ``scale`` the normalisation scale, the error is in mm²).
+
+    Returns
+    -------
+    error : tensor (B,)
+    """
+    diff = ops.subtract(y_pred, ops.cast(y_true, y_pred.dtype))
+    return ops.multiply(ops.sum(ops.square(diff), axis=(1, 2)), float(scale) ** 2)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class StreamlineSquaredError(keras.losses.Loss):
+    """The FINTA loss: per-streamline summed squared error, summed over the batch.
+
+    Parameters
+    ----------
+    scale : float, optional
+        Multiply by ``scale**2`` (see :func:`streamline_squared_error`).
+    reduction : str, optional
+        ``"sum"`` as in the reference code (the batch sum); Keras'
+        ``"sum_over_batch_size"`` gives the per-streamline mean instead.
+    name : str, optional
+    """
+
+    def __init__(
+        self, scale=1.0, reduction="sum", name="streamline_squared_error", **kwargs
+    ):
+        super().__init__(name=name, reduction=reduction, **kwargs)
+        self.scale = float(scale)
+
+    def call(self, y_true, y_pred):
+        return streamline_squared_error(y_true, y_pred, scale=self.scale)
+
+    def get_config(self):
+        config = super().get_config()
+        config["scale"] = self.scale
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class StreamlineLoss(keras.metrics.MeanMetricWrapper):
+    """Mean per-streamline summed squared error (the loss, logged per streamline).
+
+    Parameters
+    ----------
+    scale : float, optional
+        As for :class:`StreamlineSquaredError`.
+    name : str, optional
+    """
+
+    def __init__(self, scale=1.0, name="streamline_loss", dtype=None):
+        super().__init__(
+            fn=streamline_squared_error, name=name, dtype=dtype, scale=float(scale)
+        )
+        self.scale = float(scale)
+
+    def get_config(self):
+        return {"scale": self.scale, "name": self.name, "dtype": self.dtype}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+# --------------------------------------------------------------------------
+# reconstruction metrics (mm)
+# --------------------------------------------------------------------------
+
+
+def streamline_errors(reference, reconstruction):
+    """Per-streamline reconstruction errors in mm, flip-invariant.
+
+    For each pair the orientation of ``reconstruction`` closer to
+    ``reference`` (smaller mean point distance) is used, as in the MDF
+    distance of Garyfallidis et al. (2012), doi:10.3389/fnins.2012.00175
+    (:func:`dipy.segment.metric.mdf` computes the same value pair by pair).
+
+    Parameters
+    ----------
+    reference, reconstruction : ndarray (N, P, 3)
+        Streamlines in mm, the same number of points.
+
+    Returns
+    -------
+    errors : dict of ndarray (N,)
+        ``mdf`` (mean point distance), ``endpoint`` (mean of the two endpoint
+        distances), ``interior`` (mean distance of the other points),
+        ``length_diff`` (reconstructed minus reference length).
+    """
+    from dipy.tracking.streamline import length
+
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(reconstruction, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 3:
+        raise InputError(
+            f"reference {a.shape} and reconstruction {b.shape} must both be (N, P, 3)"
+        )
+    direct = np.linalg.norm(a - b, axis=-1)
+    flipped = np.linalg.norm(a - b[:, ::-1], axis=-1)
+    use_flip = flipped.mean(axis=1) < direct.mean(axis=1)
+    dist = np.where(use_flip[:, None], flipped, direct)
+    return {
+        "mdf": dist.mean(axis=1),
+        "endpoint": 0.5 * (dist[:, 0] + dist[:, -1]),
+        "interior": dist[:, 1:-1].mean(axis=1) if a.shape[1] > 2 else dist.mean(1),
+        "length_diff": np.asarray(length(list(b))) - np.asarray(length(list(a))),
+    }
+
+
+def _summarise_errors(errors):
+    mdf, ends = errors["mdf"], errors["endpoint"]
+    return {
+        "n_streamlines": int(len(mdf)),
+        "mdf_mean_mm": float(mdf.mean()),
+        "mdf_median_mm": float(np.median(mdf)),
+        "mdf_p95_mm": float(np.percentile(mdf, 95)),
+        "mdf_max_mm": float(mdf.max()),
+        "endpoint_mean_mm": float(ends.mean()),
+        "endpoint_p95_mm": float(np.percentile(ends, 95)),
+        "interior_mean_mm": float(errors["interior"].mean()),
+        "length_bias_mm": float(errors["length_diff"].mean()),
+    }
+
+
+def _reconstruct(model, streamlines, batch_size):
+    x = np.asarray(streamlines, dtype=np.float32)
+    if hasattr(model, "reconstruct"):
+        return np.asarray(model.reconstruct(x, batch_size=batch_size))
+    from dipy_tractogen.nn.data import normalize_points
+
+    center = np.asarray(getattr(model, "center", (0, 0, 0)), dtype=np.float32)
+    scale = float(getattr(model, "scale", 1.0))
+    y = model.predict(
+        normalize_points(x, center, scale), batch_size=batch_size, verbose=0
+    )
+    return np.asarray(y) * scale + center
+
+
+def reconstruction_errors(model, streamlines, *, batch_size=256):
+    """Held-out reconstruction error of an autoencoder, in mm.
+
+    Parameters
+    ----------
+    model : FintaAutoencoder
+        A trained model (``encode``/``decode`` in mm).
+    streamlines : ndarray (N, P, 3)
+        Resampled streamlines in RAS+ mm, ``P`` = the model's points.
+    batch_size : int, optional
+        Inference batch size.
+
+    Returns
+    -------
+    summary : dict
+        ``n_streamlines``; ``mdf_mean_mm``, ``mdf_median_mm``,
+        ``mdf_p95_mm``, ``mdf_max_mm`` (per-streamline mean point distance,
+        minimum over both orientations); ``endpoint_mean_mm``,
+        ``endpoint_p95_mm``; ``interior_mean_mm``; ``length_bias_mm`` (mean
+        reconstructed minus original length: negative = too short).
+    """
+    x = np.asarray(streamlines, dtype=np.float32)
+    if len(x) == 0:
+        raise InputError("no streamlines to evaluate")
+    return _summarise_errors(streamline_errors(x, _reconstruct(model, x, batch_size)))
+
+
+# --------------------------------------------------------------------------
+# logs and plots
+# --------------------------------------------------------------------------
+
+_CARD_HISTORY = (
+    "epoch",
+    "streamline_loss",
+    "val_streamline_loss",
+    "learning_rate",
+    "elapsed_s",
+)
+
+_CSV_FIELDS = (
+    "epoch",
+    "streamline_loss",
+    "val_streamline_loss",
+    "loss",
+    "val_loss",
+    "learning_rate",
+    "elapsed_s",
+)
+
+
+def _write_csv(history, path):
+    with atomic_output(path, force=True) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: row.get(k, "") for k in _CSV_FIELDS})
+
+
+def plot_loss_curve(history, path, *, force=True):
+    """Plot training / validation loss and learning rate against epochs.
+
+    Parameters
+    ----------
+    history : list of dict
+        One dict per epoch with ``epoch``, ``streamline_loss``, optionally
+        ``val_streamline_loss`` and ``learning_rate`` (the CSV log's rows).
+    path : str or path-like
+        Output image (PNG), written atomically.
+    force : bool, optional
+        Allow overwriting ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(epochs, [r["streamline_loss"] for r in history], label="train")
+    if any(r.get("val_streamline_loss") not in (None, "") for r in history):
+        ax.plot(epochs, [r.get("val_streamline_loss") for r in history], label="valid")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss per streamline")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right")
+    if any("learning_rate" in r for r in history):
+        ax2 = ax.twinx()
+        ax2.plot(
+            epochs, [r.get("learning_rate") for r in history], color="0.6", ls="--"
+        )
+        ax2.set_ylabel("learning rate (dashed)")
+    fig.tight_layout()
+    with atomic_output(path, force=force) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+
+
+def training_paths(out_path):
+    """Files written next to the final model ``out_path``.
+
+    Parameters
+    ----------
+    out_path : str or path-like
+        The final model (``.keras``).
+
+    Returns
+    -------
+    paths : dict of Path
+        ``model``, ``log`` (``<stem>_log.csv``), ``plot`` (``<stem>_loss.png``)
+        and ``checkpoint`` (the ``<stem>_checkpoint`` folder, removed once
+        the model is saved).
+    """
+    out = Path(out_path)
+    stem = out.name[: -len(".keras")] if out.name.endswith(".keras") else out.stem
+    return {
+        "model": out,
+        "log": out.with_name(f"{stem}_log.csv"),
+        "plot": out.with_name(f"{stem}_loss.png"),
+        "checkpoint": out.with_name(f"{stem}_checkpoint"),
+    }
+
+
+# --------------------------------------------------------------------------
+# checkpoint / resume
+# --------------------------------------------------------------------------
+
+_STATE = "state.json"
+
+
+def _read_state(folder):
+    path = Path(folder) / _STATE
+    if not path.exists():
+        return None
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"unreadable checkpoint state {path}: {exc}") from None
+    for key in ("weights", "best_weights"):
+        name = state.get(key)
+        if name and not (Path(folder) / name).exists():
+            raise ModelError(f"checkpoint {folder} is incomplete: {name} is missing")
+    return state
+
+
+def _write_json(obj, path):
+    with atomic_output(path, force=True) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _safe_plot(history, path):
+    """Draw the loss curve; a failed plot must never kill a training run."""
+    try:
+        plot_loss_curve(history, path, force=True)
+    except Exception as exc:
+        from dipy.utils.logging import logger
+
+        logger.warning(f"could not draw {path}: {exc}")
+
+
+class _EpochSetter(keras.callbacks.Callback):
+    """Tell the training sequence which (absolute) epoch is starting."""
+
+    def __init__(self, sequence):
+        super().__init__()
+        self.sequence = sequence
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.sequence.set_epoch(epoch)
+
+
+class _Checkpointer(keras.callbacks.Callback):
+    """Commit training state atomically after every epoch.
+
+    The folder holds ``state.json`` (epoch, history, best loss, elapsed time,
+    the run's configuration), ``state-EEEE.weights.h5`` (model and optimiser
+    variables, ``iterations`` included) and ``best-EEEE.npz`` (the best
+    weights). Each file is written under a temporary name and renamed;
+    ``state.json`` is renamed last and names the files it belongs to, and
+    older files are deleted only after that, so a kill at any moment leaves
+    a consistent checkpoint (the previous or the new one).
+    """
+
+    def __init__(self, folder, state, *, paths, patience, max_seconds, has_valid):
+        super().__init__()
+        self.folder = Path(folder)
+        self.state = state
+        self.paths = paths
+        self.patience = int(patience)
+        self.max_seconds = max_seconds
+        self.has_valid = has_valid
+        self._t0 = None
+        self._last_plot = -math.inf
+        self.plot_every_s = 30.0
+
+    def on_train_begin(self, logs=None):
+        self._t0 = time.monotonic()
+        self._elapsed0 = float(self.state.get("elapsed_s", 0.0))
+
+    def _learning_rate(self):
+        try:
+            return float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        except Exception:  # pragma: no cover - exotic optimisers
+            return None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        elapsed = self._elapsed0 + time.monotonic() - self._t0
+        row = {"epoch": epoch + 1, "elapsed_s": round(elapsed, 3)}
+        for key in ("streamline_loss", "val_streamline_loss", "loss", "val_loss"):
+            if key in logs:
+                row[key] = float(logs[key])
+        row["learning_rate"] = self._learning_rate()
+        monitor = row.get(
+            "val_streamline_loss" if self.has_valid else "streamline_loss"
+        )
+        state = self.state
+        stop = None
+        if monitor is None or not math.isfinite(monitor):
+            stop = "non-finite loss"
+        elif state.get("best") is None or monitor < state["best"]:
+            name = f"best-{epoch + 1:04d}.npz"
+            with atomic_output(self.folder / name, force=True) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, *self.model.get_weights())
+            state["best"], state["best_epoch"] = monitor, epoch + 1
+            state["best_weights"] = name
+        if stop is None and self.patience > 0:
+            if epoch + 1 - state["best_epoch"] >= self.patience:
+                stop = "early stopping"
+        if stop is None and self.max_seconds is not None:
+            if elapsed >= self.max_seconds:
+                stop = "time budget"
+        name = f"state-{epoch + 1:04d}.weights.h5"
+        with atomic_output(self.folder / name, force=True) as tmp:
+            self.model.save_weights(tmp)
+        state.update(
+            epoch=epoch + 1,
+            weights=name,
+            elapsed_s=elapsed,
+            history=state.get("history", []) + [row],
+            stop_reason=stop,
+            iterations=int(ops.convert_to_numpy(self.model.optimizer.iterations)),
+        )
+        _write_json(state, self.folder / _STATE)
+        keep = {_STATE, state["weights"], state.get("best_weights")}
+        for f in self.folder.iterdir():
+            if f.name not in keep and not f.name.startswith("."):
+                f.unlink(missing_ok=True)
+        _write_csv(state["history"], self.paths["log"])
+        now = time.monotonic()
+        last_epoch = stop is not None or epoch + 1 >= self.params.get("epochs", 0)
+        if last_epoch or now - self._last_plot >= self.plot_every_s:
+            _safe_plot(state["history"], self.paths["plot"])
+            self._last_plot = now
+        if stop is not None:
+            self.model.stop_training = True
+
+
+# --------------------------------------------------------------------------
+# the training entry point
+# --------------------------------------------------------------------------
+
+
+def _check_hyperparameters(**kw):
+    positive_int = ("epochs", "batch_size", "latent_dim", "n_points")
+    for key in positive_int:
+        value = kw[key]
+        if isinstance(value, bool) or int(value) != value or int(value) <= 0:
+            raise InputError(f"{key} must be a positive integer, got {value}")
+    for key in ("learning_rate", "scale"):
+        if not (math.isfinite(float(kw[key])) and float(kw[key]) > 0):
+            raise InputError(f"{key} must be > 0, got {kw[key]}")
+    mlr = kw["max_learning_rate"]
+    if mlr is not None and not (math.isfinite(float(mlr)) and float(mlr) > 0):
+        raise InputError(f"max_learning_rate must be > 0 or None, got {mlr}")
+    if not (
+        math.isfinite(float(kw["weight_decay"])) and float(kw["weight_decay"]) >= 0
+    ):
+        raise InputError(f"weight_decay must be >= 0, got {kw['weight_decay']}")
+    if not 0.0 <= float(kw["flip_p"]) <= 1.0:
+        raise InputError(f"flip_p must be in [0, 1], got {kw['flip_p']}")
+    if int(kw["early_stopping"]) < 0:
+        raise InputError(f"early_stopping must be >= 0, got {kw['early_stopping']}")
+    mm = kw["max_minutes"]
+    if mm is not None and not float(mm) > 0:
+        raise InputError(f"max_minutes must be > 0 or None, got {mm}")
+    if kw["loss_units"] not in ("mm", "normalized"):
+        raise InputError(
+            f"loss_units must be 'mm' or 'normalized', got {kw['loss_units']!r}"
+        )
+
+
+def _resolve_jit(jit_compile):
+    if jit_compile == "auto":
+        # measured on CPU (TensorFlow): XLA trains ~1.5x faster; Keras' own
+        # "auto" turns XLA off on CPU-only machines, hence this override
+        return keras.backend.backend() in ("tensorflow", "jax")
+    return bool(jit_compile)
+
+
+def _resolve_center(center, normalize, train_seq):
+    from dipy_tractogen.nn.data import mean_point
+
+    if not normalize:
+        return np.zeros(3)
+    if isinstance(center, str):
+        if center != "mean":
+            raise InputError(f"center must be 'mean' or 3 numbers, got {center!r}")
+        return mean_point(train_seq)
+    c = np.asarray(center, dtype=np.float64).reshape(-1)
+    if c.shape != (3,) or not np.isfinite(c).all():
+        raise InputError(f"center must be 'mean' or 3 finite numbers, got {center}")
+    return c
+
+
+def _build_model(latent_dim, n_points, center, scale):
+    from dipy_tractogen.nn.finta import FintaAutoencoder
+
+    model = FintaAutoencoder(
+        latent_dim=int(latent_dim),
+        n_points=int(n_points),
+        center=tuple(float(c) for c in center),
+        scale=float(scale),
+    )
+    model(np.zeros((1, int(n_points), 3), dtype=np.float32))
+    return model
+
+
+def train_autoencoder(
+    data,
+    out_path,
+    *,
+    epochs=DEFAULTS["epochs"],
+    batch_size=DEFAULTS["batch_size"],
+    learning_rate=DEFAULTS["learning_rate"],
+    max_learning_rate=DEFAULTS["max_learning_rate"],
+    weight_decay=DEFAULTS["weight_decay"],
+    latent_dim=DEFAULTS["latent_dim"],
+    n_points=DEFAULTS["n_points"],
+    normalize=True,
+    center="mean",
+    scale=DEFAULTS["scale"],
+    flip_p=DEFAULTS["flip_p"],
+    loss_units="mm",
+    early_stopping=0,
+    valid_fraction=0.2,
+    seed=0,
+    jit_compile="auto",
+    tensorboard_dir=None,
+    resume=True,
+    force=False,
+    max_minutes=None,
+    callbacks=None,
+    verbose=1,
+):
+    """Train a FINTA autoencoder with the published recipe; resumable.
+
+    Parameters
+    ----------
+    data : str, path-like, list, StreamlineDataset, ndarray or TrainingData
+        Tractogram files or glob patterns (one bundle per file by default),
+        one HDF5 streamline dataset, or resampled streamlines in mm (see
+        :func:`dipy_tractogen.nn.data.load_training_data`).
+    out_path : str or path-like
+        Final model (``.keras``), saved with its card by
+        :func:`dipy_tractogen.models.save_model`. Next to it:
+        ``<stem>_log.csv``, ``<stem>_loss.png`` and, while training, the
+        ``<stem>_checkpoint`` folder.
+    epochs : int, optional
+        Number of epochs (the length of the OneCycle cycle).
+    batch_size : int, optional
+        Global batch size.
+    learning_rate : float, optional
+        Constant rate used when ``max_learning_rate`` is None. With OneCycle
+        (the default) the schedule sets the rate, as in the reference code
+        where ``OneCycleLR`` overrides Adam's 6.68e-4.
+    max_learning_rate : float or None, optional
+        Peak of the OneCycle schedule; None: constant ``learning_rate``.
+    weight_decay : float, optional
+        Coupled L2 coefficient (:class:`AdamL2`).
+    latent_dim : int, optional
+        Latent size.
+    n_points : int, optional
+        Points per streamline (a multiple of 32 for the FINTA architecture).
+    normalize : bool, optional
+        Normalise inputs ``(x - center) / scale`` (a documented deviation
+        from the reference code, which trains on raw mm).
+    center : "mean" or array-like (3,), optional
+        Normalisation centre: the mean training point or given mm.
+    scale : float, optional
+        Normalisation scale in mm.
+    flip_p : float, optional
+        Probability of reversing each training streamline.
+    loss_units : {"mm", "normalized"}, optional
+        ``"mm"``: the loss is in mm² (normalised error x ``scale**2``),
+        keeping the reference's balance between the data term and the L2
+        term; ``"normalized"``: in normalised units.
+    early_stopping : int, optional
+        Patience in epochs on the validation loss; 0: off.
+    valid_fraction : float, optional
+        Validation fraction when the data has no split.
+    seed : int, optional
+        Seeds weights, split, order and flips (``keras.utils.set_random_seed``).
+    jit_compile : "auto" or bool, optional
+        XLA compilation; "auto": on with TensorFlow and JAX, off with PyTorch.
+    tensorboard_dir : str or None, optional
+        Also log to TensorBoard there.
+    resume : bool, optional
+        Continue from the checkpoint of an interrupted run with the same
+        settings; False discards such a checkpoint.
+    force : bool, optional
+        Overwrite an existing final model (and its log and plot).
+    max_minutes : float or None, optional
+        Stop after the epoch that crosses this training time (summed over
+        resumed sessions).
+    callbacks : list of keras.callbacks.Callback, optional
+        Extra callbacks (e.g. evaluation on a schedule).
+    verbose : int, optional
+        Keras ``fit`` verbosity (1: a progress bar per epoch).
+
+    Returns
+    -------
+    model : FintaAutoencoder
+        With the best validation weights (the last ones without validation).
+    card : dict
+        The model card written next to the model (data summary,
+        hyperparameters, losses, held-out errors in mm, wall time, versions).
+
+    Raises
+    ------
+    InputError
+        On invalid hyperparameters or input.
+    OutputExistsError
+        If ``out_path`` exists and ``force`` is False.
+    ModelError
+        On a corrupt checkpoint or a diverged run.
+
+    References
+    ----------
+    .. [1] Legarreta, J. H., et al. "Filtering in tractography using
+       autoencoders (FINTA)". Medical Image Analysis 72, 102126 (2021).
+       doi:10.1016/j.media.2021.102126
+    """
+    from dipy_tractogen.nn.data import load_training_data
+
+    wall0 = time.time()
+    hyper = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "max_learning_rate": max_learning_rate,
+        "weight_decay": weight_decay,
+        "latent_dim": latent_dim,
+        "n_points": n_points,
+        "scale": scale,
+        "flip_p": flip_p,
+        "early_stopping": early_stopping,
+        "max_minutes": max_minutes,
+        "loss_units": loss_units,
+    }
+    _check_hyperparameters(**hyper)
+    paths = training_paths(out_path)
+    if not paths["model"].name.endswith(".keras"):
+        raise InputError(f"the model file must end with .keras: {paths['model']}")
+    check_writable(paths["model"], force=force)
+    ckpt = paths["checkpoint"]
+    state = _read_state(ckpt) if resume else None
+    if state is None:
+        check_writable([paths["log"], paths["plot"]], force=force)
+
+    tdata = load_training_data(
+        data, n_points=int(n_points), valid_fraction=valid_fraction, seed=seed
+    )
+    if not normalize:
+        scale = 1.0
+    seq_args = {"batch_size": int(batch_size), "seed": int(seed)}
+    train_seq = tdata.sequence("train", shuffle=True, flip_p=flip_p, **seq_args)
+    centre = _resolve_center(center, normalize, train_seq)
+    train_seq.center, train_seq.scale = centre.astype(np.float32), float(scale)
+    valid_seq = tdata.sequence(
+        "valid", shuffle=False, flip_p=0.0, center=centre, scale=scale, **seq_args
+    )
+    steps = len(train_seq)
+    config = {
+        **{
+            k: v for k, v in hyper.items() if k not in ("max_minutes", "early_stopping")
+        },
+        "normalize": bool(normalize),
+        "center": [float(c) for c in centre],
+        "scale": float(scale),
+        "seed": int(seed),
+        "valid_fraction": float(valid_fraction),
+        "pct_start": DEFAULTS["pct_start"],
+        "div_factor": DEFAULTS["div_factor"],
+        "final_div_factor": DEFAULTS["final_div_factor"],
+        "optimizer": "AdamL2 (coupled L2, PyTorch Adam semantics)",
+        "schedule": "OneCycle" if max_learning_rate else "constant",
+        "loss": "squared error summed over points x coords, summed over batch",
+        "steps_per_epoch": steps,
+        "data_fingerprint": tdata.fingerprint,
+    }
+    if state is not None and state.get("config") != config:
+        old = state.get("config") or {}
+        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        raise InputError(
+            f"checkpoint {ckpt} was made with other settings ({', '.join(diff)}); "
+            "rerun with the same settings, or resume=False to start over"
+        )
+    keras.utils.set_random_seed(int(seed))
+    model = _build_model(latent_dim, n_points, centre, scale)
+    if max_learning_rate:
+        lr = OneCycleSchedule(
+            max_learning_rate,
+            total_steps=int(epochs) * steps,
+            pct_start=DEFAULTS["pct_start"],
+            div_factor=DEFAULTS["div_factor"],
+            final_div_factor=DEFAULTS["final_div_factor"],
+        )
+    else:
+        lr = float(learning_rate)
+    loss_scale = float(scale) if loss_units == "mm" else 1.0
+    model.compile(
+        optimizer=AdamL2(learning_rate=lr, l2=float(weight_decay)),
+        loss=StreamlineSquaredError(scale=loss_scale),
+        metrics=[StreamlineLoss(scale=loss_scale)],
+        jit_compile=_resolve_jit(jit_compile),
+    )
+    if state is None:
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        ckpt.mkdir(parents=True)
+        state = {"config": config, "epoch": 0, "history": [], "best": None}
+        _write_json(state, ckpt / _STATE)
+    elif state.get("weights"):
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(ckpt / state["weights"])
+
+    done = state["epoch"] >= int(epochs) or state.get("stop_reason")
+    if not done:
+        cbs = [
+            _EpochSetter(train_seq),
+            _Checkpointer(
+                ckpt,
+                state,
+                paths=paths,
+                patience=early_stopping,
+                max_seconds=None if max_minutes is None else 60.0 * float(max_minutes),
+                has_valid=valid_seq is not None,
+            ),
+        ]
+        if tensorboard_dir:
+            cbs.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+        cbs.extend(callbacks or [])
+        model.fit(
+            train_seq,
+            validation_data=valid_seq,
+            epochs=int(epochs),
+            initial_epoch=int(state["epoch"]),
+            callbacks=cbs,
+            verbose=verbose,
+        )
+    if state.get("best_weights"):
+        with np.load(ckpt / state["best_weights"]) as f:
+            model.set_weights([f[f"arr_{i}"] for i in range(len(f.files))])
+    elif state.get("stop_reason") == "non-finite loss":
+        raise ModelError(
+            f"training diverged (non-finite loss at epoch {state['epoch']}); "
+            "try a lower max_learning_rate"
+        )
+    if state.get("history"):
+        _safe_plot(state["history"], paths["plot"])
+    card = _make_card(model, tdata, state, config, hyper, wall0, seed)
+    from dipy_tractogen.models import save_model
+
+    save_model(model, paths["model"], card=card, force=force)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return model, model.card
+
+
+def _make_card(model, tdata, state, config, hyper, wall0, seed):
+    """The trainer's part of the model card (``save_model`` adds the rest)."""
+    history = state.get("history", [])
+    last = history[-1] if history else {}
+    held = tdata.held_out(seed=seed)
+    errors = None
+    if held is not None and len(held):
+        errors = reconstruction_errors(model, held)
+        errors["split"] = "test" if tdata.test is not None else "valid"
+    card = {
+        "task": "streamline autoencoder (FINTA recipe)",
+        "references": [
+            "doi:10.1016/j.media.2021.102126",
+            "doi:10.1016/j.media.2023.102761",
+        ],
+        "training_data": tdata.summary,
+        "hyperparameters": {
+            **config,
+            "early_stopping": hyper["early_stopping"],
+            "max_minutes": hyper["max_minutes"],
+        },
+        "losses": {
+            "units": "mm^2 per streamline"
+            if config["loss_units"] == "mm"
+            else "normalized^2 per streamline",
+            "final_train": last.get("streamline_loss"),
+            "final_valid": last.get("val_streamline_loss"),
+            "best_valid": state.get("best") if tdata.valid is not None else None,
+            "best_epoch": state.get("best_epoch"),
+            "epochs_run": state.get("epoch", 0),
+            "iterations": state.get("iterations"),
+            "stop_reason": state.get("stop_reason") or "completed",
+        },
+        "heldout_errors_mm": errors,
+        "wall_time_s": time.time() - wall0,
+        "training_time_s": state.get("elapsed_s"),
+        "seed": int(seed),
+        "history": [{k: r.get(k) for k in _CARD_HISTORY if k in r} for r in history],
+    }
+    if "bundles" in tdata.summary:
+        names = tdata.summary["bundles"]
+        card["bundle_names"] = list(names) if not isinstance(names, list) else names
+    return card
