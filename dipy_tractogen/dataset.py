@@ -552,6 +552,7 @@ class StreamlineDataset:
         if not Path(self.path).is_file():
             raise DatasetError(f"dataset not found: {self.path}")
         self._read_header()
+        self.close()  # reopened on first read (lazily, per process)
 
     # ------------------------------------------------------------ file
     def _open(self):
@@ -931,6 +932,7 @@ class StreamlineDataset:
             idx = np.concatenate(parts)
         if len(self._plans) >= 4:
             self._plans.pop(next(iter(self._plans)))
+        idx.setflags(write=False)
         self._plans[key] = idx
         return idx
 

@@ -750,8 +750,15 @@ def save_bundles(
     extra = {}
     if isinstance(streamlines, StatefulTractogram):
         sft_in = streamlines
-        sft_in.to_rasmm()
-        sft_in.to_center()
+        if sft_in.space != Space.RASMM or sft_in.origin != Origin.NIFTI:
+            # convert a copy: never move the caller's tractogram
+            sft_in = StatefulTractogram.from_sft(
+                sft_in.streamlines.copy(),
+                sft_in,
+                data_per_streamline=sft_in.data_per_streamline,
+            )
+            sft_in.to_rasmm()
+            sft_in.to_center()
         if reference is None:
             reference = sft_in.space_attributes
         extra = {

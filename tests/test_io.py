@@ -444,7 +444,11 @@ def test_save_array_and_sft_inputs(tmp_path):
     sft, got, names, _ = load_bundles(tmp_path / "arr.trx")
     np.testing.assert_allclose(np.stack(list(sft.streamlines)), arr, atol=1e-6)
     assert names == {0: "bundle_0", 1: "bundle_1"}
+    sft.to_vox()
+    before = sft.streamlines.get_data().copy()
     save_bundles(tmp_path / "copy.trk", sft, None, bundle_ids=got)
+    assert sft.space == Space.VOX  # the caller's tractogram is not moved
+    np.testing.assert_array_equal(sft.streamlines.get_data(), before)
     _, got2, _, _ = load_bundles(tmp_path / "copy.trk")
     np.testing.assert_array_equal(got2, ids)
 
