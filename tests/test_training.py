@@ -346,3 +346,43 @@ def test_bad_hyperparameters_and_inputs(tmp_path):
     with pytest.raises(InputError):
         training.train_autoencoder(str(tmp_path / "none*.trk"), out, **TINY)
     assert not list(tmp_path.iterdir())
+
+
+def _toy_files(folder, n=64, n_points=64):
+    """Two bundle files (one bundle each) in a 120 x 120 x 80 mm space."""
+    from dipy_tractogen.io import save_bundles
+
+    arr, ids = _toy_bundles(n, n_points)
+    affine = np.eye(4)
+    affine[:3, 3] = (-60, -60, 0)
+    ref = (affine, (120, 120, 80), (1.0, 1.0, 1.0), "RAS")
+    paths = []
+    for b, name in enumerate(("arc", "line")):
+        path = folder / f"{name}.trx"
+        save_bundles(path, list(arr[ids == b]), ref)
+        paths.append(path)
+    return paths, arr, ids
+
+
+def test_hdf5_sequence_and_training_data(tmp_path):
+    from dipy_tractogen.dataset import StreamlineDataset, build_dataset
+
+    paths, arr, _ = _toy_files(tmp_path, n=80)
+    h5 = tmp_path / "ds.h5"
+    build_dataset(paths, h5, n_points=64, split_by="streamline", seed=0)
+    data = nndata.load_training_data(str(h5), n_points=64)
+    assert data.summary["source"] == "hdf5"
+    assert data.summary["n_train"] + data.summary["n_valid"] + data.summary[
+        "n_test"
+    ] == len(arr)
+    seq = data.sequence("train", batch_size=16, flip_p=0.5, center=(0, 0, 30), scale=64)
+    seq.set_epoch(2)
+    batches = [seq[i][0] for i in range(len(seq))]
+    assert sum(len(b) for b in batches) == data.summary["n_train"]
+    np.testing.assert_array_equal(seq[1][0], batches[1])  # repeatable
+    pts = np.concatenate(batches) * 64 + np.array([0, 0, 30])
+    assert np.abs(pts.mean(axis=(0, 1)) - arr.reshape(-1, 3).mean(0)).max() < 3
+    held = data.held_out()
+    assert held.shape == (data.summary["n_test"], 64, 3)
+    with pytest.raises(Exception, match="points per"):
+        nndata.load_training_data(StreamlineDataset(h5), n_points=128)

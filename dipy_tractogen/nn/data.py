@@ -196,6 +196,14 @@ class ArrayStreamlineSequence(_StreamlineSequence):
 class HDF5StreamlineSequence(_StreamlineSequence):
     """Batches of one split of an HDF5 streamline dataset, read on demand.
 
+    For a named split, batches come from
+    :meth:`StreamlineDataset.batch <dipy_tractogen.dataset.StreamlineDataset.batch>`,
+    whose chunk-aware epoch order (HDF5 chunks shuffled in small groups, then
+    streamlines within a group) reads each compressed chunk about once per
+    epoch; it depends only on ``(seed, epoch)`` as well. Explicit member
+    indices (a validation set drawn from the training split) use a plain
+    permutation and :meth:`StreamlineDataset.read`.
+
     Parameters
     ----------
     dataset : StreamlineDataset
@@ -212,7 +220,7 @@ class HDF5StreamlineSequence(_StreamlineSequence):
             self.split = split
             self.members = np.asarray(dataset.indices(split), dtype=np.int64)
         else:
-            self.split = "custom"
+            self.split = None
             self.members = np.asarray(split, dtype=np.int64)
         super().__init__(len(self.members), **kwargs)
 
@@ -221,13 +229,23 @@ class HDF5StreamlineSequence(_StreamlineSequence):
         return int(self.dataset.n_points)
 
     def _read(self, positions):
-        idx = self.members[positions]
-        # HDF5 fancy selection wants increasing indices: read sorted, restore
-        order = np.argsort(idx, kind="stable")
-        data = np.asarray(self.dataset.read(idx[order]), dtype=np.float32)
-        out = np.empty_like(data)
-        out[order] = data
-        return out
+        return self.dataset.read(self.members[positions])
+
+    def raw_batch(self, i):
+        if self.split is None:
+            return super().raw_batch(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch {i} out of range (0..{len(self) - 1})")
+        batch = self.dataset.batch(
+            self.split,
+            int(i),
+            self.batch_size,
+            seed=self.seed,
+            epoch=self.epoch,
+            shuffle=self.shuffle,
+            flip_p=self.flip_p,
+        )
+        return np.asarray(batch["streamlines"], dtype=np.float32)
 
 
 def mean_point(sequence, *, chunk=4096):
@@ -296,8 +314,9 @@ class TrainingData:
 
     Attributes
     ----------
-    train : ndarray (N, P, 3) or (StreamlineDataset, ndarray of int)
-        Training streamlines (mm) or a dataset and its member indices.
+    train : ndarray (N, P, 3) or tuple
+        Training streamlines (mm), or ``(StreamlineDataset, split)`` with
+        ``split`` a split name or member indices.
     valid : same as ``train`` or None
         Validation streamlines (None when there is no validation set).
     n_points : int
@@ -342,14 +361,18 @@ class TrainingData:
         part = self.test if self.test is not None else self.valid
         if part is None:
             return None
+        if isinstance(part, tuple):
+            ds, members = part
+            if isinstance(members, str):
+                members = ds.indices(members)
+            part = (ds, np.asarray(members))
         n = len(part[1]) if isinstance(part, tuple) else len(part)
         pos = np.arange(n)
         if max_streamlines is not None and n > max_streamlines:
             rng = np.random.default_rng(seed)
             pos = np.sort(rng.choice(n, size=int(max_streamlines), replace=False))
         if isinstance(part, tuple):
-            seq = HDF5StreamlineSequence(part[0], part[1], shuffle=False, flip_p=0)
-            return np.asarray(seq._read(pos), dtype=np.float32)
+            return np.asarray(part[0].read(part[1][pos]), dtype=np.float32)
         return np.asarray(part[pos], dtype=np.float32)
 
 
@@ -428,6 +451,11 @@ def _from_files(files, n_points, valid_fraction, seed):
     arrays, ids, names, per_file = [], [], {}, []
     for path in files:
         sft, bundle_ids, bundle_names, _ = load_bundles(path)
+        if bundle_names == {0: Path(path).stem}:  # a file without bundle ids
+            # as build_dataset: the stem without BIDS sub-/ses- entities
+            from dipy_tractogen.dataset import bundle_label_from_path
+
+            bundle_names = {0: bundle_label_from_path(path)}
         arr = _resample_sft(sft, n_points)
         local = {}
         for local_id in np.unique(bundle_ids):
@@ -473,11 +501,13 @@ def _from_hdf5(path, n_points, valid_fraction, seed):
     valid = np.asarray(ds.indices("valid"), dtype=np.int64)
     test = np.asarray(ds.indices("test"), dtype=np.int64)
     split = "from the dataset"
+    parts = {"train": (ds, "train"), "valid": (ds, "valid"), "test": (ds, "test")}
     if len(train) == 0:
         raise DatasetError(f"dataset {getattr(ds, 'path', path)} has no training split")
     if len(valid) == 0 and valid_fraction > 0:
         t, v = _split(len(train), valid_fraction, seed)
         train, valid = train[t], train[v]
+        parts["train"], parts["valid"] = (ds, train), (ds, valid)
         split = f"valid drawn from train (valid_fraction={valid_fraction})"
     names = getattr(ds, "bundle_names", None)
     summary = {
@@ -502,9 +532,9 @@ def _from_hdf5(path, n_points, valid_fraction, seed):
         extra=f"{os.path.abspath(p)}:{os.path.getsize(p)}:{n_points}",
     )
     return TrainingData(
-        train=(ds, train),
-        valid=(ds, valid) if len(valid) else None,
-        test=(ds, test) if len(test) else None,
+        train=parts["train"],
+        valid=parts["valid"] if len(valid) else None,
+        test=parts["test"] if len(test) else None,
         n_points=int(n_points),
         summary=summary,
         fingerprint=fp,

@@ -899,7 +899,9 @@ def train_autoencoder(
     paths = training_paths(out_path)
     if not paths["model"].name.endswith(".keras"):
         raise InputError(f"the model file must end with .keras: {paths['model']}")
-    check_writable(paths["model"], force=force)
+    from dipy_tractogen.models import card_paths
+
+    check_writable([paths["model"], *card_paths(paths["model"])], force=force)
     ckpt = paths["checkpoint"]
     state = _read_state(ckpt) if resume else None
     if state is None:
