@@ -83,15 +83,28 @@ def _check_volume(mask, affine):
     return vol, np.linalg.inv(A)
 
 
-def _inside(X, vol, inv_affine, threshold):
-    """Boolean (N, P): the nearest voxel is in the grid and > threshold."""
-    ijk = X @ inv_affine[:3, :3].T.astype(X.dtype) + inv_affine[:3, 3].astype(X.dtype)
-    ijk = np.floor(ijk + 0.5).astype(np.intp)
-    in_grid = np.all((ijk >= 0) & (ijk < np.asarray(vol.shape)), axis=-1)
-    out = np.zeros(X.shape[:2], dtype=bool)
-    i, j, k = ijk[in_grid].T
-    out[in_grid] = vol[i, j, k] > threshold
-    return out
+def _inside(X, inside_flat, shape, inv_affine):
+    """Boolean (N, P): the point's nearest voxel is in the grid and inside.
+
+    ``inside_flat`` is the raveled (C order) boolean volume of ``shape``. The
+    nearest voxel is ``floor(ijk + 0.5)``, as in DIPY's ``density_map``.
+    """
+    v = X @ inv_affine[:3, :3].T.astype(X.dtype)
+    v += (inv_affine[:3, 3] + 0.5).astype(X.dtype)
+    ok = np.ones(X.shape[:2], dtype=bool)
+    flat = np.zeros(X.shape[:2], dtype=np.intp)
+    for axis, size in enumerate(shape):
+        va = v[..., axis]
+        ok &= (va >= 0) & (va < size)
+        flat *= size
+        with np.errstate(invalid="ignore"):  # NaN/huge values: masked by ok
+            flat += va.astype(np.intp)  # truncation = floor where ok
+    flat[~ok] = 0
+    return inside_flat[flat] & ok
+
+
+def _inside_volume(vol, threshold):
+    return np.ascontiguousarray(vol > threshold).ravel()
 
 
 def points_in_mask(streamlines, mask, affine, *, threshold=0.0):
@@ -116,7 +129,7 @@ def points_in_mask(streamlines, mask, affine, *, threshold=0.0):
     """
     X = as_streamline_array(streamlines)
     vol, inv = _check_volume(mask, affine)
-    return _inside(X, vol, inv, threshold)
+    return _inside(X, _inside_volume(vol, threshold), vol.shape, inv)
 
 
 def _crop_bounds(inside, min_points):
@@ -166,7 +179,8 @@ def crop_to_mask(streamlines, mask, affine, *, threshold=0.0, min_points=3):
     X = as_streamline_array(streamlines)
     min_points = _positive_int(min_points, "min_points")
     vol, inv = _check_volume(mask, affine)
-    first, last, keep = _crop_bounds(_inside(X, vol, inv, threshold), min_points)
+    inside = _inside(X, _inside_volume(vol, threshold), vol.shape, inv)
+    first, last, keep = _crop_bounds(inside, min_points)
     cropped = [X[i, first[i] : last[i] + 1] for i in np.flatnonzero(keep)]
     return cropped, keep
 
@@ -213,15 +227,15 @@ def curvature_and_winding(streamlines):
     N, P, _ = X.shape
     if P < 3 or N == 0:
         return np.zeros(N), np.zeros(N)
-    seg = np.diff(X, axis=1).astype(np.float64)
-    seglen = np.linalg.norm(seg, axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        unit = seg / seglen[..., None]
-    unit[seglen == 0] = 0.0
-    cos = np.einsum("nij,nij->ni", unit[:, :-1], unit[:, 1:])
-    angle = np.arccos(np.clip(cos, -1.0, 1.0))
-    angle[(seglen[:, :-1] == 0) | (seglen[:, 1:] == 0)] = 0.0
-    ds = 0.5 * (seglen[:, :-1] + seglen[:, 1:])
+    seg = np.diff(X.astype(np.float64), axis=1)
+    seglen = np.sqrt(np.einsum("nij,nij->ni", seg, seg))
+    dots = np.einsum("nij,nij->ni", seg[:, :-1], seg[:, 1:])
+    denom = seglen[:, :-1] * seglen[:, 1:]
+    # zero-length segments: cos = 1, no turn
+    cos = np.divide(dots, denom, out=np.ones_like(dots), where=denom > 0)
+    angle = np.arccos(np.clip(cos, -1.0, 1.0, out=cos))
+    ds = seglen[:, :-1] + seglen[:, 1:]
+    ds *= 0.5
     kappa = np.divide(angle, ds, out=np.zeros_like(angle), where=ds > 0)
     return kappa.max(axis=1), np.degrees(angle.sum(axis=1))
 
@@ -341,18 +355,20 @@ class WhiteMatterFilter(StreamlineFilter):
     def __init__(
         self, mask, affine, *, min_fraction=0.95, threshold=0.0, name="white_matter"
     ):
-        self._vol, self._inv = _check_volume(mask, affine)
+        vol, self._inv = _check_volume(mask, affine)
         self.affine = np.asarray(affine, dtype=np.float64)
         self.min_fraction = _check_fraction(min_fraction, "min_fraction")
         self.threshold = float(threshold)
+        self.shape = vol.shape
+        self._flat = _inside_volume(vol, self.threshold)
         self.name = name
 
     def _keep(self, X, latents, labels):
-        inside = _inside(X, self._vol, self._inv, self.threshold)
+        inside = _inside(X, self._flat, self.shape, self._inv)
         return inside.mean(axis=1) >= self.min_fraction
 
     def _params(self):
-        return {"shape": self._vol.shape, "min_fraction": self.min_fraction}
+        return {"shape": self.shape, "min_fraction": self.min_fraction}
 
 
 class CropToMask(StreamlineFilter):
@@ -382,9 +398,11 @@ class CropToMask(StreamlineFilter):
     def __init__(
         self, mask, affine, *, threshold=0.0, min_points=3, n_points=None, name="crop"
     ):
-        self._vol, self._inv = _check_volume(mask, affine)
+        vol, self._inv = _check_volume(mask, affine)
         self.affine = np.asarray(affine, dtype=np.float64)
         self.threshold = float(threshold)
+        self.shape = vol.shape
+        self._flat = _inside_volume(vol, self.threshold)
         self.min_points = _positive_int(min_points, "min_points")
         self.n_points = (
             None if n_points is None else _positive_int(n_points, "n_points")
@@ -401,11 +419,11 @@ class CropToMask(StreamlineFilter):
         n_points = P if self.n_points is None else self.n_points
         if N == 0:
             return np.zeros(0, dtype=bool), np.empty((0, n_points, 3), X.dtype)
-        inside = _inside(X, self._vol, self._inv, self.threshold)
+        inside = _inside(X, self._flat, self.shape, self._inv)
         first, last, keep = _crop_bounds(inside, self.min_points)
         idx = np.flatnonzero(keep)
         if n_points == P:
-            out = X[idx].copy()
+            out = X[idx]
             cut = np.flatnonzero((first[idx] > 0) | (last[idx] < P - 1))
         else:
             out = np.empty((idx.size, n_points, 3), dtype=X.dtype)
@@ -416,7 +434,7 @@ class CropToMask(StreamlineFilter):
         return keep, out
 
     def _params(self):
-        return {"shape": self._vol.shape, "min_points": self.min_points}
+        return {"shape": self.shape, "min_points": self.min_points}
 
 
 class CurvatureFilter(StreamlineFilter):

@@ -1,5 +1,7 @@
 """Plausibility filters on crafted streamlines and latent clusters."""
 
+import warnings
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -65,6 +67,10 @@ def test_points_in_mask_nearest_voxel_and_outside_grid():
     assert points_in_mask(pts, mask, affine).tolist() == [
         [True, True, False, False, False]
     ]
+    odd = np.array([[[np.nan, 0, 0], [1e30, 0, 0], [0, np.inf, 0]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not points_in_mask(odd, mask, affine).any()
 
 
 def test_white_matter_fraction_exact():
