@@ -89,15 +89,15 @@ def _inside(X, inside_flat, shape, inv_affine):
     ``inside_flat`` is the raveled (C order) boolean volume of ``shape``. The
     nearest voxel is ``floor(ijk + 0.5)``, as in DIPY's ``density_map``.
     """
-    v = X @ inv_affine[:3, :3].T.astype(X.dtype)
-    v += (inv_affine[:3, 3] + 0.5).astype(X.dtype)
-    ok = np.ones(X.shape[:2], dtype=bool)
-    flat = np.zeros(X.shape[:2], dtype=np.intp)
-    for axis, size in enumerate(shape):
-        va = v[..., axis]
-        ok &= (va >= 0) & (va < size)
-        flat *= size
-        with np.errstate(invalid="ignore"):  # NaN/huge values: masked by ok
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: masked by ok
+        v = X @ inv_affine[:3, :3].T.astype(X.dtype)
+        v += (inv_affine[:3, 3] + 0.5).astype(X.dtype)
+        ok = np.ones(X.shape[:2], dtype=bool)
+        flat = np.zeros(X.shape[:2], dtype=np.intp)
+        for axis, size in enumerate(shape):
+            va = v[..., axis]
+            ok &= (va >= 0) & (va < size)
+            flat *= size
             flat += va.astype(np.intp)  # truncation = floor where ok
     flat[~ok] = 0
     return inside_flat[flat] & ok
