@@ -15,11 +15,17 @@ random data, interleaving the frameworks in every repeat, it measures
    counted as 3x forward).
 
 It prints the median over repeats, the Keras / PyTorch ratios and the % of
-roofline. ``--levers`` also sweeps inference batch size and XLA for decoding.
+roofline, each measured two ways: per wall-clock second, and per CPU-second
+of this process (user + system time of all its threads). The machines are
+shared, so wall-clock rates move with the other users' load; the CPU-second
+rates (and "idle est." = cores x rate per CPU-second) are what a quiet
+machine would show if the threads scale. ``--levers`` also sweeps inference
+batch size and XLA for decoding.
 """
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -56,38 +62,42 @@ def forward_flops(model):
     return flops
 
 
-def median_rate(samples):
-    return float(np.median(samples))
+def cpu_seconds():
+    """User + system CPU time of this process (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def timed(fn, count):
-    """Streamlines per second of one call of ``fn`` processing ``count``."""
-    start = time.perf_counter()
+    """(items per wall second, items per CPU second) of one call of ``fn``."""
+    cpu0, start = cpu_seconds(), time.perf_counter()
     fn()
-    return count / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    return count / wall, count / max(cpu, 1e-9)
 
 
-def matmul_roofline(repeats, size=2048):
+def matmul_rate(size=2048, reps=4):
+    """float32 GFLOP per wall second and per CPU second, NumPy and keras.ops."""
     import keras
 
     a = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
     b = np.random.default_rng(1).normal(size=(size, size)).astype(np.float32)
-    flop = 2 * size**3
-    rates = {"numpy": [], "keras.ops": []}
     ka, kb = keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(b)
-    np.matmul(a, b)
-    keras.ops.convert_to_numpy(keras.ops.matmul(ka, kb))
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(4):
+
+    def run_numpy():
+        for _ in range(reps):
             np.matmul(a, b)
-        rates["numpy"].append(4 * flop / (time.perf_counter() - start) / 1e9)
-        start = time.perf_counter()
-        for _ in range(4):
+
+    def run_keras():
+        for _ in range(reps):
             c = keras.ops.matmul(ka, kb)
         keras.ops.convert_to_numpy(c)
-        rates["keras.ops"].append(4 * flop / (time.perf_counter() - start) / 1e9)
-    return {k: median_rate(v) for k, v in rates.items()}
+
+    gflop = reps * 2 * size**3 / 1e9
+    return {
+        name: tuple(gflop * r for r in timed(fn, 1))
+        for name, fn in (("numpy", run_numpy), ("keras.ops", run_keras))
+    }
 
 
 def summed_mse_loss():
@@ -192,89 +202,122 @@ def main(argv=None):
     torch_batched(tmodel.decode, tz_infer, args.batch_infer)
     torch_train(tmodel, toptim, ttrain[:2])
 
-    rates = {
-        key: []
-        for key in (
-            "keras decode",
-            "torch decode",
-            "keras encode",
-            "torch encode",
-            "keras train xla",
-            "keras train no-xla",
-            "torch train",
-        )
-    }
-    roofline_samples = []
-    for _ in range(args.repeats):
-        roofline_samples.append(matmul_roofline(1))
-        rates["keras decode"].append(
-            timed(lambda: infer.decode(z_infer, batch_size=args.batch_infer), n)
-        )
-        rates["torch decode"].append(
-            timed(lambda: torch_batched(tmodel.decode, tz_infer, args.batch_infer), n)
-        )
-        rates["keras encode"].append(
-            timed(lambda: infer.encode(x_infer, batch_size=args.batch_infer), n)
-        )
-        rates["torch encode"].append(
-            timed(lambda: torch_batched(tmodel.encode, tx_infer, args.batch_infer), n)
-        )
-        rates["keras train xla"].append(
-            timed(lambda: keras_train(trainers[True], train_batches), n_train)
-        )
-        rates["keras train no-xla"].append(
-            timed(lambda: keras_train(trainers[False], train_batches), n_train)
-        )
-        rates["torch train"].append(
-            timed(lambda: torch_train(tmodel, toptim, ttrain), n_train)
-        )
-
-    roofline = {
-        k: median_rate([r[k] for r in roofline_samples]) for k in roofline_samples[0]
-    }
-    peak = max(roofline.values())
-    print(
-        "float32 matmul 2048^3: "
-        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in roofline.items())
-        + f" -> roofline {peak:.0f} GFLOP/s"
+    keys = (
+        "keras decode",
+        "torch decode",
+        "keras encode",
+        "torch encode",
+        "keras train xla",
+        "keras train no-xla",
+        "torch train",
     )
-    med = {k: median_rate(v) for k, v in rates.items()}
-    work = {
-        "decode": flops["decoder"],
-        "encode": flops["encoder"],
-        "train": 3 * fwd,
+    samples = {key: [] for key in keys}
+    matmul_samples = {"numpy": [], "keras.ops": []}
+    jobs = {
+        "keras decode": (
+            lambda: infer.decode(z_infer, batch_size=args.batch_infer),
+            n,
+        ),
+        "torch decode": (
+            lambda: torch_batched(tmodel.decode, tz_infer, args.batch_infer),
+            n,
+        ),
+        "keras encode": (
+            lambda: infer.encode(x_infer, batch_size=args.batch_infer),
+            n,
+        ),
+        "torch encode": (
+            lambda: torch_batched(tmodel.encode, tx_infer, args.batch_infer),
+            n,
+        ),
+        "keras train xla": (
+            lambda: keras_train(trainers[True], train_batches),
+            n_train,
+        ),
+        "keras train no-xla": (
+            lambda: keras_train(trainers[False], train_batches),
+            n_train,
+        ),
+        "torch train": (lambda: torch_train(tmodel, toptim, ttrain), n_train),
     }
-    print(f"{'measurement':<22}{'streamlines/s':>14}{'GFLOP/s':>10}{'% roofline':>12}")
-    for key, rate in med.items():
-        per = work[key.split()[1]]
-        gflops = rate * per / 1e9
-        print(f"{key:<22}{rate:>14.0f}{gflops:>10.1f}{100 * gflops / peak:>11.1f}%")
-    print("ratios Keras / PyTorch:")
-    print(f"  decode            {med['keras decode'] / med['torch decode']:.2f}x")
-    print(f"  encode            {med['keras encode'] / med['torch encode']:.2f}x")
-    print(f"  train (XLA)       {med['keras train xla'] / med['torch train']:.2f}x")
-    print(f"  train (no XLA)    {med['keras train no-xla'] / med['torch train']:.2f}x")
-    best_train = max(med["keras train xla"], med["keras train no-xla"])
+    for _ in range(args.repeats):  # interleaved: every repeat runs everything
+        for name, rate in matmul_rate().items():
+            matmul_samples[name].append(rate)
+        for key in keys:
+            fn, count = jobs[key]
+            samples[key].append(timed(fn, count))
+
+    def medians(values):
+        return tuple(float(np.median([v[i] for v in values])) for i in (0, 1))
+
+    matmul = {k: medians(v) for k, v in matmul_samples.items()}
+    peak_wall = max(v[0] for v in matmul.values())
+    peak_cpu = max(v[1] for v in matmul.values())
     print(
-        "targets: train >= 1.5x PyTorch: "
-        f"{best_train / med['torch train']:.2f}x; train >= 50 % roofline: "
-        f"{100 * best_train * work['train'] / 1e9 / peak:.0f} %; decode >= 2x "
-        f"PyTorch: {med['keras decode'] / med['torch decode']:.2f}x"
+        "float32 matmul 2048^3 (GFLOP per wall s / per CPU s): "
+        + ", ".join(f"{k} {w:.0f} / {c:.0f}" for k, (w, c) in matmul.items())
+        + f" -> roofline {peak_wall:.0f} GFLOP/s wall, {peak_cpu:.0f} GFLOP per"
+        f" CPU-s ({cores} x {peak_cpu:.0f} = {cores * peak_cpu:.0f} GFLOP/s on"
+        " an idle machine)"
+    )
+    med = {k: medians(v) for k, v in samples.items()}
+    work = {"decode": flops["decoder"], "encode": flops["encoder"], "train": 3 * fwd}
+    print(
+        f"{'measurement':<20}{'per wall s':>11}{'GFLOP/s':>9}{'% roof':>8}"
+        f"{'per CPU s':>11}{'% roof':>8}{'idle est.':>11}"
+    )
+    for key, (wall, cpu) in med.items():
+        per = work[key.split()[1]] / 1e9
+        print(
+            f"{key:<20}{wall:>11.0f}{wall * per:>9.1f}"
+            f"{100 * wall * per / peak_wall:>7.0f}%{cpu:>11.0f}"
+            f"{100 * cpu * per / peak_cpu:>7.0f}%{cores * cpu:>11.0f}"
+        )
+    print(
+        "(per CPU s: streamlines per CPU-second of this process, robust to other"
+        " load;\n idle est. = cores x that, the rate of an idle machine if"
+        " threads scale)"
+    )
+    print(f"ratios Keras / PyTorch{'wall':>14}{'CPU':>8}")
+    for label, keras_key, torch_key in (
+        ("decode", "keras decode", "torch decode"),
+        ("encode", "keras encode", "torch encode"),
+        ("train (XLA)", "keras train xla", "torch train"),
+        ("train (no XLA)", "keras train no-xla", "torch train"),
+    ):
+        k, t = med[keras_key], med[torch_key]
+        print(f"  {label:<20}{k[0] / t[0]:>13.2f}x{k[1] / t[1]:>7.2f}x")
+    best = max(("keras train xla", "keras train no-xla"), key=lambda k: med[k][0])
+    train, torch_train_rate = med[best], med["torch train"]
+    per = work["train"] / 1e9
+    print(
+        f"targets (wall / CPU): train >= 1.5x PyTorch: "
+        f"{train[0] / torch_train_rate[0]:.2f}x / "
+        f"{train[1] / torch_train_rate[1]:.2f}x; train >= 50 % roofline: "
+        f"{100 * train[0] * per / peak_wall:.0f} % / "
+        f"{100 * train[1] * per / peak_cpu:.0f} %; decode >= 2x PyTorch: "
+        f"{med['keras decode'][0] / med['torch decode'][0]:.2f}x / "
+        f"{med['keras decode'][1] / med['torch decode'][1]:.2f}x"
     )
 
     if args.levers:
-        print("levers: Keras decode streamlines/s by inference batch size and XLA")
+        print("levers: Keras decode (per wall s / per CPU s) by batch size and XLA")
         for jit in (False, True):
             infer.decoder.jit_compile = jit
             infer.decoder.predict_function = None
             for batch in (256, 1024, 4096):
                 infer.decode(z_infer[:batch], batch_size=batch)  # compile
-                samples = [
-                    timed(lambda b=batch: infer.decode(z_infer, batch_size=b), n)
-                    for _ in range(args.repeats)
-                ]
-                rate = median_rate(samples)
-                print(f"  jit_compile={jit!s:<5} batch {batch:>5}: {rate:.0f}")
+                wall, cpu = medians(
+                    [
+                        timed(lambda b=batch: infer.decode(z_infer, batch_size=b), n)
+                        for _ in range(args.repeats)
+                    ]
+                )
+                print(
+                    f"  jit_compile={jit!s:<5} batch {batch:>5}: {wall:.0f} / {cpu:.0f}"
+                )
+        infer.decoder.jit_compile = False
+        infer.decoder.predict_function = None
 
 
 if __name__ == "__main__":

@@ -9,17 +9,17 @@ and ``keras.ops`` only (any Keras backend).
 Layer table (channels-last, ``n_points=256``; every convolution has kernel 3
 after a reflection padding of 1):
 
-=====  ==================================  ============  ======  ==========
-layer  operation                           channels      stride  output
-=====  ==================================  ============  ======  ==========
-e1-e5  reflect-pad + Conv1D + ReLU         3 -> ... 512  2       128 .. 8
-e6     reflect-pad + Conv1D (linear)       512 -> 1024   1       8 x 1024
-fc1    flatten (8192) + Dense (latent z)   8192 -> 32            32
-fc2    Dense + reshape                     32 -> 8192            8 x 1024
-d1-d5  reflect-pad + Conv1D + ReLU, x2     1024 -> ... 32 1      16 .. 256
-       linear upsampling
-d6     reflect-pad + Conv1D (linear)       32 -> 3       1       256 x 3
-=====  ==================================  ============  ======  ==========
+======  ====================================  ==============  ======  ========
+layer   operation                             channels        stride  output
+======  ====================================  ==============  ======  ========
+e1-e5   reflect-pad + Conv1D + ReLU           3 -> ... 512    2       128..8
+e6      reflect-pad + Conv1D (linear)         512 -> 1024     1       8 x 1024
+fc1     flatten (8192) + Dense (latent z)     8192 -> 32              32
+fc2     Dense + reshape                       32 -> 8192              8 x 1024
+d1-d5   reflect-pad + Conv1D + ReLU + x2      1024 -> ... 32  1       16..256
+        linear upsampling
+d6      reflect-pad + Conv1D (linear)         32 -> 3         1       256 x 3
+======  ====================================  ==============  ======  ========
 
 Flatten order and PyTorch weights
 ---------------------------------
