@@ -52,6 +52,10 @@ __all__ = [
 ]
 
 
+# Points processed at once by the vectorised filters (bounds temporary memory).
+_BLOCK_POINTS = 2**20
+
+
 def as_streamline_array(streamlines, *, name="streamlines"):
     """Return streamlines as a float array ``(N, P, 3)`` or raise InputError.
 
@@ -89,18 +93,26 @@ def _inside(X, inside_flat, shape, inv_affine):
     ``inside_flat`` is the raveled (C order) boolean volume of ``shape``. The
     nearest voxel is ``floor(ijk + 0.5)``, as in DIPY's ``density_map``.
     """
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: masked by ok
-        v = X @ inv_affine[:3, :3].T.astype(X.dtype)
-        v += (inv_affine[:3, 3] + 0.5).astype(X.dtype)
-        ok = np.ones(X.shape[:2], dtype=bool)
-        flat = np.zeros(X.shape[:2], dtype=np.intp)
-        for axis, size in enumerate(shape):
-            va = v[..., axis]
-            ok &= (va >= 0) & (va < size)
-            flat *= size
-            flat += va.astype(np.intp)  # truncation = floor where ok
-    flat[~ok] = 0
-    return inside_flat[flat] & ok
+    N, P, _ = X.shape
+    out = np.empty((N, P), dtype=bool)
+    M = inv_affine[:3, :3].T.astype(X.dtype)
+    b = (inv_affine[:3, 3] + 0.5).astype(X.dtype)
+    step = max(1, _BLOCK_POINTS // max(P, 1))
+    for start in range(0, N, step):
+        block = slice(start, start + step)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: masked by ok
+            v = X[block] @ M
+            v += b
+            ok = np.ones(v.shape[:2], dtype=bool)
+            flat = np.zeros(v.shape[:2], dtype=np.intp)
+            for axis, size in enumerate(shape):
+                va = v[..., axis]
+                ok &= (va >= 0) & (va < size)
+                flat *= size
+                flat += va.astype(np.intp)  # truncation = floor where ok
+        flat[~ok] = 0
+        out[block] = inside_flat[flat] & ok
+    return out
 
 
 def _inside_volume(vol, threshold):
@@ -225,8 +237,17 @@ def curvature_and_winding(streamlines):
     """
     X = as_streamline_array(streamlines)
     N, P, _ = X.shape
-    if P < 3 or N == 0:
-        return np.zeros(N), np.zeros(N)
+    kappa, winding = np.zeros(N), np.zeros(N)
+    if P < 3:
+        return kappa, winding
+    step = max(1, _BLOCK_POINTS // P)
+    for start in range(0, N, step):
+        block = slice(start, start + step)
+        kappa[block], winding[block] = _curvature_block(X[block])
+    return kappa, winding
+
+
+def _curvature_block(X):
     seg = np.diff(X.astype(np.float64), axis=1)
     seglen = np.sqrt(np.einsum("nij,nij->ni", seg, seg))
     dots = np.einsum("nij,nij->ni", seg[:, :-1], seg[:, 1:])
@@ -910,12 +931,16 @@ class FilterPipeline:
                     f"filter {f.name!r} returned a mask of shape {keep.shape}"
                 )
             rejected[f.name] = int(X.shape[0] - keep.sum())
-            X = X[keep] if new is None else new
-            index = index[keep]
-            if latents is not None:
-                latents = latents[keep]
-            if labels is not None:
-                labels = labels[keep]
+            if new is not None:
+                X = new
+            elif not keep.all():
+                X = X[keep]
+            if not keep.all():
+                index = index[keep]
+                if latents is not None:
+                    latents = latents[keep]
+                if labels is not None:
+                    labels = labels[keep]
         self.n_input_ += N
         self.n_kept_ += int(index.size)
         for name, count in rejected.items():

@@ -344,7 +344,11 @@ def iter_until(n, draw_fn, accept_fn, *, budget, chunk, report=None):
         or a tuple of arrays sharing their first dimension (for instance
         ``(latents, streamlines)``) and must have ``k`` rows.
     accept_fn : callable
-        ``accept_fn(batch) -> mask``: boolean array, one value per row.
+        ``accept_fn(batch) -> mask``: boolean array, one value per row; or
+        ``accept_fn(batch) -> (mask, kept)`` where ``kept`` holds the accepted
+        rows after a transformation (for instance streamlines cropped by a
+        :class:`~dipy_tractogen.filtering.FilterPipeline`), in the structure
+        of ``batch`` and with ``mask.sum()`` rows.
     budget : int
         Most candidates to draw in total.
     chunk : int
@@ -382,16 +386,27 @@ def iter_until(n, draw_fn, accept_fn, *, budget, chunk, report=None):
         batch = draw_fn(k)
         if _rows(batch) != k:
             raise InputError(f"draw_fn({k}) returned {_rows(batch)} rows")
-        mask = np.asarray(accept_fn(batch), dtype=bool)
+        verdict = accept_fn(batch)
+        kept = None
+        if isinstance(verdict, tuple):  # (mask, kept rows already transformed)
+            verdict, kept = verdict
+        mask = np.asarray(verdict, dtype=bool)
         if mask.shape != (k,):
             raise InputError(
                 f"accept_fn returned a mask of shape {mask.shape}, expected ({k},)"
             )
+        n_ok = int(mask.sum())
+        if kept is None:
+            kept = _select(batch, np.flatnonzero(mask))
+        elif _rows(kept) != n_ok:
+            raise InputError(
+                f"accept_fn returned {_rows(kept)} kept rows for {n_ok} accepted"
+            )
         report.n_drawn += k
         report.n_rounds += 1
-        index = np.flatnonzero(mask)[: n - report.n_accepted]
-        report.n_accepted += index.size
-        yield _select(batch, index)
+        take = min(n_ok, n - report.n_accepted)
+        report.n_accepted += take
+        yield _select(kept, slice(0, take))
 
 
 def sample_until(n, draw_fn, accept_fn, *, budget, chunk):

@@ -157,6 +157,21 @@ def test_curvature_ignores_repeated_points():
     assert np.isfinite(kappa).all() and kappa[0] == pytest.approx(0, abs=1e-6)
 
 
+def test_blocked_computation_matches_one_block(monkeypatch):
+    import dipy_tractogen.filtering as filtering
+
+    mask, affine = _grid()
+    rng = np.random.default_rng(0)
+    X = np.cumsum(rng.normal(0, 1, (23, 11, 3)), axis=1).astype(np.float32) + 4
+    whole = points_in_mask(X, mask, affine), curvature_and_winding(X)
+    monkeypatch.setattr(filtering, "_BLOCK_POINTS", 30)  # 2 streamlines a block
+    blocked = points_in_mask(X, mask, affine), curvature_and_winding(X)
+    assert 0 < whole[0].mean() < 1
+    np.testing.assert_array_equal(blocked[0], whole[0])
+    np.testing.assert_array_equal(blocked[1][0], whole[1][0])
+    np.testing.assert_array_equal(blocked[1][1], whole[1][1])
+
+
 # latent distance (FINTA) -------------------------------------------------------
 def _two_clusters():
     rng = np.random.default_rng(0)

@@ -287,3 +287,28 @@ def test_iter_until_streams_and_validates():
         sample_until(3, np.arange, lambda x: x[:1] > 0, budget=10, chunk=4)
     with pytest.raises(InputError, match="chunk"):
         sample_until(3, np.arange, lambda x: x > 0, budget=10, chunk=0)
+
+
+def test_sample_until_accepts_transformed_rows():
+    # e.g. a filter pipeline that crops what it keeps
+    def accept(batch):
+        x, ids = batch
+        mask = x % 3 == 0
+        return mask, (x[mask] * 10, ids[mask])
+
+    counter = iter(range(1000))
+
+    def draw(k):
+        x = np.array([next(counter) for _ in range(k)])
+        return x, x + 100
+
+    got, rep = sample_until(5, draw, accept, budget=50, chunk=4)
+    assert got[0].tolist() == [0, 30, 60, 90, 120]
+    assert got[1].tolist() == [100, 103, 106, 109, 112]
+    assert rep.n_accepted == 5 and rep.n_drawn == 16
+
+    def wrong(batch):
+        return batch > 0, batch[:1]
+
+    with pytest.raises(InputError, match="kept rows"):
+        sample_until(3, np.arange, wrong, budget=10, chunk=4)
