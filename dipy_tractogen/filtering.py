@@ -541,7 +541,13 @@ class LatentDistanceFilter(StreamlineFilter):
     Attributes
     ----------
     classes_ : ndarray
-        Reference classes.
+        Reference classes (sorted).
+    reference_ : ndarray, shape (n, d)
+        Reference latents.
+    reference_class_ : ndarray of int, shape (n,)
+        Index in ``classes_`` of every reference.
+    nn_ : sklearn.neighbors.NearestNeighbors
+        Index of the references.
     thresholds_ : dict
         Label -> threshold.
     threshold_source_ : dict
@@ -560,10 +566,8 @@ class LatentDistanceFilter(StreamlineFilter):
         self, threshold=None, *, k=1, percentile=95.0, encode=None, name="latent"
     ):
         self.threshold = threshold
-        self.k = _positive_int(k, "k")
-        if not 0 <= float(percentile) <= 100:
-            raise InputError(f"percentile must lie in [0, 100], got {percentile}")
-        self.percentile = float(percentile)
+        self.k = k
+        self.percentile = percentile
         self.encode = encode
         self.name = name
 
@@ -571,6 +575,9 @@ class LatentDistanceFilter(StreamlineFilter):
     def _fit_reference(self, Z, labels):
         from sklearn.neighbors import NearestNeighbors
 
+        _positive_int(self.k, "k")
+        if not 0 <= float(self.percentile) <= 100:
+            raise InputError(f"percentile must lie in [0, 100], got {self.percentile}")
         Z = _check_codes(Z, "reference latents")
         labels = np.asarray(labels)
         if labels.shape != (Z.shape[0],):
@@ -582,14 +589,14 @@ class LatentDistanceFilter(StreamlineFilter):
                 f"k = {self.k} neighbours need at least {self.k} reference latents, "
                 f"got {Z.shape[0]}"
             )
-        self.classes_, self._ref_class = np.unique(labels, return_inverse=True)
-        self._nn = NearestNeighbors(n_neighbors=self.k).fit(Z)
-        self._ref = Z
+        self.classes_, self.reference_class_ = np.unique(labels, return_inverse=True)
+        self.nn_ = NearestNeighbors(n_neighbors=self.k).fit(Z)
+        self.reference_ = Z
         self.n_features_in_ = Z.shape[1]
 
     def _vote(self, dist, idx):
         """Class index and distance from neighbour distances/indices."""
-        cls = self._ref_class[idx]
+        cls = self.reference_class_[idx]
         if self.k == 1:
             return cls[:, 0], dist[:, 0]
         m = cls.shape[0]
@@ -600,13 +607,13 @@ class LatentDistanceFilter(StreamlineFilter):
 
     def _loo(self):
         """Leave-one-out class index and distance of every reference."""
-        n = self._ref.shape[0]
+        n = self.reference_.shape[0]
         if n < self.k + 1:
             raise InputError(
                 f"leave-one-out thresholds need at least {self.k + 1} reference "
                 f"latents, got {n}"
             )
-        dist, idx = self._nn.kneighbors(self._ref, n_neighbors=self.k + 1)
+        dist, idx = self.nn_.kneighbors(self.reference_, n_neighbors=self.k + 1)
         is_self = idx == np.arange(n)[:, None]
         is_self[~is_self.any(axis=1), -1] = True  # duplicates: drop the farthest
         order = np.argsort(is_self, axis=1, kind="stable")[:, : self.k]
@@ -618,7 +625,7 @@ class LatentDistanceFilter(StreamlineFilter):
         out = {}
         for c, label in enumerate(self.classes_):
             out[_label_key(label)] = float(
-                np.percentile(loo_dist[self._ref_class == c], self.percentile)
+                np.percentile(loo_dist[self.reference_class_ == c], self.percentile)
             )
         return out
 
@@ -697,7 +704,7 @@ class LatentDistanceFilter(StreamlineFilter):
         Zi = _check_codes(Z_implausible, "implausible latents", min_rows=1)
         self._check_dim(Zi)
         pos_cls, pos_dist = self._loo()
-        neg_cls, neg_dist = self._vote(*self._nn.kneighbors(Zi))
+        neg_cls, neg_dist = self._vote(*self.nn_.kneighbors(Zi))
         fallback = None
         self.thresholds_, self.threshold_source_, self.roc_ = {}, {}, {}
         for c, label in enumerate(self.classes_):
@@ -761,7 +768,7 @@ class LatentDistanceFilter(StreamlineFilter):
         self._check_dim(Z)
         if Z.shape[0] == 0:
             return self.classes_[:0], np.zeros(0)
-        cls, dist = self._vote(*self._nn.kneighbors(Z))
+        cls, dist = self._vote(*self.nn_.kneighbors(Z))
         return self.classes_[cls], dist
 
     def _keep(self, X, latents, labels):

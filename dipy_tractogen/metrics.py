@@ -544,9 +544,9 @@ def evaluate_bundles(
         Voxel-to-RAS+ matrix of a grid for density overlap (with ``dims``).
     dims : tuple of 3 int, optional
         Grid shape for density overlap.
-    names : dict, optional
-        Label -> bundle name used as the key of the report (default
-        ``str(label)``).
+    names : dict or sequence of str, optional
+        Label -> bundle name used as the key of the report, or a sequence
+        indexed by integer label (default ``str(label)``).
     plausibility_threshold, coverage_threshold, novelty_threshold : float
         MDF thresholds in mm.
     buan : bool, optional
@@ -591,7 +591,10 @@ def evaluate_bundles(
                 raise InputError("train_labels must give one label per streamline")
     if (affine is None) != (dims is None):
         raise InputError("density overlap needs both affine and dims")
-    names = dict(names or {})
+    if names is None:
+        names = {}
+    elif not isinstance(names, dict):
+        names = dict(enumerate(names))
     settings = {
         "plausibility_threshold": _check_threshold(plausibility_threshold, "threshold"),
         "coverage_threshold": _check_threshold(coverage_threshold, "threshold"),

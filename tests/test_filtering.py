@@ -214,6 +214,10 @@ def test_latent_filter_threshold_dict_and_percentile_rule():
         LatentDistanceFilter({0: 0.5}).fit(Z, labels)
     with pytest.raises(InputError, match="unknown class 7"):
         LatentDistanceFilter({0: 0.5, 1: 1.0, 7: 1.0}).fit(Z, labels)
+    with pytest.raises(InputError, match="percentile"):
+        LatentDistanceFilter(percentile=120).fit(Z, labels)
+    with pytest.raises(InputError, match="k must be >= 1"):
+        LatentDistanceFilter(k=0).fit(Z, labels)
 
 
 def test_latent_filter_k_neighbours_vote():

@@ -190,9 +190,11 @@ def test_evaluate_bundles_report_is_jsonable_and_adds_up():
 def test_evaluate_bundles_missing_bundle_and_resampling():
     real = [np.r_[[[0.0, 0, 0]], [[10.0, 0, 0]]], np.r_[[[0.0, 5, 0]], [[10.0, 5, 0]]]]
     gen = list(_lines(1, P=7, length=10.0))
-    rep = evaluate_bundles(gen, [0], real, [0, 1], n_points=5, buan=False)
-    assert rep["bundles"]["0"]["plausibility"] == 1.0
-    missing = rep["bundles"]["1"]
+    rep = evaluate_bundles(
+        gen, [0], real, [0, 1], n_points=5, buan=False, names=["AF", "CST"]
+    )
+    assert rep["bundles"]["AF"]["plausibility"] == 1.0
+    missing = rep["bundles"]["CST"]
     assert missing["n_generated"] == 0 and missing["coverage"] == 0.0
     assert missing["plausibility"] is None
     with pytest.raises(InputError, match="n_points"):
