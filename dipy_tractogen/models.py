@@ -29,6 +29,7 @@ __all__ = [
     "render_card_markdown",
     "save_model",
     "load_model",
+    "attach_seed_bank",
 ]
 
 #: folder of the models shipped with the package
@@ -404,3 +405,92 @@ def load_model(path=None, *, compile=False):
                     f"cannot read model card {json_path}: {_one_line(exc)}"
                 ) from exc
     return model
+
+
+def attach_seed_bank(
+    model,
+    streamlines,
+    bundle_ids,
+    reference,
+    *,
+    wm_mask=None,
+    max_per_bundle=20000,
+    seed=0,
+    batch_size=4096,
+):
+    """Store what generation needs inside the model: seeds and the space.
+
+    Encodes (a subsample of) the training streamlines in both orientations
+    (GESTA's seeds, and the references of FINTA's latent filter) and records
+    the reference space and an optional white-matter mask, so that
+    ``dipy_generate_tractogram`` works from the model file alone.
+
+    Parameters
+    ----------
+    model : FintaAutoencoder
+        A trained model; its :attr:`seed_bank` is replaced.
+    streamlines : ndarray (N, P, 3) or sequence of (n_i, 3) arrays
+        Streamlines in mm (the training set).
+    bundle_ids : array_like (N,) int
+        Bundle id of each streamline (indices of the card's bundle names).
+    reference : object
+        The space (anything :func:`dipy_tractogen.io.reference_info` takes).
+    wm_mask : ndarray, optional
+        White-matter mask on the reference grid.
+    max_per_bundle : int, optional
+        At most this many streamlines per bundle are encoded (an even random
+        subsample, reproducible with ``seed``).
+    seed : int, optional
+        Seed of the subsample.
+    batch_size : int, optional
+        Encoding batch size.
+
+    Returns
+    -------
+    seed_bank : dict
+    """
+    from dipy_tractogen.io import reference_info
+
+    ids = np.asarray(bundle_ids).astype(np.int32)
+    if len(ids) != len(streamlines):
+        raise InputError(f"{len(ids)} bundle ids for {len(streamlines)} streamlines")
+    if len(ids) == 0:
+        raise InputError("no streamlines to encode as seeds")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for b in np.unique(ids):
+        pos = np.flatnonzero(ids == b)
+        if pos.size > max_per_bundle:
+            pos = np.sort(rng.choice(pos, size=max_per_bundle, replace=False))
+        keep.append(pos)
+    keep = np.concatenate(keep)
+    if isinstance(streamlines, np.ndarray):
+        X = streamlines[keep]
+    else:
+        X = [streamlines[i] for i in keep]
+    X = model._streamline_array(X)
+    Z = np.concatenate(
+        [
+            model.encode(X, batch_size=batch_size),
+            model.encode(np.ascontiguousarray(X[:, ::-1]), batch_size=batch_size),
+        ]
+    )
+    affine, dims, vox, order = reference_info(reference)
+    bank = {
+        "latents": Z.astype(np.float32),
+        "labels": np.concatenate([ids[keep], ids[keep]]),
+        "affine": np.asarray(affine, np.float64),
+        "dimensions": np.asarray(dims, np.int32),
+        "voxel_sizes": np.asarray(vox, np.float32),
+        "voxel_order": np.asarray(str(order)),
+    }
+    if wm_mask is not None:
+        mask = np.asarray(wm_mask).astype(bool)
+        if tuple(mask.shape) != tuple(int(d) for d in dims):
+            raise InputError(
+                f"white-matter mask shape {mask.shape} does not match the "
+                f"reference dimensions {tuple(int(d) for d in dims)}"
+            )
+        bank["wm_mask"] = mask
+    model.seed_bank = bank
+    return bank

@@ -29,35 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.io import reference_info
 from dipy_tractogen.outputs import atomic_output, check_writable
 
 __all__ = ["TractogramStreamWriter", "STREAM_FORMATS"]
 
 STREAM_FORMATS = (".trx", ".trk", ".tck")
-
-
-def _reference_tuple(reference):
-    """Return ``(affine, dimensions, voxel_sizes, voxel_order)`` of a reference.
-
-    A 4-tuple is taken as it is (DIPY 1.12's ``get_reference_info`` fails on
-    tuples unless ``dipy.io.stateful_surface``, which imports FURY, was
-    imported first); anything else goes through ``get_reference_info``.
-    """
-    if isinstance(reference, (tuple, list)) and len(reference) == 4:
-        affine, dims, vox_sizes, vox_order = reference
-    else:
-        import dipy.io.stateful_surface  # noqa: F401  (see above)
-        from dipy.io.utils import get_reference_info
-
-        affine, dims, vox_sizes, vox_order = get_reference_info(reference)
-    if isinstance(vox_order, bytes):
-        vox_order = vox_order.decode()
-    return (
-        np.asarray(affine, dtype=np.float64),
-        np.asarray(dims, dtype=int),
-        np.asarray(vox_sizes, dtype=np.float32),
-        str(vox_order),
-    )
 
 
 class TractogramStreamWriter:
@@ -129,7 +106,13 @@ class TractogramStreamWriter:
         self.sidecar = self.path.with_suffix(".json")
         self.force = force
         check_writable([self.path, self.sidecar], force=force)
-        self.reference = _reference_tuple(reference)
+        affine, dims, vox, order = reference_info(reference)
+        self.reference = (
+            np.asarray(affine, np.float64),
+            np.asarray(dims, int),
+            vox,
+            order,
+        )
         self.dps = {k: np.dtype(v) for k, v in (data_per_streamline or {}).items()}
         self.group_names = list(group_names or [])
         self.group_by = group_by

@@ -56,6 +56,7 @@ References
 """
 
 import json
+import os
 
 import numpy as np
 
@@ -268,6 +269,7 @@ class FintaAutoencoder(Model):
         self._center = _as_center(center)
         self._scale = _as_scale(scale)
         self.card = card
+        self.seed_bank = None
         self.encoder = build_finta_encoder(
             latent_dim=self.latent_dim, n_points=self.n_points
         )
@@ -300,6 +302,40 @@ class FintaAutoencoder(Model):
             raise InputError(f"a model card must be a dict, got {type(value).__name__}")
         # a plain dict, outside Keras' attribute tracking
         object.__setattr__(self, "_card_dict", json.loads(json.dumps(value)))
+
+    @property
+    def seed_bank(self):
+        """Generation data stored in the model file: a dict of numpy arrays.
+
+        Filled by the trainer (:func:`dipy_tractogen.models.attach_seed_bank`):
+        ``latents`` (latent codes of the training streamlines, both
+        orientations), ``labels`` (their bundle ids), the reference space
+        (``affine``, ``dimensions``, ``voxel_sizes``, ``voxel_order``) and
+        optionally a white-matter ``wm_mask``. Saved as ``seed_bank.npz`` in
+        the ``.keras`` archive's assets (no pickle).
+        """
+        return self._seed_bank_dict
+
+    @seed_bank.setter
+    def seed_bank(self, value):
+        value = {} if value is None else dict(value)
+        bank = {k: np.asarray(v) for k, v in value.items()}
+        for key, arr in bank.items():
+            if arr.dtype == object:
+                raise InputError(f"seed_bank[{key!r}] must be a plain numeric array")
+        object.__setattr__(self, "_seed_bank_dict", bank)
+
+    def save_assets(self, dir_path):
+        if self.seed_bank:
+            np.savez_compressed(
+                os.path.join(dir_path, "seed_bank.npz"), **self.seed_bank
+            )
+
+    def load_assets(self, dir_path):
+        path = os.path.join(dir_path, "seed_bank.npz")
+        if os.path.isfile(path):
+            with np.load(path, allow_pickle=False) as data:
+                self.seed_bank = {k: data[k] for k in data.files}
 
     def normalize(self, x_mm):
         """Map millimetre coordinates to the network's input space.

@@ -1,0 +1,204 @@
+"""Generation: counts, budget, determinism, output, provenance, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dipy_tractogen.errors import ConditionError, InputError, OutputExistsError
+from dipy_tractogen.generation import (
+    GenerationReport,
+    allocate_counts,
+    build_sampler,
+    default_filters,
+    iter_generate,
+    resolve_bundles,
+)
+
+
+def test_allocate_counts_sums_and_proportions():
+    c = allocate_counts(1000, {0: 1, 1: 3})
+    assert c == {0: 250, 1: 750}
+    c = allocate_counts(7, {"a": 1, "b": 1, "c": 1})
+    assert sum(c.values()) == 7 and sorted(c.values()) == [2, 2, 3]
+    with pytest.raises(InputError):
+        allocate_counts(3, {"a": 0})
+
+
+def test_resolve_bundles():
+    names = ["arch", "uturn", "fan"]
+    assert resolve_bundles(None, names) == [0, 1, 2]
+    assert resolve_bundles("fan,arch", names) == [2, 0]
+    with pytest.raises(ConditionError, match="unknown bundle 'cst'.*arch, uturn, fan"):
+        resolve_bundles(["cst"], names)
+
+
+def _line_decoder(z):
+    """A fake decoder: a straight line whose length is 100 * |z_0| mm."""
+    z = np.asarray(z)
+    t = np.linspace(0, 1, 16)[None, :, None]
+    X = np.zeros((len(z), 16, 3), np.float32)
+    X[..., :1] = t * 100 * np.abs(z[:, :1, None])
+    return X
+
+
+def _sampler():
+    rng = np.random.default_rng(0)
+    Z = np.concatenate([rng.normal(0.5, 0.05, (50, 2)), rng.normal(1.5, 0.05, (50, 2))])
+    y = np.repeat([0, 1], 50)
+    return build_sampler("kde", bandwidth=0.05).fit(Z, y), Z, y
+
+
+def test_iter_generate_meets_counts_and_is_deterministic():
+    sampler, Z, y = _sampler()
+    pipe = default_filters(seeds=Z, seed_labels=y, min_length=20, max_length=220)
+    runs = []
+    for _ in range(2):
+        report = GenerationReport(requested={})
+        chunks = list(
+            iter_generate(
+                _line_decoder,
+                sampler,
+                {0: 30, 1: 40},
+                filters=pipe,
+                chunk_size=16,
+                random_state=7,
+                report=report,
+            )
+        )
+        X = np.concatenate([c[0] for c in chunks])
+        ids = np.concatenate([c[1] for c in chunks])
+        runs.append((X, ids))
+        assert report.complete and report.reason == "complete"
+        assert report.produced == {0: 30, 1: 40}
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    lengths = 100 * np.abs(runs[0][0][:, -1, 0]) / 100
+    assert np.all((lengths >= 20) & (lengths <= 220))
+
+
+def test_iter_generate_budget_exhausted_reports_reason():
+    sampler, Z, y = _sampler()
+    # bundle 0 decodes to ~50 mm lines: a 60 mm minimum rejects almost all
+    pipe = default_filters(min_length=60, max_length=220)
+    report = GenerationReport(requested={})
+    got = sum(
+        len(c[1])
+        for c in iter_generate(
+            _line_decoder,
+            sampler,
+            {0: 100},
+            filters=pipe,
+            chunk_size=50,
+            budget=2,
+            random_state=0,
+            report=report,
+        )
+    )
+    assert got < 100 and not report.complete
+    assert "budget" in report.reason
+    assert report.n_drawn <= 200
+    assert report.rejected["length"] == report.n_drawn - got
+
+
+# ---------------------------------------------------------------------------
+# with a (tiny, untrained) FINTA model
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    pytest.importorskip("keras")
+    from dipy_tractogen.models import attach_seed_bank, save_model
+    from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.phantom import generate_phantom
+
+    ph = generate_phantom(counts=6, seed=1)
+    model = FintaAutoencoder(latent_dim=4, n_points=64, center=(0, 0, 0), scale=64.0)
+    model.card = {"bundle_names": list(ph.bundle_names)}
+    ref = (ph.affine, ph.dimensions, ph.voxel_sizes, "RAS")
+    attach_seed_bank(model, ph.streamlines, ph.bundle_ids, ref, wm_mask=ph.wm_mask)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    save_model(model, path)
+    return path, ph
+
+
+def test_seed_bank_round_trips(tiny_model):
+    from dipy_tractogen.models import load_model
+
+    path, ph = tiny_model
+    model = load_model(path)
+    bank = model.seed_bank
+    assert bank["latents"].shape == (2 * len(ph.bundle_ids), 4)
+    np.testing.assert_array_equal(bank["labels"][: len(ph.bundle_ids)], ph.bundle_ids)
+    np.testing.assert_array_equal(bank["wm_mask"], ph.wm_mask.astype(bool))
+    np.testing.assert_allclose(bank["affine"], ph.affine)
+
+
+def test_generate_tractogram_writes_provenance(tiny_model, tmp_path):
+    from dipy.io.streamline import load_tractogram
+
+    from dipy_tractogen.generation import generate_tractogram
+
+    path, ph = tiny_model
+    out = tmp_path / "gen.trx"
+    report = generate_tractogram(
+        out,
+        model=str(path),
+        n_streamlines=40,
+        seed=3,
+        bundles=["arch", "uturn"],
+        apply_filters=False,
+    )
+    assert report.n_produced == 40 and set(report.produced) == {"arch", "uturn"}
+    sft = load_tractogram(str(out), "same")
+    assert len(sft) == 40
+    ids = np.asarray(sft.data_per_streamline["bundle"]).ravel()
+    assert set(ids.tolist()) <= {
+        ph.bundle_names.index("arch"),
+        ph.bundle_names.index("uturn"),
+    }
+    side = json.loads((tmp_path / "gen.json").read_text())
+    meta = side["metadata"]
+    assert meta["seed"] == 3 and meta["conditions"]["bundles"] == ["arch", "uturn"]
+    assert len(meta["model"]["md5"]) == 32
+    assert meta["report"]["n_produced"] == 40
+    # same seed, same streamlines
+    out2 = tmp_path / "gen2.trx"
+    generate_tractogram(
+        out2,
+        model=str(path),
+        n_streamlines=40,
+        seed=3,
+        bundles=["arch", "uturn"],
+        apply_filters=False,
+    )
+    sft2 = load_tractogram(str(out2), "same")
+    np.testing.assert_array_equal(
+        sft.streamlines.get_data(), sft2.streamlines.get_data()
+    )
+
+
+def test_generate_tractogram_bad_input(tiny_model, tmp_path):
+    from dipy_tractogen.errors import ModelError
+    from dipy_tractogen.generation import generate_tractogram
+
+    path, _ = tiny_model
+    out = tmp_path / "gen.trk"
+    out.write_text("precious")
+    with pytest.raises(OutputExistsError):
+        generate_tractogram(out, model=str(path), n_streamlines=5)
+    with pytest.raises(ConditionError, match="unknown bundle"):
+        generate_tractogram(
+            tmp_path / "a.trx", model=str(path), n_streamlines=5, bundles=["cst"]
+        )
+    with pytest.raises(InputError, match="n_streamlines"):
+        generate_tractogram(tmp_path / "a.trx", model=str(path), n_streamlines=0)
+    with pytest.raises(ModelError, match="not found"):
+        generate_tractogram(tmp_path / "a.trx", model=str(tmp_path / "nope.keras"))
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ModelError):
+        generate_tractogram(tmp_path / "a.trx", model=str(bad))
+    assert out.read_text() == "precious"
+    assert not (tmp_path / "a.trx").exists()
