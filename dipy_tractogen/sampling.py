@@ -138,24 +138,24 @@ def _per_dimension_spread(Z):
     return np.where(robust > 0, robust, sigma), sigma
 
 
-def _geometric_mean_positive(values, what):
-    positive = values[values > 0]
-    if positive.size == 0:
+def _mean_over_dimensions(values, what):
+    if not np.any(values > 0):
         raise InputError(f"cannot compute the {what} bandwidth: every seed is equal")
-    return float(np.exp(np.mean(np.log(positive))))
+    return float(np.mean(values))
 
 
 def silverman_bandwidth(Z):
-    """Silverman's rule of thumb, combined over dimensions.
+    """Silverman's rule of thumb, averaged over dimensions.
 
     For each dimension ``j``: ``h_j = 0.9 * min(sigma_j, IQR_j / 1.349) *
     n ** (-1/5)`` (``sigma_j`` the standard deviation with ``ddof=1``,
     ``IQR_j`` the interquartile range; when ``min(...)`` is 0 but ``sigma_j``
-    is not, ``sigma_j`` is used). The isotropic bandwidth is the geometric
-    mean of the ``h_j`` over the dimensions where it is positive: the
-    isotropic kernel with the same volume as the diagonal one. The factor
-    ``n ** (-1/5)`` is the one-dimensional rate the GESTA paper uses, not
-    the multivariate ``n ** (-1/(d+4))``.
+    is not, ``sigma_j`` is used). The isotropic bandwidth is the arithmetic
+    mean of the ``h_j``. (A geometric mean, the isotropic kernel of equal
+    volume, collapses when a few latent dimensions are nearly constant, as
+    they are when codes lie on a thin manifold; the mean does not.) The
+    factor ``n ** (-1/5)`` is the one-dimensional rate the GESTA paper uses,
+    not the multivariate ``n ** (-1/(d+4))``.
 
     Parameters
     ----------
@@ -179,16 +179,16 @@ def silverman_bandwidth(Z):
     Z = _check_latents(Z, min_rows=2)
     spread, _ = _per_dimension_spread(Z)
     h = 0.9 * spread * Z.shape[0] ** (-1 / 5)
-    return _geometric_mean_positive(h, "Silverman")
+    return _mean_over_dimensions(h, "Silverman")
 
 
 def scott_bandwidth(Z):
-    """Scott's multivariate rule, combined over dimensions.
+    """Scott's multivariate rule, averaged over dimensions.
 
-    ``h = n ** (-1/(d+4)) * sigma`` with ``sigma`` the geometric mean of the
-    per-dimension standard deviations (``ddof=1``) that are positive. In a
-    32-d latent space this is several times wider than Silverman's rule and
-    spreads samples away from the bundle (see the project's measurements).
+    ``h = n ** (-1/(d+4)) * sigma`` with ``sigma`` the arithmetic mean of the
+    per-dimension standard deviations (``ddof=1``). In a 32-d latent space
+    this is several times wider than Silverman's rule and spreads samples
+    away from the bundle (see the project's measurements).
 
     Parameters
     ----------
@@ -211,7 +211,7 @@ def scott_bandwidth(Z):
     """
     Z = _check_latents(Z, min_rows=2)
     n, d = Z.shape
-    sigma = _geometric_mean_positive(Z.std(axis=0, ddof=1), "Scott")
+    sigma = _mean_over_dimensions(Z.std(axis=0, ddof=1), "Scott")
     return float(n ** (-1 / (d + 4)) * sigma)
 
 
@@ -679,6 +679,9 @@ class RejectionSampler(BaseEstimator):
         Components of the proposal mixture (GESTA: 11).
     covariance_type : {"full", "tied", "diag", "spherical"}, optional
         Covariance of the mixture components.
+    reg_covar : float, optional
+        Added to the diagonal of the mixture covariances (scikit-learn's
+        default; raise it for codes that lie on a thin manifold).
     percentile : float, optional
         Percentile defining ``M`` (GESTA: 75).
     batch_size : int, optional
@@ -717,6 +720,7 @@ class RejectionSampler(BaseEstimator):
         bandwidth="silverman",
         n_components=11,
         covariance_type="full",
+        reg_covar=1e-6,
         percentile=75.0,
         batch_size=None,
         max_rounds=100,
@@ -725,6 +729,7 @@ class RejectionSampler(BaseEstimator):
         self.bandwidth = bandwidth
         self.n_components = n_components
         self.covariance_type = covariance_type
+        self.reg_covar = reg_covar
         self.percentile = percentile
         self.batch_size = batch_size
         self.max_rounds = max_rounds
@@ -768,11 +773,19 @@ class RejectionSampler(BaseEstimator):
             raise InputError(f"unknown covariance_type {self.covariance_type!r}")
         rng = np.random.default_rng(self.random_state)
         self.target_ = KDESampler(self.bandwidth, random_state=_int_seed(rng)).fit(Z)
-        self.proposal_ = GaussianMixture(
-            n_components=int(self.n_components),
-            covariance_type=self.covariance_type,
-            random_state=_int_seed(rng),
-        ).fit(Z)
+        try:
+            self.proposal_ = GaussianMixture(
+                n_components=int(self.n_components),
+                covariance_type=self.covariance_type,
+                reg_covar=float(self.reg_covar),
+                random_state=_int_seed(rng),
+            ).fit(Z.astype(np.float64))
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise InputError(
+                f"cannot fit the {self.n_components}-component proposal mixture "
+                f"to {Z.shape[0]} seeds (degenerate covariance); increase "
+                "reg_covar or lower n_components"
+            ) from exc
         log_ratio = self.target_.score_samples(Z) - self.proposal_.score_samples(Z)
         self.log_M_ = float(np.percentile(log_ratio, float(self.percentile)))
         self.n_features_in_ = Z.shape[1]

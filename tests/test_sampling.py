@@ -61,9 +61,9 @@ def test_silverman_and_scott_match_hand_computation():
     sigma = math.sqrt(2.5)  # std ddof=1 of 0..4
     robust = min(sigma, 2.0 / 1.349)  # IQR of 0..4 is 2
     h1 = 0.9 * robust * 5 ** (-1 / 5)
-    # geometric mean of h1 and 2 h1
-    assert silverman_bandwidth(Z) == pytest.approx(h1 * math.sqrt(2), rel=1e-12)
-    scott = 5 ** (-1 / 6) * sigma * math.sqrt(2)  # d = 2: n^(-1/(d+4))
+    # arithmetic mean of h1 and 2 h1
+    assert silverman_bandwidth(Z) == pytest.approx(1.5 * h1, rel=1e-12)
+    scott = 5 ** (-1 / 6) * 1.5 * sigma  # d = 2: n^(-1/(d+4))
     assert scott_bandwidth(Z) == pytest.approx(scott, rel=1e-12)
 
 
@@ -74,10 +74,12 @@ def test_bandwidth_rules_need_spread():
         scott_bandwidth(np.ones((4, 3)))
 
 
-def test_constant_dimension_is_ignored_by_silverman():
+def test_nearly_constant_dimensions_do_not_collapse_the_bandwidth():
     Z = _blob(200, 2, seed=3).astype(np.float64)
-    with_const = np.c_[Z, np.zeros(200)]
-    assert silverman_bandwidth(with_const) == pytest.approx(silverman_bandwidth(Z))
+    thin = np.c_[Z, 1e-9 * _blob(200, 2, seed=4)]  # codes on a thin manifold
+    assert silverman_bandwidth(thin) == pytest.approx(
+        silverman_bandwidth(Z) / 2, rel=1e-6
+    )
 
 
 # KDE ---------------------------------------------------------------------
