@@ -220,6 +220,11 @@ def test_rejection_budget_exhaustion_is_reported():
 def test_rejection_sampler_needs_enough_seeds():
     with pytest.raises(InputError, match="at least 11 seeds"):
         RejectionSampler().fit(_blob(5, 3))
+    # 3 distinct codes repeated: a mixture without regularisation is singular
+    Z = np.repeat(_blob(3, 4), 4, axis=0)
+    with pytest.raises(InputError, match="reg_covar"):
+        RejectionSampler(n_components=3, reg_covar=0.0, random_state=0).fit(Z)
+    RejectionSampler(n_components=3, reg_covar=1e-3, random_state=0).fit(Z)
 
 
 # per class ---------------------------------------------------------------
