@@ -202,3 +202,41 @@ def test_generate_tractogram_bad_input(tiny_model, tmp_path):
         generate_tractogram(tmp_path / "a.trx", model=str(bad))
     assert out.read_text() == "precious"
     assert not (tmp_path / "a.trx").exists()
+
+
+def test_generate_command_end_to_end(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    path, _ = tiny_model
+    cmd = [
+        sys.executable,
+        "-c",
+        "from dipy_tractogen.workflows.cli import generate_tractogram as m; m()",
+        "--model",
+        str(path),
+        "--n_streamlines",
+        "12",
+        "--no_filter",
+        "--bundle",
+        "fan_1",
+        "--out_dir",
+        str(tmp_path),
+        "--out_tractogram",
+        "g.trk",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "g.trk").is_file() and (tmp_path / "g.json").is_file()
+    before = (tmp_path / "g.trk").read_bytes()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 1
+    assert "error: output exists" in res.stderr
+    assert (tmp_path / "g.trk").read_bytes() == before
+    bad = cmd[:]
+    bad[bad.index("fan_1")] = "cst"
+    bad[-1] = "h.trk"
+    res = subprocess.run(bad, capture_output=True, text=True)
+    assert res.returncode == 1 and "unknown bundle 'cst'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "h.trk").exists()

@@ -32,3 +32,22 @@ class TractogenFlow(Workflow):
     def force(self):
         """Whether ``--force`` was given."""
         return bool(self._force_overwrite)
+
+    def claim_outputs(self, paths):
+        """Declare the files a run will write, refusing existing ones.
+
+        For commands with no positional input, where DIPY's
+        :meth:`get_io_iterator` cannot be used (it raises "No inputs").
+
+        Parameters
+        ----------
+        paths : iterable of str or path-like
+            Every file the run will create.
+
+        Raises
+        ------
+        OutputExistsError
+            If one exists and ``--force`` was not given.
+        """
+        self.flat_outputs = [str(p) for p in paths]
+        self.manage_output_overwrite()

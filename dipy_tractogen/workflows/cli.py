@@ -8,6 +8,7 @@ command is declared by this package. An entry point runs its workflow with
 standard error with exit status 1; Ctrl-C exits with status 130.
 """
 
+import contextlib
 import importlib
 import os
 import sys
@@ -43,6 +44,58 @@ COMMANDS = {
 }
 
 
+#: commands that load a Keras model
+_NEEDS_KERAS = {
+    "dipy_train_tractoencoder",
+    "dipy_generate_tractogram",
+    "dipy_filter_tractogram",
+}
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the duration (C++ log lines)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreter)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_keras_quietly():
+    """Import Keras (and its backend) before a command runs, without
+    TensorFlow's start-up lines on standard error.
+
+    TensorFlow 2.21 prints CUDA-probing and oneDNN notices from C++ before
+    its logging is configured, ignoring ``TF_CPP_MIN_LOG_LEVEL``; they would
+    bury the command's own messages. Set ``DIPY_TRACTOGEN_VERBOSE_TF=1`` to
+    see them. An import error is not hidden: the command reports it when it
+    needs the model.
+    """
+    if os.environ.get("DIPY_TRACTOGEN_VERBOSE_TF"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_stderr_silenced():
+        try:
+            import keras
+
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()  # CUDA probing happens here
+        except Exception:  # reported, clearly, where a model is used
+            pass
+
+
 def run_command(name):
     """Run the command ``name`` on ``sys.argv`` and exit on error.
 
@@ -56,6 +109,8 @@ def run_command(name):
     from dipy_tractogen.errors import TractogenError
 
     module, cls = COMMANDS[name]
+    if name in _NEEDS_KERAS:
+        _import_keras_quietly()
     flow = getattr(importlib.import_module(module), cls)()
     try:
         run_flow(flow)
