@@ -15,13 +15,20 @@ _LAZY = {
     "load_tractogram_checked": "dipy_tractogen.io",
     "resample_streamlines": "dipy_tractogen.io",
     "save_tractogram_atomic": "dipy_tractogen.io",
+    "save_bundles": "dipy_tractogen.io",
+    "load_bundles": "dipy_tractogen.io",
     "build_dataset": "dipy_tractogen.dataset",
     "StreamlineDataset": "dipy_tractogen.dataset",
     "generate_phantom": "dipy_tractogen.phantom",
+    "write_phantom": "dipy_tractogen.phantom",
     "generate_cohort": "dipy_tractogen.phantom",
     "load_model": "dipy_tractogen.models",
     "save_model": "dipy_tractogen.models",
+    "attach_seed_bank": "dipy_tractogen.models",
     "train_autoencoder": "dipy_tractogen.nn.training",
+    "generate_tractogram": "dipy_tractogen.generation",
+    "generate_streamlines": "dipy_tractogen.generation",
+    "evaluate_bundles": "dipy_tractogen.metrics",
 }
 
 __all__ = ["__version__", *_LAZY]

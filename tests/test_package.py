@@ -53,3 +53,14 @@ def test_unknown_attribute():
 
     with pytest.raises(AttributeError):
         dipy_tractogen.does_not_exist  # noqa: B018
+
+
+def test_lazy_names_resolve():
+    import dipy_tractogen
+
+    for name in dipy_tractogen._LAZY:
+        if name == "train_autoencoder":
+            continue  # imports Keras; covered by the training tests
+        assert callable(getattr(dipy_tractogen, name)) or isinstance(
+            getattr(dipy_tractogen, name), type
+        )
