@@ -304,6 +304,10 @@ def iter_generate(
         Z, labels = sampler.sample(request, random_state=rng)
         Z = np.asarray(Z, dtype=np.float32)
         labels = np.asarray(labels).astype(np.int64)
+        drawn_now = {k: int(np.sum(labels == k)) for k in request}
+        if len(Z) == 0:  # a rejection sampler whose own budget ran out
+            report.reason = "the latent sampler produced no sample"
+            return
         X = decode(Z)
         report.n_drawn += len(Z)
         if filters is not None:
@@ -314,7 +318,7 @@ def iter_generate(
                 report.rejected[name] = report.rejected.get(name, 0) + n
         keep = np.zeros(len(labels), dtype=bool)
         for k in list(remaining):
-            n_drawn_k = request.get(k, 0)
+            n_drawn_k = drawn_now.get(k, 0)
             pos = np.flatnonzero(labels == k)
             drawn_by[k] += n_drawn_k
             kept_by[k] += pos.size
