@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dipy_tractogen.errors import InputError
-from dipy_tractogen.io import reference_info
+from dipy_tractogen.io import SIDECAR_FORMAT, _runs, reference_info
 from dipy_tractogen.outputs import atomic_output, check_writable
 
 __all__ = ["TractogramStreamWriter", "STREAM_FORMATS"]
@@ -136,6 +136,7 @@ class TractogramStreamWriter:
             for k, dt in self.dps.items()
         }
         self._groups = {i: [] for i in range(len(self.group_names))}
+        self._runs = []  # [[group id, count], ...] in file order (for .tck)
 
     def _tmp_root(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +194,11 @@ class TractogramStreamWriter:
                 self._groups[gid].append(
                     (np.flatnonzero(ids == gid) + self.n_streamlines).astype(np.uint32)
                 )
+            for gid, count in _runs(ids):
+                if self._runs and self._runs[-1][0] == gid:
+                    self._runs[-1][1] += count
+                else:
+                    self._runs.append([gid, count])
         self.n_streamlines += n
         self.n_vertices += int(lengths.sum())
 
@@ -281,10 +287,14 @@ class TractogramStreamWriter:
 
     def _sidecar(self):
         return {
+            # a bundles sidecar (dipy_tractogen.io.load_bundles reads the names)
+            "format": SIDECAR_FORMAT,
+            "version": 1,
             "tractogram": self.path.name,
-            "format": self.format.lstrip("."),
+            "tractogram_format": self.format.lstrip("."),
             "n_streamlines": int(self.n_streamlines),
-            "bundle_names": self.group_names,
+            "bundle_names": {str(i): n for i, n in enumerate(self.group_names)},
+            "bundle_runs": self._runs if self.group_names else None,
             "data_per_streamline": {k: v.name for k, v in self.dps.items()},
             "metadata": self.metadata,
         }
