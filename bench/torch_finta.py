@@ -15,7 +15,6 @@ References
    doi:10.1016/j.media.2021.102126
 """
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,11 +26,19 @@ DECODER_FILTERS = (512, 256, 128, 64, 32)
 
 
 def _conv(c_in, c_out, stride):
-    return [nn.ReflectionPad1d(1), nn.Conv1d(c_in, c_out, kernel_size=3, stride=stride)]
+    """Reflection padding then convolution: parameters ``<name>.1.weight/bias``."""
+    return nn.Sequential(
+        nn.ReflectionPad1d(1), nn.Conv1d(c_in, c_out, kernel_size=3, stride=stride)
+    )
 
 
 class TorchFinta(nn.Module):
     """FINTA autoencoder in PyTorch (4,726,307 parameters for the defaults).
+
+    Its modules are named like the published checkpoint
+    (``encod_conv1..6``, ``fc1``, ``fc2``, ``decod_conv1..6``, each
+    convolution in a ``Sequential`` after its padding), so ``state_dict()``
+    has exactly the published keys and shapes.
 
     Parameters
     ----------
@@ -44,47 +51,46 @@ class TorchFinta(nn.Module):
     def __init__(self, latent_dim=32, n_points=256):
         super().__init__()
         self.length = n_points // 2 ** len(ENCODER_FILTERS)
-        layers, c_in = [], 3
-        for c_out in ENCODER_FILTERS:
-            layers += [*_conv(c_in, c_out, 2), nn.ReLU()]
-            c_in = c_out
-        layers += _conv(c_in, BOTTLENECK_FILTERS, 1)
-        self.encoder_conv = nn.Sequential(*layers)
+        enc = (3, *ENCODER_FILTERS, BOTTLENECK_FILTERS)
+        for i, (c_in, c_out) in enumerate(zip(enc[:-1], enc[1:], strict=True), start=1):
+            setattr(self, f"encod_conv{i}", _conv(c_in, c_out, 2 if i < 6 else 1))
         self.fc1 = nn.Linear(BOTTLENECK_FILTERS * self.length, latent_dim)
         self.fc2 = nn.Linear(latent_dim, BOTTLENECK_FILTERS * self.length)
-        layers, c_in = [], BOTTLENECK_FILTERS
-        for c_out in DECODER_FILTERS:
-            layers += [
-                *_conv(c_in, c_out, 1),
-                nn.ReLU(),
-                nn.Upsample(scale_factor=2, mode="linear", align_corners=False),
-            ]
-            c_in = c_out
-        layers += _conv(c_in, 3, 1)
-        self.decoder_conv = nn.Sequential(*layers)
+        dec = (BOTTLENECK_FILTERS, *DECODER_FILTERS, 3)
+        for i, (c_in, c_out) in enumerate(zip(dec[:-1], dec[1:], strict=True), start=1):
+            setattr(self, f"decod_conv{i}", _conv(c_in, c_out, 1))
+        self.upsample = nn.Upsample(scale_factor=2, mode="linear", align_corners=False)
 
     def encode(self, x):
         """(N, n_points, 3) channels-last -> (N, latent_dim)."""
-        h = self.encoder_conv(x.permute(0, 2, 1))
+        h = x.permute(0, 2, 1)
+        for i in range(1, 6):
+            h = torch.relu(getattr(self, f"encod_conv{i}")(h))
+        h = self.encod_conv6(h)
         return self.fc1(torch.flatten(h, 1))  # channels-first flatten: c * L + l
 
     def decode(self, z):
         """(N, latent_dim) -> (N, n_points, 3) channels-last."""
         h = self.fc2(z).view(-1, BOTTLENECK_FILTERS, self.length)
-        return self.decoder_conv(h).permute(0, 2, 1)
+        for i in range(1, 6):
+            h = self.upsample(torch.relu(getattr(self, f"decod_conv{i}")(h)))
+        return self.decod_conv6(h).permute(0, 2, 1)
 
     def forward(self, x):
         return self.decode(self.encode(x))
 
     def convs(self):
         """The encoder then decoder convolutions, in layer order (e1..e6, d1..d6)."""
-        enc = [m for m in self.encoder_conv if isinstance(m, nn.Conv1d)]
-        dec = [m for m in self.decoder_conv if isinstance(m, nn.Conv1d)]
+        enc = [getattr(self, f"encod_conv{i}")[1] for i in range(1, 7)]
+        dec = [getattr(self, f"decod_conv{i}")[1] for i in range(1, 7)]
         return enc, dec
 
 
 def keras_weights_from_torch(model):
     """Map TorchFinta parameters to Keras layer weights.
+
+    Uses the package's published-checkpoint mapping
+    (:func:`dipy_tractogen.nn.convert.keras_weights_from_state_dict`).
 
     Parameters
     ----------
@@ -96,22 +102,13 @@ def keras_weights_from_torch(model):
         Keras layer name (``e1``..``e6``, ``fc1``, ``fc2``, ``d1``..``d6``) ->
         ``[kernel, bias]`` NumPy arrays in Keras layout.
     """
-    out = {}
-    enc, dec = model.convs()
-    length = model.length
-    for prefix, convs in (("e", enc), ("d", dec)):
-        for i, conv in enumerate(convs, start=1):
-            w = conv.weight.detach().cpu().numpy()  # (out, in, k)
-            out[f"{prefix}{i}"] = [w.transpose(2, 1, 0), conv.bias.detach().numpy()]
-    w1 = model.fc1.weight.detach().numpy()  # (latent, C * L), index c * L + l
-    latent = w1.shape[0]
-    k1 = w1.reshape(latent, BOTTLENECK_FILTERS, length).transpose(2, 1, 0)
-    out["fc1"] = [k1.reshape(-1, latent), model.fc1.bias.detach().numpy()]
-    w2 = model.fc2.weight.detach().numpy()  # (C * L, latent)
-    k2 = w2.reshape(BOTTLENECK_FILTERS, length, latent).transpose(2, 1, 0)
-    b2 = model.fc2.bias.detach().numpy().reshape(BOTTLENECK_FILTERS, length).T
-    out["fc2"] = [k2.reshape(latent, -1), b2.reshape(-1)]
-    return out
+    from dipy_tractogen.nn.convert import keras_weights_from_state_dict
+
+    return keras_weights_from_state_dict(
+        model.state_dict(),
+        latent_dim=model.fc1.out_features,
+        n_points=model.length * 2 ** len(ENCODER_FILTERS),
+    )
 
 
 def copy_torch_to_keras(torch_model, keras_model):
@@ -122,8 +119,6 @@ def copy_torch_to_keras(torch_model, keras_model):
     torch_model : TorchFinta
     keras_model : dipy_tractogen.nn.finta.FintaAutoencoder
     """
-    weights = keras_weights_from_torch(torch_model)
-    for net in (keras_model.encoder, keras_model.decoder):
-        for layer in net.layers:
-            if layer.name in weights:
-                layer.set_weights([np.asarray(w) for w in weights[layer.name]])
+    from dipy_tractogen.nn.convert import set_weights_from_state_dict
+
+    set_weights_from_state_dict(keras_model, torch_model.state_dict())
