@@ -41,6 +41,10 @@ COMMANDS = {
         "dipy_tractogen.workflows.evaluate",
         "EvaluateTractogramFlow",
     ),
+    "dipy_convert_finta_weights": (
+        "dipy_tractogen.workflows.convert",
+        "ConvertFintaWeightsFlow",
+    ),
 }
 
 
@@ -49,6 +53,7 @@ _NEEDS_KERAS = {
     "dipy_train_tractoencoder",
     "dipy_generate_tractogram",
     "dipy_filter_tractogram",
+    "dipy_convert_finta_weights",
 }
 
 
@@ -153,3 +158,8 @@ def filter_tractogram():
 def evaluate_tractogram():
     """Entry point of ``dipy_evaluate_tractogram``."""
     run_command("dipy_evaluate_tractogram")
+
+
+def convert_finta_weights():
+    """Entry point of ``dipy_convert_finta_weights``."""
+    run_command("dipy_convert_finta_weights")
