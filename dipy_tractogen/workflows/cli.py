@@ -33,6 +33,10 @@ COMMANDS = {
         "dipy_tractogen.workflows.generate",
         "GenerateTractogramFlow",
     ),
+    "dipy_view_tractogram": (
+        "dipy_tractogen.workflows.view",
+        "ViewTractogramFlow",
+    ),
     "dipy_filter_tractogram": (
         "dipy_tractogen.workflows.filter",
         "FilterTractogramFlow",
@@ -148,6 +152,11 @@ def train_tractoencoder():
 def generate_tractogram():
     """Entry point of ``dipy_generate_tractogram``."""
     run_command("dipy_generate_tractogram")
+
+
+def view_tractogram():
+    """Entry point of ``dipy_view_tractogram``."""
+    run_command("dipy_view_tractogram")
 
 
 def filter_tractogram():

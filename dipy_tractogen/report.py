@@ -1,0 +1,377 @@
+"""Small self-contained HTML reports of training, generation and evaluation.
+
+A report is a title and a list of sections; each section holds, in this
+order, a paragraph, tables, images and a block of numbers:
+
+>>> sections = [
+...     {"title": "Counts", "table": {"requested": 100, "produced": 98}},
+...     {"title": "Per bundle", "table": [{"bundle": "AF_L", "n": 50}]},
+...     {"title": "Picture", "images": ["generated.png"]},
+...     {"title": "Numbers", "numbers": {"seconds": 1.5}},
+... ]
+
+and :func:`write_html_report` writes one HTML file (atomically) that opens in
+any browser, with the images embedded as base64 PNG (the default; one file
+to copy around) or linked relative to the report. The numbers block is JSON
+inside ``<script type="application/json" class="numbers">``, so a script can
+read the report back with :func:`read_report_numbers`.
+"""
+
+import base64
+import datetime
+import html
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dipy_tractogen.errors import InputError
+
+__all__ = ["write_html_report", "read_report_numbers", "write_generation_report"]
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em;
+       color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em;
+     border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f3f3f3; } td.num { text-align: right;
+     font-variant-numeric: tabular-nums; }
+figure { display: inline-block; margin: 0.5em 1em 0.5em 0; }
+img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.85em; color: #555; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.meta { color: #666; font-size: 0.85em; }
+"""
+
+_SECTION_KEYS = {"title", "text", "table", "tables", "image", "images", "numbers"}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, os.PathLike):
+        return str(value)
+    raise InputError(f"report numbers hold a {type(value).__name__}, not JSON-able")
+
+
+def _cell(value):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or value is None:
+        return "<td>" + html.escape(str(value if value is not None else "")) + "</td>"
+    if isinstance(value, int):
+        return f'<td class="num">{value:,}</td>'
+    if isinstance(value, float):
+        text = f"{value:.4g}" if np.isfinite(value) else str(value)
+        return f'<td class="num">{html.escape(text)}</td>'
+    if isinstance(value, (dict, list, tuple)):
+        value = json.dumps(_jsonable(value))
+    return "<td>" + html.escape(str(value)) + "</td>"
+
+
+def _table(table):
+    """HTML of a dict (key/value rows) or a list of dicts (one row each)."""
+    if isinstance(table, dict):
+        rows = "".join(
+            f"<tr><th>{html.escape(str(k))}</th>{_cell(v)}</tr>"
+            for k, v in table.items()
+        )
+        return f"<table>{rows}</table>"
+    if isinstance(table, (list, tuple)) and all(isinstance(r, dict) for r in table):
+        columns = []
+        for r in table:
+            columns += [k for k in r if k not in columns]
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+        body = "".join(
+            "<tr>" + "".join(_cell(r.get(c, "")) for c in columns) + "</tr>"
+            for r in table
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    raise InputError(
+        f"a report table must be a dict or a list of dicts, got {type(table).__name__}"
+    )
+
+
+def _image(image, report_dir, embed):
+    caption = None
+    if isinstance(image, (tuple, list)):
+        image, caption = image
+    path = Path(image)
+    if not path.is_file():
+        raise InputError(f"report image not found: {path}")
+    if embed:
+        if path.suffix.lower() != ".png":
+            raise InputError(f"only PNG images can be embedded: {path}")
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        src = f"data:image/png;base64,{data}"
+    else:
+        src = os.path.relpath(path.resolve(), report_dir.resolve())
+        src = Path(src).as_posix()
+    alt = html.escape(caption or path.name)
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f'<figure><img src="{html.escape(src)}" alt="{alt}">{cap}</figure>'
+
+
+def _section(section, report_dir, embed):
+    if not isinstance(section, dict) or "title" not in section:
+        raise InputError("each report section must be a dict with a 'title'")
+    unknown = set(section) - _SECTION_KEYS
+    if unknown:
+        raise InputError(
+            f"unknown report section key(s) {sorted(unknown)} in "
+            f"{section['title']!r} (use {', '.join(sorted(_SECTION_KEYS))})"
+        )
+    parts = [f"<section><h2>{html.escape(str(section['title']))}</h2>"]
+    if section.get("text"):
+        for para in str(section["text"]).split("\n\n"):
+            parts.append(f"<p>{html.escape(para)}</p>")
+    tables = list(section.get("tables") or [])
+    if section.get("table") is not None:
+        tables.insert(0, section["table"])
+    parts += [_table(t) for t in tables]
+    images = list(section.get("images") or [])
+    if section.get("image") is not None:
+        images.insert(0, section["image"])
+    parts += [_image(im, report_dir, embed) for im in images]
+    if section.get("numbers") is not None:
+        text = json.dumps(_jsonable(section["numbers"]), indent=1, sort_keys=False)
+        parts.append(
+            '<script type="application/json" class="numbers">'
+            + text.replace("</", "<\\/")
+            + "</script>"
+        )
+        parts.append(
+            f"<details><summary>numbers</summary><pre>{html.escape(text)}"
+            "</pre></details>"
+        )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def write_html_report(path, *, title, sections, embed_images=True, force=False):
+    """Write a self-contained HTML report (atomically).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.html`` file to write.
+    title : str
+        Page title and heading.
+    sections : sequence of dict
+        Each with ``title`` and any of: ``text`` (str; blank lines separate
+        paragraphs), ``table`` / ``tables`` (a dict shown as key/value rows,
+        or a list of dicts shown as one row each), ``image`` / ``images``
+        (PNG paths, or ``(path, caption)`` pairs) and ``numbers`` (any
+        JSON-able value; numpy arrays and scalars are converted, NaN becomes
+        null).
+    embed_images : bool, optional
+        Embed images as base64 PNG (default) instead of linking them
+        relative to the report's folder.
+    force : bool, optional
+        Allow overwriting ``path``.
+
+    Returns
+    -------
+    path : str
+
+    Raises
+    ------
+    InputError
+        On a malformed section, a missing image or numbers that are not
+        JSON-able (checked before anything is written).
+    OutputExistsError
+        If ``path`` exists and ``force`` is False.
+    """
+    from dipy_tractogen.outputs import atomic_output, check_writable
+
+    check_writable(path, force=force)
+    report_dir = Path(path).parent
+    body = "\n".join(_section(s, report_dir, embed_images) for s in sections)
+    stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    try:
+        from dipy_tractogen import __version__ as version
+    except ImportError:
+        version = "unknown"
+    doc = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+        f"<body>\n<h1>{html.escape(title)}</h1>\n"
+        f'<p class="meta">dipy-tractogen {html.escape(str(version))}, {stamp}</p>\n'
+        f"{body}\n</body>\n</html>\n"
+    )
+    with atomic_output(path, force=force) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(doc)
+    return str(path)
+
+
+def read_report_numbers(path):
+    """The numbers blocks of a report written by :func:`write_html_report`.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    numbers : list
+        The decoded JSON of each section's ``numbers``, in order.
+    """
+    import re
+
+    text = Path(path).read_text(encoding="utf-8")
+    blocks = re.findall(
+        r'<script type="application/json" class="numbers">(.*?)</script>',
+        text,
+        flags=re.S,
+    )
+    return [json.loads(b.replace("<\\/", "</")) for b in blocks]
+
+
+def _generation_tables(report):
+    d = report.to_dict()
+    drawn = max(int(d.get("n_drawn", 0)), 1)
+    summary = {
+        "requested": int(sum(d["requested"].values())),
+        "produced": d["n_produced"],
+        "candidates decoded": d["n_drawn"],
+        "acceptance rate": d["n_produced"] / drawn,
+        "complete": d["complete"],
+        "stop reason": d.get("reason", ""),
+        "seconds": d.get("seconds", 0.0),
+    }
+    per_bundle = [
+        {
+            "bundle": name,
+            "requested": int(n),
+            "produced": int(d["produced"].get(name, 0)),
+        }
+        for name, n in d["requested"].items()
+    ]
+    rejections = [
+        {"filter": k, "rejected": int(v), "fraction of candidates": v / drawn}
+        for k, v in d.get("rejected", {}).items()
+    ]
+    return summary, per_bundle, rejections, d
+
+
+def write_generation_report(
+    path,
+    report,
+    tractogram,
+    *,
+    snapshot=None,
+    seeds=None,
+    reference="same",
+    max_streamlines=20000,
+    seed=0,
+    force=False,
+):
+    """The HTML report of ``dipy_generate_tractogram``.
+
+    Sections: counts (requested, produced, decoded, acceptance), per-bundle
+    counts, rejections per filter, the picture, length and curvature
+    histograms of the generated streamlines (against the real ones when a
+    seed tractogram was given; the model file stores latent seeds only), and
+    the run's numbers.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.html`` file to write.
+    report : GenerationReport
+        What :func:`dipy_tractogen.generation.generate_tractogram` returned.
+    tractogram : str or path-like
+        The generated tractogram.
+    snapshot : str or path-like, optional
+        Its picture (PNG).
+    seeds : str or path-like, optional
+        The seed tractogram, drawn as "real" in the histograms.
+    reference : str or path-like, optional
+        Reference image for formats that need one, or ``"same"``.
+    max_streamlines : int, optional
+        Random subset of each tractogram used for the histograms.
+    seed : int, optional
+        Seed of the subsets.
+    force : bool, optional
+        Allow overwriting ``path``.
+
+    Returns
+    -------
+    path : str
+    """
+    import tempfile
+
+    from dipy_tractogen.plots import plot_attribute_histograms
+    from dipy_tractogen.viz import merge_bundle_names, read_for_view
+
+    summary, per_bundle, rejections, numbers = _generation_tables(report)
+    sections = [
+        {
+            "title": "Counts",
+            "text": f"Tractogram: {Path(tractogram).name}. {report.summary()}.",
+            "tables": [summary, per_bundle],
+        },
+        {
+            "title": "Plausibility filters",
+            "text": "Candidates each filter rejected, in pipeline order."
+            if rejections
+            else "No filter was applied.",
+            "table": rejections or None,
+        },
+    ]
+    if snapshot is not None:
+        sections.append({"title": "Picture", "image": (snapshot, Path(snapshot).name)})
+    with tempfile.TemporaryDirectory(prefix="dipy-tractogen-report-") as tmp:
+        gen = read_for_view(
+            tractogram, reference=reference, max_streamlines=max_streamlines, seed=seed
+        )
+        real_lines = real_ids = None
+        names = gen.names
+        if seeds is not None:
+            real = read_for_view(
+                seeds, reference=reference, max_streamlines=max_streamlines, seed=seed
+            )
+            names = {v: k for k, v in gen.names.items()}  # name -> id
+            real_ids, merged = merge_bundle_names(gen.names, real.ids, real.names)
+            keep = [i for i, b in enumerate(real_ids) if int(b) in gen.names]
+            real_lines = [real.lines[i] for i in keep]
+            real_ids = real_ids[keep]
+            names = merged
+        hist = plot_attribute_histograms(
+            gen.lines,
+            Path(tmp) / "histograms.png",
+            real=real_lines,
+            generated_bundle_ids=gen.ids,
+            real_bundle_ids=real_ids,
+            bundle_names=names,
+        )
+        text = (
+            "Generated streamlines against the seed tractogram's."
+            if seeds is not None
+            else "Generated streamlines (the model stores latent seeds, not "
+            "streamlines: pass --seeds to compare with real ones)."
+        )
+        if len(gen.lines) < gen.n_total:
+            text += f" Random subset of {len(gen.lines):,} streamlines."
+        sections.append({"title": "Length and curvature", "text": text, "image": hist})
+        sections.append({"title": "Numbers", "numbers": numbers})
+        return write_html_report(
+            path,
+            title=f"dipy_generate_tractogram: {Path(tractogram).name}",
+            sections=sections,
+            force=force,
+        )
