@@ -1,0 +1,322 @@
+"""Evaluate a generated tractogram file against a real one, bundle by bundle.
+
+File-level wrapper of :func:`dipy_tractogen.metrics.evaluate_bundles`: the
+tractograms are read with :func:`dipy_tractogen.io.load_bundles` (RAS+ mm),
+their bundles matched by name, subsampled (``max_streamlines`` per bundle,
+reproducible with ``seed``), resampled to ``n_points`` points and compared:
+
+* plausibility: fraction of generated streamlines within ``plausibility_mm``
+  MDF [1]_ of a real one;
+* novelty: fraction of generated streamlines farther than ``novelty_mm`` MDF
+  from every training streamline (the ``train`` tractogram, else the real
+  one);
+* coverage: fraction of real streamlines with a generated one within
+  ``coverage_mm`` MDF;
+* Tractometer OL, ORn and Dice of the binary density maps [2]_ on the
+  reference grid;
+* BUAN bundle shape similarity [3]_;
+* length statistics (mean length ratio, 1-Wasserstein distance, KS).
+
+A file without bundle information is one bundle named after its file stem;
+two such single-bundle files are compared with each other whatever their
+names.
+
+References
+----------
+.. [1] Garyfallidis, E., et al. QuickBundles, a method for tractography
+   simplification. Frontiers in Neuroscience 6, 175 (2012).
+   https://doi.org/10.3389/fnins.2012.00175
+.. [2] Côté, M.-A., et al. Tractometer: towards validation of tractography
+   pipelines. Medical Image Analysis 17, 844-857 (2013).
+   https://doi.org/10.1016/j.media.2013.03.009
+.. [3] Chandio, B. Q., et al. Bundle analytics, a computational framework for
+   investigating the shapes and profiles of brain pathways across
+   populations. Scientific Reports 10, 17149 (2020).
+   https://doi.org/10.1038/s41598-020-74054-4
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dipy_tractogen.errors import InputError
+
+__all__ = ["evaluate_tractogram", "write_evaluation"]
+
+
+def _check_count(value, name, *, minimum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class _Tractogram:
+    """A loaded tractogram: streamlines, per-streamline bundle names."""
+
+    def __init__(self, path, reference):
+        from dipy_tractogen.io import load_bundles
+
+        self.path = str(path)
+        sft, ids, names, _ = load_bundles(
+            path, reference=reference, bbox_valid_check=False
+        )
+        self.sft = sft
+        self.space = sft.space_attributes
+        self.ids = np.asarray(ids)
+        self.names = names
+        # load_bundles names a file without bundle information after its stem
+        self.unlabelled = names == {0: Path(path).stem} and not np.any(self.ids)
+
+    @property
+    def bundle_names(self):
+        return [self.names[int(i)] for i in np.unique(self.ids)]
+
+    def select(self, name_to_label, max_streamlines, rng):
+        """Streamlines (list) and labels, at most ``max_streamlines`` per bundle."""
+        labels = np.full(len(self.ids), -1, dtype=np.int64)
+        for i in np.unique(self.ids):
+            labels[self.ids == i] = name_to_label.get(self.names[int(i)], -1)
+        keep = np.flatnonzero(labels >= 0)
+        if max_streamlines is not None:
+            parts = []
+            for lab in np.unique(labels[keep]):
+                pos = keep[labels[keep] == lab]
+                if pos.size > max_streamlines:
+                    pos = np.sort(rng.choice(pos, max_streamlines, replace=False))
+                parts.append(pos)
+            keep = np.sort(np.concatenate(parts)) if parts else keep[:0]
+        return self.sft.streamlines[keep], labels[keep]
+
+
+def _check_space(tract, ref_tract):
+    from dipy_tractogen.io import same_space
+
+    if not same_space(tract.space, ref_tract.space):
+        raise InputError(
+            f"{tract.path} is not in the space of {ref_tract.path} (affine, "
+            "dimensions, voxel sizes or voxel order differ); pass a common "
+            "reference or compare tractograms of the same space"
+        )
+
+
+def evaluate_tractogram(
+    generated,
+    real,
+    *,
+    train=None,
+    reference=None,
+    plausibility_mm=3.0,
+    novelty_mm=0.5,
+    coverage_mm=3.0,
+    n_points=256,
+    max_streamlines=None,
+    seed=0,
+    buan=True,
+):
+    """Evaluate a generated tractogram against a real one, per bundle.
+
+    Parameters
+    ----------
+    generated : str or path-like
+        The generated tractogram (.trx, .trk, .tck...).
+    real : str or path-like
+        The real (reference) tractogram; bundles are matched by name.
+    train : str or path-like, optional
+        The training tractogram, for novelty (default: ``real``). Its bundles
+        are matched by name; an unlabelled file is compared with every
+        bundle.
+    reference : str or path-like, optional
+        Reference NIfTI: reads .tck (and other header-less) files, must match
+        the header of .trk/.trx files, and gives the density grid. Without
+        it, every file must be .trk/.trx and all in the real tractogram's
+        space, which gives the grid.
+    plausibility_mm, novelty_mm, coverage_mm : float, optional
+        MDF thresholds in mm.
+    n_points : int, optional
+        Points per resampled streamline for the MDF metrics.
+    max_streamlines : int, optional
+        Evaluate at most this many streamlines of each bundle of each file (a
+        random subset drawn with ``seed``); all by default.
+    seed : int, optional
+        Seed of the subsets and of BUAN's clustering.
+    buan : bool, optional
+        Compute BUAN (the slowest metric).
+
+    Returns
+    -------
+    report : dict
+        JSON-able report of :func:`dipy_tractogen.metrics.evaluate_bundles`
+        (``settings``, ``bundles``, ``overall``) plus ``inputs``: the paths,
+        streamline counts (``n_streamlines`` in the file, ``n_evaluated``),
+        ``novelty_against`` (``"train"`` or ``"real"``), ``max_streamlines``,
+        ``seed`` and ``only_generated`` / ``only_real``, the bundle names
+        found in one file only (they appear in ``bundles`` with the missing
+        side's values empty).
+
+    Raises
+    ------
+    TractogramError
+        A file is missing, unreadable, or does not match ``reference``.
+    InputError
+        The files are in different spaces, share no bundle name, or a
+        parameter is invalid.
+
+    References
+    ----------
+    .. [1] Garyfallidis et al. (2012). https://doi.org/10.3389/fnins.2012.00175
+    .. [2] Côté et al. (2013). https://doi.org/10.1016/j.media.2013.03.009
+    .. [3] Chandio et al. (2020). https://doi.org/10.1038/s41598-020-74054-4
+    """
+    from dipy_tractogen.io import reference_info, resample_streamlines
+    from dipy_tractogen.metrics import evaluate_bundles
+
+    n_points = _check_count(n_points, "n_points", minimum=2)
+    if max_streamlines is not None:
+        max_streamlines = _check_count(max_streamlines, "max_streamlines", minimum=1)
+    seed = _check_count(seed, "seed", minimum=0)
+    for value, name in (
+        (plausibility_mm, "plausibility_mm"),
+        (novelty_mm, "novelty_mm"),
+        (coverage_mm, "coverage_mm"),
+    ):
+        if not 0 <= float(value) < np.inf:
+            raise InputError(f"{name} must be a finite distance >= 0 mm, got {value}")
+
+    load_ref = "same" if reference is None else reference
+    grid = None if reference is None else reference_info(reference)
+    gen = _Tractogram(generated, load_ref)
+    rea = _Tractogram(real, load_ref)
+    tra = None if train is None else _Tractogram(train, load_ref)
+    if reference is None:
+        for t in (gen, tra):
+            if t is not None:
+                _check_space(t, rea)
+        grid = rea.space
+
+    gen_names, real_names = gen.bundle_names, rea.bundle_names
+    if len(gen_names) == 1 == len(real_names) and (gen.unlabelled or rea.unlabelled):
+        # two single-bundle files: compare them whatever their names
+        name = real_names[0] if gen.unlabelled else gen_names[0]
+        gen.names = {int(np.unique(gen.ids)[0]): name}
+        rea.names = {int(np.unique(rea.ids)[0]): name}
+        gen_names = real_names = [name]
+    common = [n for n in real_names if n in gen_names]
+    if not common:
+        raise InputError(
+            f"no common bundle name: {generated} has {', '.join(gen_names)}; "
+            f"{real} has {', '.join(real_names)}"
+        )
+    all_names = real_names + [n for n in gen_names if n not in real_names]
+    name_to_label = {n: i for i, n in enumerate(all_names)}
+
+    streams = np.random.SeedSequence(seed).spawn(3)
+    parts = {}
+    tracts = (("gen", gen), ("real", rea), ("train", tra))
+    for (key, t), stream in zip(tracts, streams, strict=True):
+        if t is None:
+            continue
+        if key == "train" and t.unlabelled:
+            # one unlabelled training set: compared with every bundle
+            streamlines, _ = t.select({t.bundle_names[0]: 0}, None, None)
+            labels = None
+            if max_streamlines is not None and len(streamlines) > max_streamlines:
+                rng = np.random.default_rng(stream)
+                pick = np.sort(rng.choice(len(streamlines), max_streamlines, False))
+                streamlines = streamlines[pick]
+        else:
+            streamlines, labels = t.select(
+                name_to_label, max_streamlines, np.random.default_rng(stream)
+            )
+        parts[key] = (resample_streamlines(streamlines, n_points), labels)
+    if tra is None:
+        parts["train"] = parts["real"]
+
+    report = evaluate_bundles(
+        parts["gen"][0],
+        parts["gen"][1],
+        parts["real"][0],
+        parts["real"][1],
+        train=parts["train"][0],
+        train_labels=parts["train"][1],
+        affine=grid[0],
+        dims=tuple(int(d) for d in grid[1]),
+        names=dict(enumerate(all_names)),
+        plausibility_threshold=plausibility_mm,
+        coverage_threshold=coverage_mm,
+        novelty_threshold=novelty_mm,
+        buan=buan,
+        random_state=seed,
+    )
+    inputs = {
+        "generated": {"path": str(generated), "n_streamlines": len(gen.ids)},
+        "real": {"path": str(real), "n_streamlines": len(rea.ids)},
+        "train": None,
+        "reference": None if reference is None else str(reference),
+        "novelty_against": "real" if tra is None else "train",
+        "max_streamlines": max_streamlines,
+        "seed": seed,
+        "only_generated": [n for n in gen_names if n not in real_names],
+        "only_real": [n for n in real_names if n not in gen_names],
+    }
+    if tra is not None:
+        inputs["train"] = {"path": str(train), "n_streamlines": len(tra.ids)}
+    for key in ("generated", "real", "train"):
+        if inputs[key] is not None:
+            short = {"generated": "gen", "real": "real", "train": "train"}[key]
+            inputs[key]["n_evaluated"] = int(len(parts[short][0]))
+    report["inputs"] = inputs
+    return report
+
+
+def write_evaluation(report, out_report, out_table=None, *, force=False):
+    """Write an evaluation report as JSON and as a text table, atomically.
+
+    Parameters
+    ----------
+    report : dict
+        From :func:`evaluate_tractogram`.
+    out_report : str or path-like
+        JSON output.
+    out_table : str or path-like, optional
+        Text table (:func:`dipy_tractogen.metrics.format_report`).
+    force : bool, optional
+        Overwrite existing files.
+
+    Returns
+    -------
+    table : str
+        The text table.
+
+    Raises
+    ------
+    OutputExistsError
+        If an output exists and ``force`` is False (nothing is written).
+    """
+    from dipy_tractogen.metrics import format_report
+    from dipy_tractogen.outputs import atomic_output, check_writable
+
+    paths = [out_report] + ([out_table] if out_table else [])
+    check_writable(paths, force=force)
+    table = format_report(report)
+    inputs = report.get("inputs") or {}
+    if inputs:
+        lines = [
+            f"generated: {inputs['generated']['path']}",
+            f"real: {inputs['real']['path']}",
+            f"novelty against: {inputs['novelty_against']}",
+        ]
+        table = "\n".join([*lines, "", table])
+    with atomic_output(out_report, force=force) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1, allow_nan=False)
+            f.write("\n")
+        if out_table:
+            with atomic_output(out_table, force=force) as tmp_table:
+                with open(tmp_table, "w", encoding="utf-8") as f:
+                    f.write(table + "\n")
+    return table
