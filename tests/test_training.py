@@ -386,3 +386,72 @@ def test_hdf5_sequence_and_training_data(tmp_path):
     assert held.shape == (data.summary["n_test"], 64, 3)
     with pytest.raises(Exception, match="points per"):
         nndata.load_training_data(StreamlineDataset(h5), n_points=128)
+
+
+_KILLED_RUN = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import numpy as np
+from dipy_tractogen.nn import training
+from test_training import TINY, _toy_bundles
+
+original = training._write_json
+
+def slow_commit(state, path):
+    # stop inside the commit of epoch 2: new weights written, state.json not
+    if path.name == "state.json" and state.get("epoch") == 2:
+        open({marker!r}, "w").close()
+        time.sleep(600)
+    original(state, path)
+
+training._write_json = slow_commit
+arr, ids = _toy_bundles(64)
+training.train_autoencoder((arr, ids), {out!r}, epochs=4, **TINY)
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_during_checkpoint_commit(tmp_path):
+    """kill -9 in the middle of a checkpoint commit, then resume."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "ae.keras"
+    marker = tmp_path / "committing"
+    code = _KILLED_RUN.format(
+        tests=str(Path(__file__).parent), marker=str(marker), out=str(out)
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        t0 = time.time()
+        while not marker.exists():
+            assert proc.poll() is None, "training process ended early"
+            assert time.time() - t0 < 300, "no checkpoint commit within 300 s"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    ckpt = tmp_path / "ae_checkpoint"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["epoch"] == 1  # the interrupted commit did not count
+    assert (ckpt / state["weights"]).exists()
+    assert any(f.name.startswith("state-0002") for f in ckpt.iterdir())
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append((epoch, int(self.model.optimizer.iterations)))
+
+    _, card = training.train_autoencoder(
+        _toy_bundles(64), out, epochs=4, callbacks=[Spy()], **TINY
+    )
+    assert seen[0] == (1, 4)
+    rows = _read_csv(tmp_path / "ae_log.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert card["losses"]["iterations"] == 16

@@ -501,10 +501,7 @@ def plot_loss_curve(history, path, *, force=True):
     force : bool, optional
         Allow overwriting ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: no backend switching
 
     epochs = [r["epoch"] for r in history]
     fig = Figure(figsize=(7, 4.5))
