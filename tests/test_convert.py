@@ -56,6 +56,26 @@ def _zeros_state_dict():
     return {k: np.zeros(s, np.float32) for k, s in published_layout().items()}
 
 
+def _one_bundle_files(folder, names, *, count=6):
+    """Phantom bundles as plain .trk files (no bundle data), one per name."""
+    from dipy.io.stateful_tractogram import Space, StatefulTractogram
+    from dipy.io.streamline import save_tractogram
+
+    from dipy_tractogen.phantom import generate_phantom
+
+    ph = generate_phantom(counts=count, seed=4)
+    files = []
+    for name in names:
+        b = ph.bundle_names.index(name)
+        lines = [
+            s for s, i in zip(ph.streamlines, ph.bundle_ids, strict=True) if i == b
+        ]
+        files.append(Path(folder) / f"{name}.trk")
+        sft = StatefulTractogram(lines, ph.reference_image(), Space.RASMM)
+        save_tractogram(sft, str(files[-1]))
+    return files
+
+
 def _listing(folder):
     return sorted(p.name for p in Path(folder).iterdir())
 
@@ -247,6 +267,64 @@ def test_generate_from_seed_tractogram(converted, tmp_path):
     assert len(sft.streamlines) == 8
     assert sorted(names.values()) == NAMES
     assert set(np.unique(out_ids)) == {0, 1}
+
+
+@needs_torch
+def test_seed_files_stored_then_generate_and_filter(checkpoint, tmp_path):
+    """One-bundle files named after their bundle (as the RecoBundlesX atlas)
+    become the model's seed bank: generation with the latent filter and FINTA
+    filtering then work from the model file alone."""
+    from dipy_tractogen.generation import generate_tractogram
+    from dipy_tractogen.models import load_model
+
+    files = _one_bundle_files(tmp_path, ("uturn", "arch"))
+    path = tmp_path / "seeded.keras"
+    convert_finta_checkpoint(checkpoint, path, seeds=files)
+    model = load_model(path)
+    assert model.card["bundle_names"] == ["uturn", "arch"]
+    assert model.card["seeds"]["streamlines"] == {"uturn": 6, "arch": 6}
+    bank = model.seed_bank
+    assert bank["latents"].shape == (24, 32)
+    assert np.bincount(bank["labels"]).tolist() == [12, 12]
+    np.testing.assert_allclose(bank["affine"], _space()[0])
+
+    out = tmp_path / "generated.trx"
+    report = generate_tractogram(  # random weights: no latent filter
+        out, model=path, n_streamlines=6, min_length=0.0, latent_filter=False
+    )
+    assert report.complete and out.is_file()
+    assert report.produced == {"uturn": 3, "arch": 3}
+
+    plausibility = pytest.importorskip("dipy_tractogen.plausibility")
+    kept = tmp_path / "kept.trx"
+    plausibility.filter_tractogram(files[1], kept, model=path, percentile=100.0)
+    from dipy_tractogen.io import load_tractogram_checked
+
+    # the seeds themselves lie at latent distance 0: all kept
+    assert len(load_tractogram_checked(kept).streamlines) == 6
+
+
+def test_seed_names_must_be_known(tmp_path):
+    from dipy_tractogen.errors import ConditionError
+    from dipy_tractogen.io import save_bundles
+    from dipy_tractogen.phantom import generate_phantom
+
+    ph = generate_phantom(counts=2)
+    seeds = tmp_path / "in" / "seeds.trx"
+    seeds.parent.mkdir()
+    save_bundles(seeds, ph.streamlines[:2], _space(), bundle_names=["CST_L"])
+    message = _refuses(
+        tmp_path,
+        _zeros_state_dict(),
+        ConditionError,
+        "seed bundle 'CST_L'",
+        seeds=seeds,
+        bundle_names=["AF_L"],
+    )
+    assert "AF_L" in message
+    _refuses(
+        tmp_path / "b", _zeros_state_dict(), TractogramError, "not found", seeds="x.trk"
+    )
 
 
 # --- bad inputs: one-line errors, nothing written ------------------------------
@@ -516,7 +594,8 @@ def test_command_fetch_uses_downloaded_files(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("DIPY_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(dipy.data.fetcher, "fetch_data", fake_fetch)
     # the test checkpoint is not the published file: give its md5
-    args = ["published", "--fetch", "--md5", file_md5(checkpoint)]
+    seeds = _one_bundle_files(tmp_path, ("uturn", "arch"), count=3)
+    args = ["published", "--fetch", "--md5", file_md5(checkpoint), "--seeds", *seeds]
     assert _command(monkeypatch, *args, "--out_dir", tmp_path / "out") == 0
     assert len(calls) == 1
     assert calls[0][1] == str(tmp_path / "home" / "tractogen_finta")
@@ -524,3 +603,6 @@ def test_command_fetch_uses_downloaded_files(checkpoint, tmp_path, monkeypatch):
     assert model.card["bundle_names"] == NAMES
     assert model.card["reference"]["file"] == fetcher.FINTA_REFERENCE
     assert tuple(model.seed_bank["dimensions"]) == tuple(dims)
+    # labels follow the downloaded label table's names, not the file order
+    assert np.bincount(model.seed_bank["labels"]).tolist() == [6, 6]
+    assert model.card["seeds"]["files"] == ["uturn.trk", "arch.trk"]

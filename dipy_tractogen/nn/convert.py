@@ -54,6 +54,7 @@ References
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -544,6 +545,60 @@ def _parse_names(bundle_names):
     return names
 
 
+def _seed_paths(seeds):
+    if seeds is None or isinstance(seeds, (str, os.PathLike)):
+        seeds = [] if seeds in (None, "") else [seeds]
+    paths = [Path(p) for p in seeds]
+    for path in paths:
+        if not path.is_file():
+            from dipy_tractogen.errors import TractogramError
+
+            raise TractogramError(f"seed tractogram not found: {path}")
+    return paths
+
+
+def _attach_seeds(model, paths, reference, names):
+    """Encode labelled tractograms into the model's seed bank.
+
+    Returns the model's bundle names and a short description for the card.
+    """
+    from dipy_tractogen.errors import ConditionError, TractogramError
+    from dipy_tractogen.io import load_bundles, same_space
+    from dipy_tractogen.models import attach_seed_bank
+
+    streamlines, seed_names, space = [], [], reference
+    for path in paths:
+        sft, ids, file_names, _ = load_bundles(
+            path, reference=reference if reference is not None else "same"
+        )
+        if space is None:
+            space = sft
+        elif reference is None and not same_space(sft, space):
+            raise TractogramError(
+                f"seed tractogram {path} is not in the space of {paths[0]}"
+            )
+        streamlines.extend(sft.streamlines)
+        seed_names.extend(str(file_names.get(int(i), f"bundle_{int(i)}")) for i in ids)
+    found = list(dict.fromkeys(seed_names))
+    if names is None:
+        names = found
+    for name in found:
+        if name not in names:
+            raise ConditionError(
+                f"seed bundle {name!r} is not one of the bundle names "
+                f"({', '.join(names)})"
+            )
+    labels = np.array([names.index(n) for n in seed_names], dtype=np.int32)
+    attach_seed_bank(model, streamlines, labels, space)
+    counts = np.bincount(labels, minlength=len(names))
+    info = {
+        "files": [p.name for p in paths],
+        "streamlines": {n: int(c) for n, c in zip(names, counts, strict=True) if c},
+        "latents": int(len(model.seed_bank["latents"])),
+    }
+    return names, info
+
+
 # --- conversion --------------------------------------------------------------
 
 
@@ -554,6 +609,7 @@ def convert_finta_checkpoint(
     expected_md5=None,
     reference=None,
     bundle_names=None,
+    seeds=None,
     force=False,
 ):
     """Convert a published FINTA PyTorch checkpoint into a Keras model file.
@@ -587,6 +643,18 @@ def convert_finta_checkpoint(
     bundle_names : sequence of str or str, optional
         Names of the bundles the converted model will generate (a list or a
         comma-separated string); seed tractograms are matched to them.
+    seeds : str, path-like or sequence of them, optional
+        Labelled tractograms of bundles in the model's (MNI) space, read
+        with :func:`dipy_tractogen.io.load_bundles` (a file without bundle
+        information is one bundle named after its stem, so the RecoBundlesX
+        atlas files ``AF_L.trk``, ``CST_R.trk``... can be given as they
+        are; ``reference`` is their reference when given). Their latent
+        codes (both orientations, at most 20,000 streamlines per bundle) are
+        stored in the model's seed bank with
+        :func:`dipy_tractogen.models.attach_seed_bank`, with the space, so
+        that generation and FINTA filtering need no seed file later. The
+        bundle names are the files' unless ``bundle_names`` is given (then
+        every seed bundle must be one of them).
     force : bool, optional
         Overwrite existing output files.
 
@@ -604,8 +672,10 @@ def convert_finta_checkpoint(
         If PyTorch is not installed (files only).
     InputError
         On a bad ``out_path``, ``expected_md5`` or ``bundle_names``.
+    ConditionError
+        If a bundle of ``seeds`` is not one of ``bundle_names``.
     TractogramError
-        If ``reference`` is not a valid reference.
+        If ``reference`` or ``seeds`` cannot be read.
     OutputExistsError
         If an output exists and ``force`` is False.
 
@@ -619,7 +689,8 @@ def convert_finta_checkpoint(
     """
     from dipy.utils.logging import logger
 
-    from dipy_tractogen.fetcher import FINTA_FILES, FINTA_RECORD_DOI
+    from dipy_tractogen.fetcher import FINTA_CHECKPOINT, FINTA_FILES, FINTA_RECORD_DOI
+    from dipy_tractogen.generation import model_reference
     from dipy_tractogen.models import card_paths, save_model
     from dipy_tractogen.nn.finta import FintaAutoencoder
     from dipy_tractogen.outputs import check_writable
@@ -629,6 +700,7 @@ def convert_finta_checkpoint(
         raise InputError(f"a model file name must end with .keras, got {out_path}")
     check_writable([out_path, *card_paths(out_path)], force=force)
     names = _parse_names(bundle_names)
+    seed_paths = _seed_paths(seeds)
     space = None
     if reference is not None:
         from dipy_tractogen.io import reference_info
@@ -636,12 +708,16 @@ def convert_finta_checkpoint(
         space = reference_info(reference)
 
     weights, info = read_finta_checkpoint(path_or_state_dict, expected_md5=expected_md5)
-    published_md5 = FINTA_FILES["best_model_contrastive_tractoinferno_hcp.pt"][1]
+    published_md5 = FINTA_FILES[FINTA_CHECKPOINT][1]
     model = FintaAutoencoder(
         latent_dim=32, n_points=256, center=(0.0, 0.0, 0.0), scale=1.0
     )
     _assign(model, weights)
-    if space is not None:
+    seed_info = None
+    if seed_paths:
+        names, seed_info = _attach_seeds(model, seed_paths, reference, names)
+        space = model_reference(model)
+    elif space is not None:
         affine, dims, vox, order = space
         model.seed_bank = {
             "affine": np.asarray(affine, np.float64),
@@ -677,11 +753,13 @@ def convert_finta_checkpoint(
     }
     if names is not None:
         card["bundle_names"] = names
+    if seed_info is not None:
+        card["seeds"] = seed_info
     if space is not None:
         affine, dims, vox, order = space
         card["reference"] = {
             "file": Path(reference).name
-            if isinstance(reference, (str, Path))
+            if isinstance(reference, (str, os.PathLike))
             else None,
             "affine": np.asarray(affine).tolist(),
             "dimensions": [int(d) for d in dims],

@@ -45,6 +45,7 @@ class ConvertFintaWeightsFlow(TractogenFlow):
         reference="",
         md5="",
         bundle_names="",
+        seeds="",
         fetch=False,
         out_dir="",
         out_model="finta_published.keras",
@@ -78,6 +79,11 @@ class ConvertFintaWeightsFlow(TractogenFlow):
             Comma-separated bundle names, or a JSON file of names (default:
             the downloaded rbx_atlas_v10.json, when readable); seed
             tractograms are matched to them.
+        seeds : variable string, optional
+            Tractograms of MNI-space bundles (labelled files, or one bundle
+            per file named after it, such as the RecoBundlesX atlas's
+            AF_L.trk...) encoded into the model's seed bank, so that
+            generation and filtering need no seed file later.
         fetch : bool, optional
             Download the published files first (md5-checked; needs internet).
         out_dir : string, optional
@@ -126,6 +132,7 @@ class ConvertFintaWeightsFlow(TractogenFlow):
             expected_md5=md5 or None,
             reference=reference or None,
             bundle_names=names,
+            seeds=[seeds] if isinstance(seeds, str) and seeds else seeds or None,
             force=self.force,
         )
         self.last_generated_outputs = {"out_model": str(out)}
@@ -134,5 +141,6 @@ class ConvertFintaWeightsFlow(TractogenFlow):
             f"wrote {out} from {source.get('file')} (md5 {source.get('md5')}, "
             f"epoch {source.get('epoch')}); space: "
             f"{'stored' if model.seed_bank else 'none (pass reference= to generate)'}"
-            f"; bundles: {', '.join(names) if names else 'none named'}"
+            f"; seeds: {len(model.seed_bank.get('latents', []))} latent codes"
+            f"; bundles: {', '.join(model.card.get('bundle_names', [])) or 'none'}"
         )
