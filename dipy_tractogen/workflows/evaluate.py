@@ -1,0 +1,112 @@
+"""``dipy_evaluate_tractogram``: compare a generated tractogram with a real one."""
+
+from pathlib import Path
+
+from dipy_tractogen.errors import InputError, TractogramError
+from dipy_tractogen.workflows.base import TractogenFlow
+
+__all__ = ["EvaluateTractogramFlow"]
+
+
+def _single(value, what):
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise InputError(f"give one {what} tractogram, got {len(value)}")
+        value = value[0]
+    if not Path(value).exists():
+        raise TractogramError(f"tractogram not found: {value}")
+    return value
+
+
+class EvaluateTractogramFlow(TractogenFlow):
+    """Per-bundle plausibility, novelty, coverage, overlap, BUAN and lengths."""
+
+    @classmethod
+    def get_short_name(cls):
+        return "evaluate_tractogram"
+
+    def run(
+        self,
+        generated,
+        real,
+        train="",
+        reference="",
+        plausibility_mm=3.0,
+        novelty_mm=0.5,
+        coverage_mm=3.0,
+        max_streamlines=0,
+        seed=0,
+        out_dir="",
+        out_report="evaluation.json",
+        out_table="evaluation.txt",
+    ):
+        """Evaluate a generated tractogram against a real one, bundle by bundle.
+
+        Bundles are matched by name (a file without bundle information is
+        one bundle named after the file). Per bundle and overall: the
+        fraction of generated streamlines within the plausibility MDF
+        distance of a real one, the fraction farther than the novelty
+        distance from every training (default: real) streamline, the
+        fraction of real streamlines covered by a generated one, Tractometer
+        OL / ORn / Dice of the density maps, BUAN shape similarity and
+        length statistics. Writes a JSON report and a text table, and prints
+        the table.
+
+        Parameters
+        ----------
+        generated : string
+            The generated tractogram (.trx, .trk, .tck...).
+        real : string
+            The real tractogram (same space).
+        train : string, optional
+            The training tractogram, for novelty (default: the real one).
+        reference : string, optional
+            Reference NIfTI (required for .tck; must match .trk/.trx headers;
+            gives the density grid). Default: the real tractogram's header.
+        plausibility_mm : float, optional
+            MDF distance (mm) within which a generated streamline is
+            plausible.
+        novelty_mm : float, optional
+            MDF distance (mm) beyond which a generated streamline is novel.
+        coverage_mm : float, optional
+            MDF distance (mm) within which a real streamline is covered.
+        max_streamlines : int, optional
+            Evaluate at most this many streamlines per bundle and file (a
+            random subset; 0: all).
+        seed : int, optional
+            Seed of the subsets and of BUAN's clustering.
+        out_dir : string, optional
+            Output directory (default: current directory).
+        out_report : string, optional
+            JSON report.
+        out_table : string, optional
+            Text table.
+        """
+        from dipy_tractogen.evaluation import evaluate_tractogram, write_evaluation
+
+        generated = _single(generated, "generated")
+        real = _single(real, "real")
+        if train:
+            train = _single(train, "training")
+        if max_streamlines < 0:
+            raise InputError(f"max_streamlines must be >= 0, got {max_streamlines}")
+        report_path = Path(out_dir) / out_report
+        table_path = Path(out_dir) / out_table
+        self.claim_outputs([report_path, table_path])
+        report = evaluate_tractogram(
+            generated,
+            real,
+            train=train or None,
+            reference=reference or None,
+            plausibility_mm=plausibility_mm,
+            novelty_mm=novelty_mm,
+            coverage_mm=coverage_mm,
+            max_streamlines=max_streamlines or None,
+            seed=seed,
+        )
+        table = write_evaluation(report, report_path, table_path, force=self.force)
+        self.last_generated_outputs = {
+            "out_report": str(report_path),
+            "out_table": str(table_path),
+        }
+        print(table)
