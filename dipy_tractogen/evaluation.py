@@ -35,6 +35,7 @@ References
    https://doi.org/10.1038/s41598-020-74054-4
 """
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -273,8 +274,61 @@ def evaluate_tractogram(
     return report
 
 
-def write_evaluation(report, out_report, out_table=None, *, force=False):
-    """Write an evaluation report as JSON and as a text table, atomically.
+_HTML_COLUMNS = (
+    ("n_generated", "n_generated"),
+    ("n_real", "n_real"),
+    ("plausibility", "plausibility"),
+    ("coverage", "coverage"),
+    ("novelty", "novelty"),
+    ("mdf_to_real_median", "mdf_to_real_median"),
+    ("dice", ("density", "dice")),
+    ("OL", ("density", "OL")),
+    ("ORn", ("density", "ORn")),
+    ("buan", "buan"),
+    ("mean_length_ratio", "mean_length_ratio"),
+    ("length_wasserstein", "length_wasserstein"),
+)
+
+
+def _lookup(entry, key):
+    for part in key if isinstance(key, tuple) else (key,):
+        entry = entry.get(part) if isinstance(entry, dict) else None
+    return entry
+
+
+def _html_sections(report):
+    """Sections of :func:`dipy_tractogen.report.write_html_report`."""
+    rows = [
+        {"bundle": name, **{c: _lookup(e, k) for c, k in _HTML_COLUMNS}}
+        for name, e in report.get("bundles", {}).items()
+    ]
+    inputs = report.get("inputs") or {}
+    files = {
+        key: (inputs.get(key) or {}).get("path")
+        for key in ("generated", "real", "train")
+    }
+    settings = report.get("settings", {})
+    text = (
+        "Plausibility: fraction of generated streamlines within "
+        f"{settings.get('plausibility_threshold')} mm MDF of a real one. "
+        "Coverage: fraction of real streamlines within "
+        f"{settings.get('coverage_threshold')} mm of a generated one. Novelty: "
+        "fraction of generated streamlines farther than "
+        f"{settings.get('novelty_threshold')} mm from every "
+        f"{inputs.get('novelty_against', 'training')} streamline. Dice, OL and "
+        "ORn: Tractometer overlap of binary density maps; BUAN: bundle shape "
+        "similarity."
+    )
+    return [
+        {"title": "Inputs", "table": {**files, "seed": inputs.get("seed")}},
+        {"title": "Per bundle", "text": text, "table": rows},
+        {"title": "Overall", "table": report.get("overall", {})},
+        {"title": "Numbers", "numbers": report},
+    ]
+
+
+def write_evaluation(report, out_report, out_table=None, out_html=None, *, force=False):
+    """Write an evaluation report as JSON, a text table and HTML, atomically.
 
     Parameters
     ----------
@@ -284,6 +338,8 @@ def write_evaluation(report, out_report, out_table=None, *, force=False):
         JSON output.
     out_table : str or path-like, optional
         Text table (:func:`dipy_tractogen.metrics.format_report`).
+    out_html : str or path-like, optional
+        Self-contained HTML page (:func:`dipy_tractogen.report.write_html_report`).
     force : bool, optional
         Overwrite existing files.
 
@@ -300,7 +356,7 @@ def write_evaluation(report, out_report, out_table=None, *, force=False):
     from dipy_tractogen.metrics import format_report
     from dipy_tractogen.outputs import atomic_output, check_writable
 
-    paths = [out_report] + ([out_table] if out_table else [])
+    paths = [p for p in (out_report, out_table, out_html) if p]
     check_writable(paths, force=force)
     table = format_report(report)
     inputs = report.get("inputs") or {}
@@ -311,12 +367,23 @@ def write_evaluation(report, out_report, out_table=None, *, force=False):
             f"novelty against: {inputs['novelty_against']}",
         ]
         table = "\n".join([*lines, "", table])
-    with atomic_output(out_report, force=force) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_output(out_report, force=force))
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1, allow_nan=False)
             f.write("\n")
         if out_table:
-            with atomic_output(out_table, force=force) as tmp_table:
-                with open(tmp_table, "w", encoding="utf-8") as f:
-                    f.write(table + "\n")
+            tmp_table = stack.enter_context(atomic_output(out_table, force=force))
+            with open(tmp_table, "w", encoding="utf-8") as f:
+                f.write(table + "\n")
+        if out_html:
+            from dipy_tractogen.report import write_html_report
+
+            tmp_html = stack.enter_context(atomic_output(out_html, force=force))
+            write_html_report(
+                tmp_html,
+                title="Tractogram evaluation",
+                sections=_html_sections(report),
+                force=True,
+            )
     return table

@@ -196,3 +196,28 @@ def test_write_evaluation(tmp_path):
     assert not out.exists() and table_path.read_text() == "precious"
     write_evaluation(report, out, table_path, force=True)
     assert table_path.read_text() != "precious"
+
+
+def test_write_evaluation_html(tmp_path, monkeypatch):
+    import dipy_tractogen.report
+    from dipy_tractogen.report import read_report_numbers
+
+    real = _write_lines(tmp_path / "real.trx")
+    report = evaluate_tractogram(real, real, buan=False)
+    page = tmp_path / "ev.html"
+    write_evaluation(report, tmp_path / "ev.json", None, page)
+    text = page.read_text()
+    assert "Per bundle" in text and "<td>a</td>" in text
+    assert read_report_numbers(page)[0]["overall"] == report["overall"]
+
+    def broken(*args, **kwargs):
+        raise InputError("broken page")
+
+    # a failure while writing the page leaves no JSON or table behind
+    monkeypatch.setattr(dipy_tractogen.report, "write_html_report", broken)
+    with pytest.raises(InputError, match="broken page"):
+        write_evaluation(
+            report, tmp_path / "x.json", tmp_path / "x.txt", page, force=True
+        )
+    assert not any(p.name.startswith(("x", ".x")) for p in tmp_path.iterdir())
+    assert page.read_text() == text

@@ -59,7 +59,10 @@ def test_flow_writes_report_and_table(files, tmp_path, capsys):
     assert flow.last_generated_outputs == {
         "out_report": str(out / "evaluation.json"),
         "out_table": str(out / "evaluation.txt"),
+        "out_html": str(out / "evaluation.html"),
     }
+    page = (out / "evaluation.html").read_text()
+    assert "<table>" in page and "plausibility" in page
     report = json.loads((out / "evaluation.json").read_text())
     assert report["bundles"]["a"]["mdf_to_real_median"] == pytest.approx(2.0, abs=1e-4)
     assert report["overall"]["plausibility"] == 1.0
@@ -121,6 +124,8 @@ def test_command_end_to_end(files, tmp_path):
         str(tmp_path / "ev"),
         "--out_table",
         "table.txt",
+        "--out_html",
+        "",
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr

@@ -39,6 +39,7 @@ class EvaluateTractogramFlow(TractogenFlow):
         out_dir="",
         out_report="evaluation.json",
         out_table="evaluation.txt",
+        out_html="evaluation.html",
     ):
         """Evaluate a generated tractogram against a real one, bundle by bundle.
 
@@ -49,8 +50,8 @@ class EvaluateTractogramFlow(TractogenFlow):
         distance from every training (default: real) streamline, the
         fraction of real streamlines covered by a generated one, Tractometer
         OL / ORn / Dice of the density maps, BUAN shape similarity and
-        length statistics. Writes a JSON report and a text table, and prints
-        the table.
+        length statistics. Writes a JSON report, a text table and an HTML
+        page, and prints the table.
 
         Parameters
         ----------
@@ -81,6 +82,8 @@ class EvaluateTractogramFlow(TractogenFlow):
             JSON report.
         out_table : string, optional
             Text table.
+        out_html : string, optional
+            Self-contained HTML report ("" for none).
         """
         from dipy_tractogen.evaluation import evaluate_tractogram, write_evaluation
 
@@ -92,7 +95,8 @@ class EvaluateTractogramFlow(TractogenFlow):
             raise InputError(f"max_streamlines must be >= 0, got {max_streamlines}")
         report_path = Path(out_dir) / out_report
         table_path = Path(out_dir) / out_table
-        self.claim_outputs([report_path, table_path])
+        html_path = Path(out_dir) / out_html if out_html else None
+        self.claim_outputs([p for p in (report_path, table_path, html_path) if p])
         report = evaluate_tractogram(
             generated,
             real,
@@ -104,9 +108,13 @@ class EvaluateTractogramFlow(TractogenFlow):
             max_streamlines=max_streamlines or None,
             seed=seed,
         )
-        table = write_evaluation(report, report_path, table_path, force=self.force)
+        table = write_evaluation(
+            report, report_path, table_path, html_path, force=self.force
+        )
         self.last_generated_outputs = {
             "out_report": str(report_path),
             "out_table": str(table_path),
         }
+        if html_path is not None:
+            self.last_generated_outputs["out_html"] = str(html_path)
         print(table)
