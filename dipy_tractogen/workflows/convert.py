@@ -140,7 +140,7 @@ class ConvertFintaWeightsFlow(TractogenFlow):
         logger.info(
             f"wrote {out} from {source.get('file')} (md5 {source.get('md5')}, "
             f"epoch {source.get('epoch')}); space: "
-            f"{'stored' if model.seed_bank else 'none (pass reference= to generate)'}"
+            f"{'stored' if model.seed_bank else 'none (give --reference to store one)'}"
             f"; seeds: {len(model.seed_bank.get('latents', []))} latent codes"
             f"; bundles: {', '.join(model.card.get('bundle_names', [])) or 'none'}"
         )
