@@ -226,6 +226,31 @@ def test_card_and_space(converted, checkpoint):
     assert "lowest_loss" in md_path.read_text()
 
 
+@needs_torch
+def test_numpy_1_metadata_is_read(tmp_path):
+    """A checkpoint pickled under numpy 1.x (``numpy.core`` scalar of its
+    ``lowest_loss``) loads with weights_only=True; weights are torch tensors."""
+    import torch
+
+    from dipy_tractogen.nn.convert import read_finta_checkpoint
+
+    state = {k: torch.from_numpy(v) for k, v in _zeros_state_dict().items()}
+    saved = tmp_path / "np2.pt"
+    torch.save({"epoch": 3, "state_dict": state, "lowest_loss": np.float64(2.5)}, saved)
+    old = tmp_path / "np1.pt"
+    with zipfile.ZipFile(saved) as zin, zipfile.ZipFile(old, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                assert b"numpy._core.multiarray" in data
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            zout.writestr(item, data)
+    for path in (saved, old):
+        weights, info = read_finta_checkpoint(path)
+        assert info["epoch"] == 3 and info["lowest_loss"] == 2.5
+        assert weights["fc1"][0].shape == (8192, 32)
+
+
 def test_bare_state_dict_without_torch(tmp_path):
     """An in-memory state_dict of numpy arrays converts; no space stored."""
     out = tmp_path / "m.keras"

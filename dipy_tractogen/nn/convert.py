@@ -52,6 +52,7 @@ References
    2023. doi:10.1016/j.neuroimage.2023.120288
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -332,7 +333,18 @@ def _assign(model, weights):
 
 
 def file_md5(path):
-    """MD5 hex digest of a file, read in 1 MiB blocks."""
+    """MD5 of a file, read in 1 MiB blocks.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    md5 : str
+        32 lowercase hexadecimal digits.
+    """
     h = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -349,23 +361,32 @@ def _check_md5_text(expected_md5):
     return text
 
 
-def _numpy_safe_globals():
+def _numpy_safe_globals(torch):
     """Numpy scalar and dtype reconstructors, for metadata such as a numpy
     ``lowest_loss`` (what ``torch.load``'s documentation recommends to
     allowlist); every other global stays refused."""
     scalar = np._core.multiarray.scalar if hasattr(np, "_core") else None
     if scalar is None:  # numpy 1.x
         scalar = np.core.multiarray.scalar
-    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    allowed = [scalar, np.dtype]
     allowed += [type(np.dtype(code)) for code in "?bhilqBHILQefd"]
+    major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+    if (major, minor) >= (2, 6):  # (object, name) pairs: pickles of numpy 1.x
+        allowed.append((scalar, "numpy.core.multiarray.scalar"))
     return allowed
 
 
 def _torch_load(torch, path):
     import pickle
 
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    allowed = (
+        safe_globals(_numpy_safe_globals(torch))
+        if safe_globals is not None
+        else contextlib.nullcontext()
+    )
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with allowed:
             return torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         text = str(exc)
