@@ -110,6 +110,17 @@ def test_interrupted_run_resumes_then_refuses_to_overwrite(
     assert set(card["training_data"]["bundles"]) == {"arc", "line"}
     assert card["heldout_errors_mm"]["mdf_mean_mm"] > 0
     assert not (out / "ae_checkpoint").exists()
+    # the model carries its generation seeds (both orientations) and its space
+    from dipy_tractogen.models import load_model
+
+    bank = load_model(out / "ae.keras").seed_bank
+    n_train = (
+        sum(card["training_data"]["bundles"].values())
+        - card["training_data"]["n_valid"]
+    )
+    assert bank["latents"].shape == (2 * n_train, 8)
+    assert set(bank["labels"].tolist()) == {0, 1}
+    assert bank["affine"].shape == (4, 4) and bank["dimensions"].shape == (3,)
     before = (out / "ae.keras").read_bytes()
     capsys.readouterr()
     assert _command(monkeypatch, *args) == 1

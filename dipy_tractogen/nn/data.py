@@ -335,6 +335,48 @@ class TrainingData:
     summary: dict = field(default_factory=dict)
     fingerprint: str = ""
     test: object = None
+    train_labels: object = None
+    reference: object = None
+
+    def seed_sample(self, *, max_per_bundle=20000, seed=0):
+        """Training streamlines (mm) and bundle ids for the model's seed bank.
+
+        At most ``max_per_bundle`` per bundle, an even random subsample
+        (reproducible with ``seed``); HDF5 data are read only for the chosen
+        rows.
+
+        Returns
+        -------
+        streamlines : ndarray (M, P, 3) float32
+        labels : ndarray (M,) int
+        """
+        part = self.train
+        if isinstance(part, tuple):
+            ds, members = part
+            if isinstance(members, str):
+                members = ds.indices(members)
+            members = np.asarray(members)
+            labels = np.asarray(ds.labels(members)).astype(np.int32)
+        else:
+            members = np.arange(len(part))
+            labels = (
+                np.zeros(len(part), np.int32)
+                if self.train_labels is None
+                else np.asarray(self.train_labels).astype(np.int32)
+            )
+        rng = np.random.default_rng(seed)
+        pos = []
+        for b in np.unique(labels):
+            where = np.flatnonzero(labels == b)
+            if where.size > max_per_bundle:
+                where = np.sort(rng.choice(where, max_per_bundle, replace=False))
+            pos.append(where)
+        pos = np.sort(np.concatenate(pos))
+        if isinstance(part, tuple):
+            X = np.asarray(part[0].read(members[pos]), dtype=np.float32)
+        else:
+            X = np.asarray(part[pos], dtype=np.float32)
+        return X, labels[pos]
 
     def sequence(self, which, **kwargs):
         """A PyDataset over ``train``, ``valid`` or ``test``."""
@@ -442,6 +484,7 @@ def _from_arrays(streamlines, bundle_ids, n_points, valid_fraction, seed, summar
         n_points=n_points,
         summary=summary,
         fingerprint=_fingerprint(arr, extra=f"{n_points}/{valid_fraction}/{seed}"),
+        train_labels=None if ids is None else ids[train],
     )
 
 
@@ -449,8 +492,11 @@ def _from_files(files, n_points, valid_fraction, seed):
     from dipy_tractogen.io import load_bundles
 
     arrays, ids, names, per_file = [], [], {}, []
+    reference = None
     for path in files:
         sft, bundle_ids, bundle_names, _ = load_bundles(path)
+        if reference is None:
+            reference = sft.space_attributes
         if bundle_names == {0: Path(path).stem}:  # a file without bundle ids
             # as build_dataset: the stem without BIDS sub-/ses- entities
             from dipy_tractogen.dataset import bundle_label_from_path
@@ -476,6 +522,7 @@ def _from_files(files, n_points, valid_fraction, seed):
         "bundles": counts,
     }
     data = _from_arrays(arr, ids, n_points, valid_fraction, seed, summary)
+    data.reference = reference
     stat = "".join(f"{f}:{os.path.getsize(f)}:{os.path.getmtime(f)};" for f in files)
     data.fingerprint = _fingerprint(extra=stat + data.fingerprint)
     return data
@@ -538,6 +585,7 @@ def _from_hdf5(path, n_points, valid_fraction, seed):
         n_points=int(n_points),
         summary=summary,
         fingerprint=fp,
+        reference=ds.reference,
     )
 
 

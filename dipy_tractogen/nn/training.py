@@ -786,6 +786,7 @@ def train_autoencoder(
     max_minutes=None,
     callbacks=None,
     verbose=1,
+    wm_mask=None,
 ):
     """Train a FINTA autoencoder with the published recipe; resumable.
 
@@ -851,6 +852,17 @@ def train_autoencoder(
         Extra callbacks (e.g. evaluation on a schedule).
     verbose : int, optional
         Keras ``fit`` verbosity (1: a progress bar per epoch).
+    wm_mask : str, path-like or ndarray, optional
+        White-matter mask on the data's reference grid (a NIfTI path or an
+        array), stored in the model so generation filters by it.
+
+    Notes
+    -----
+    When the data come with a reference space (tractogram files, HDF5
+    datasets), the saved model also carries its generation seeds: latent
+    codes of up to 20,000 training streamlines per bundle in both
+    orientations, with the reference space (see
+    :func:`dipy_tractogen.models.attach_seed_bank`).
 
     Returns
     -------
@@ -907,6 +919,14 @@ def train_autoencoder(
     tdata = load_training_data(
         data, n_points=int(n_points), valid_fraction=valid_fraction, seed=seed
     )
+    wm_mask = _read_mask(wm_mask)
+    if wm_mask is not None and tdata.reference is not None:
+        dims = tuple(int(d) for d in tdata.reference[1])
+        if tuple(wm_mask.shape) != dims:
+            raise InputError(
+                f"white-matter mask shape {tuple(wm_mask.shape)} does not match "
+                f"the data's reference dimensions {dims}"
+            )
     if not normalize:
         scale = 1.0
     seq_args = {"batch_size": int(batch_size), "seed": int(seed)}
@@ -1006,11 +1026,29 @@ def train_autoencoder(
     if state.get("history"):
         _safe_plot(state["history"], paths["plot"])
     card = _make_card(model, tdata, state, config, hyper, wall0, seed)
-    from dipy_tractogen.models import save_model
+    from dipy_tractogen.models import attach_seed_bank, save_model
+
+    if tdata.reference is not None:  # what generation needs, inside the model
+        X_seed, y_seed = tdata.seed_sample(seed=seed)
+        attach_seed_bank(model, X_seed, y_seed, tdata.reference, wm_mask=wm_mask)
 
     save_model(model, paths["model"], card=card, force=force)
     shutil.rmtree(ckpt, ignore_errors=True)
     return model, model.card
+
+
+def _read_mask(wm_mask):
+    """A white-matter mask array from a NIfTI path (or the array itself)."""
+    if wm_mask is None or isinstance(wm_mask, np.ndarray):
+        return wm_mask
+    import nibabel as nib
+
+    if not os.path.isfile(wm_mask):
+        raise InputError(f"white-matter mask not found: {wm_mask}")
+    try:
+        return np.asarray(nib.load(wm_mask).dataobj) > 0
+    except Exception as exc:
+        raise InputError(f"cannot read white-matter mask {wm_mask}: {exc}") from exc
 
 
 def _make_card(model, tdata, state, config, hyper, wall0, seed):

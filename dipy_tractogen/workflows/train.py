@@ -34,6 +34,7 @@ class TrainTractoencoderFlow(TractogenFlow):
         max_minutes=0.0,
         seed=0,
         tensorboard="",
+        wm_mask="",
         no_normalize=False,
         restart=False,
         out_dir="",
@@ -88,6 +89,9 @@ class TrainTractoencoderFlow(TractogenFlow):
             Random seed (weights, split, order, flips).
         tensorboard : string, optional
             Also write TensorBoard logs to this folder.
+        wm_mask : string, optional
+            White-matter mask NIfTI on the data's grid, stored in the model
+            for generation's white-matter filter.
         no_normalize : bool, optional
             Train on raw mm coordinates as the reference code does.
         restart : bool, optional
@@ -146,6 +150,7 @@ class TrainTractoencoderFlow(TractogenFlow):
             valid_fraction=valid_fraction,
             seed=seed,
             tensorboard_dir=tensorboard or None,
+            wm_mask=wm_mask or None,
             resume=not restart,
             force=self.force,
             max_minutes=max_minutes or None,
