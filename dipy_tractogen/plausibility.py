@@ -246,7 +246,7 @@ def _carried_fields(sft):
         if value.ndim != 1 or not numeric:
             skipped.append(key)
             continue
-        carried[key] = value
+        carried[key] = value.astype(np.uint8) if value.dtype == bool else value
     if skipped or len(sft.data_per_point):
         lost = sorted([*skipped, *sft.data_per_point.keys()])
         _logger().warning(
