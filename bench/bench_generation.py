@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 
 def decode_rate(model, n, repeats):
-    from dipy_tractogen.generation import model_seeds
+    from dipy_tractogen.models import model_seeds
 
     Z, _ = model_seeds(model)
     rng = np.random.default_rng(0)

@@ -36,7 +36,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dipy_tractogen.errors import ConditionError, InputError, ModelError
+from dipy_tractogen.errors import ConditionError, InputError
+from dipy_tractogen.models import (
+    model_bundle_names,
+    model_reference,
+    model_seeds,
+    model_wm_mask,
+    resolve_model,
+)
+from dipy_tractogen.provenance import model_provenance, package_version
 
 __all__ = [
     "GenerationReport",
@@ -338,24 +346,6 @@ def iter_generate(
 # ---------------------------------------------------------------------------
 
 
-def _resolve_model(model):
-    if model is None or isinstance(model, (str, os.PathLike)):
-        from dipy_tractogen.models import load_model
-
-        return load_model(model)
-    return model
-
-
-def model_bundle_names(model):
-    """Bundle names of a model (its card), indexed by bundle id."""
-    names = (getattr(model, "card", None) or {}).get("bundle_names")
-    if not names:
-        bank = getattr(model, "seed_bank", None) or {}
-        n = int(np.max(bank["labels"])) + 1 if "labels" in bank else 1
-        names = [f"bundle_{i}" for i in range(n)]
-    return list(names)
-
-
 def resolve_bundles(requested, names):
     """Turn bundle names (or ``None`` for all) into ids of ``names``.
 
@@ -377,23 +367,6 @@ def resolve_bundles(requested, names):
             )
         ids.append(names.index(name))
     return list(dict.fromkeys(ids))
-
-
-def model_seeds(model):
-    """Latent seeds and their bundle ids stored in a model file.
-
-    Raises
-    ------
-    ModelError
-        If the model carries none (pass a seed tractogram instead).
-    """
-    bank = getattr(model, "seed_bank", None) or {}
-    if "latents" not in bank or "labels" not in bank:
-        raise ModelError(
-            "the model carries no latent seeds; pass a tractogram of the bundles "
-            "to generate from (seeds=...)"
-        )
-    return np.asarray(bank["latents"], np.float32), np.asarray(bank["labels"], int)
 
 
 def seeds_from_tractogram(model, path, *, reference="same"):
@@ -425,32 +398,6 @@ def seeds_from_tractogram(model, path, *, reference="same"):
     X = resample_streamlines(sft.streamlines, n_points=model.n_points)
     Z = latent_seeds(model.encode, X)
     return Z, np.concatenate([labels, labels])
-
-
-def model_reference(model):
-    """``(affine, dimensions, voxel_sizes, voxel_order)`` of the model's space.
-
-    Returns None when the model file records no reference space.
-    """
-    bank = getattr(model, "seed_bank", None) or {}
-    if "affine" not in bank:
-        return None
-    return (
-        np.asarray(bank["affine"], np.float64),
-        np.asarray(bank["dimensions"], int),
-        np.asarray(bank["voxel_sizes"], np.float32),
-        str(bank.get("voxel_order", "RAS")),
-    )
-
-
-def _file_digest(path):
-    import hashlib
-
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def generate_tractogram(
@@ -553,7 +500,7 @@ def generate_tractogram(
         [out_path, os.path.splitext(str(out_path))[0] + ".json"], force=force
     )
     model_arg = model
-    model = _resolve_model(model)
+    model = resolve_model(model)
     names = model_bundle_names(model)
     wanted = resolve_bundles(bundles, names)
 
@@ -586,7 +533,7 @@ def generate_tractogram(
     counts = allocate_counts(int(n_streamlines), weights)
 
     # filters
-    mask, mask_affine = _resolve_mask(model, wm_mask, space)
+    mask, mask_affine = model_wm_mask(model, wm_mask, space)
     pipeline = None
     if apply_filters:
         pipeline = default_filters(
@@ -603,8 +550,8 @@ def generate_tractogram(
 
     provenance = {
         "generator": "dipy_tractogen.generation.generate_tractogram",
-        "version": _version(),
-        "model": _model_provenance(model, model_arg),
+        "version": package_version(),
+        "model": model_provenance(model, model_arg),
         "seed": int(seed),
         "sampler": {"name": sampler, "bandwidth": bandwidth},
         "seeds": str(seeds) if seeds is not None else "model",
@@ -666,7 +613,7 @@ def generate_streamlines(
     bundle_ids : ndarray (N,) int
     report : GenerationReport
     """
-    model = _resolve_model(model)
+    model = resolve_model(model)
     names = model_bundle_names(model)
     wanted = resolve_bundles(bundles, names)
     Z_seed, y_seed = model_seeds(model)
@@ -679,7 +626,7 @@ def generate_streamlines(
     )
     if filters == "default":
         space = model_reference(model)
-        mask, affine = _resolve_mask(model, None, space)
+        mask, affine = model_wm_mask(model, None, space)
         filters = default_filters(
             seeds=Z_seed, seed_labels=y_seed, wm_mask=mask, affine=affine
         )
@@ -703,35 +650,6 @@ def generate_streamlines(
         X = np.zeros((0, model.n_points, 3), np.float32)
         ids = np.zeros(0, int)
     return X, ids, _named_report(report, names)
-
-
-def _resolve_mask(model, wm_mask, space):
-    """White-matter mask and its affine: given, the model's, or (None, None)."""
-    if wm_mask is None:
-        bank = getattr(model, "seed_bank", None) or {}
-        if "wm_mask" in bank and space is not None:
-            return np.asarray(bank["wm_mask"]).astype(bool), space[0]
-        return None, None
-    if isinstance(wm_mask, np.ndarray):
-        if space is None:
-            raise InputError("a mask array needs the model's reference space")
-        return wm_mask.astype(bool), space[0]
-    import nibabel as nib
-
-    from dipy_tractogen.io import same_space
-
-    if not os.path.isfile(wm_mask):
-        raise InputError(f"white-matter mask not found: {wm_mask}")
-    try:
-        img = nib.load(wm_mask)
-        data = np.asarray(img.dataobj)
-    except Exception as exc:
-        raise InputError(f"cannot read white-matter mask {wm_mask}: {exc}") from exc
-    if space is not None and not same_space(img, space):
-        raise InputError(
-            f"white-matter mask {wm_mask} does not match the model's space"
-        )
-    return data > 0, img.affine
 
 
 def _named_report(report, names):
@@ -763,41 +681,6 @@ def _jsonable(d):
             v = repr(v)
         out[k] = v
     return out
-
-
-def _model_provenance(model, model_arg):
-    card = getattr(model, "card", None) or {}
-    info = {"class": type(model).__name__, "name": card.get("name")}
-    if (
-        model_arg is None
-        or isinstance(model_arg, str)
-        and not os.path.exists(model_arg)
-    ):
-        info["shipped"] = model_arg or "default"
-    if model_arg is not None and os.path.isfile(str(model_arg)):
-        info["path"] = os.path.abspath(str(model_arg))
-        info["md5"] = _file_digest(model_arg)
-    else:
-        from dipy_tractogen.models import resolve_model_path
-
-        try:
-            path = (
-                resolve_model_path(model_arg)
-                if not hasattr(model_arg, "decode")
-                else None
-            )
-        except Exception:
-            path = None
-        if path is not None:
-            info["path"] = str(path)
-            info["md5"] = _file_digest(path)
-    return info
-
-
-def _version():
-    from dipy_tractogen import __version__
-
-    return __version__
 
 
 class _NoBar:

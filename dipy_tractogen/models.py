@@ -12,6 +12,7 @@ Keras is imported only when a model is saved or loaded.
 
 import datetime
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -30,6 +31,11 @@ __all__ = [
     "save_model",
     "load_model",
     "attach_seed_bank",
+    "resolve_model",
+    "model_bundle_names",
+    "model_seeds",
+    "model_reference",
+    "model_wm_mask",
 ]
 
 #: folder of the models shipped with the package
@@ -377,6 +383,7 @@ def load_model(path=None, *, compile=False):
     require_keras()
     import keras
 
+    from dipy_tractogen.nn import variational  # noqa: F401 (registers VAE/AAE)
     from dipy_tractogen.nn.finta import FintaAutoencoder  # registers the classes
 
     path = resolve_model_path(path)
@@ -494,3 +501,128 @@ def attach_seed_bank(
         bank["wm_mask"] = mask
     model.seed_bank = bank
     return bank
+
+
+# ---------------------------------------------------------------------------
+# what a model file carries for generation and filtering
+# ---------------------------------------------------------------------------
+
+
+def resolve_model(model=None):
+    """A loaded model from a model, a ``.keras`` path or a shipped name.
+
+    Parameters
+    ----------
+    model : keras.Model, str, path-like or None
+        A model object is returned as it is; anything else goes through
+        :func:`load_model` (None: the shipped default).
+
+    Returns
+    -------
+    model
+    """
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    return model
+
+
+def model_bundle_names(model):
+    """Bundle names of a model (from its card), indexed by bundle id.
+
+    A model whose card names no bundle gets ``bundle_0``, ``bundle_1``...
+    (as many as its seed labels).
+    """
+    names = (getattr(model, "card", None) or {}).get("bundle_names")
+    if not names:
+        bank = getattr(model, "seed_bank", None) or {}
+        n = int(np.max(bank["labels"])) + 1 if len(bank.get("labels", [])) else 1
+        names = [f"bundle_{i}" for i in range(n)]
+    return list(names)
+
+
+def model_seeds(model):
+    """Latent seeds and their bundle ids stored in a model file.
+
+    Returns
+    -------
+    latents : ndarray (n, d) float32
+    labels : ndarray (n,) int
+
+    Raises
+    ------
+    ModelError
+        If the model carries none (pass a seed tractogram instead).
+    """
+    bank = getattr(model, "seed_bank", None) or {}
+    if "latents" not in bank or "labels" not in bank:
+        raise ModelError(
+            "the model carries no latent seeds; pass a tractogram of the bundles "
+            "to generate from (seeds=...)"
+        )
+    return np.asarray(bank["latents"], np.float32), np.asarray(bank["labels"], int)
+
+
+def model_reference(model):
+    """``(affine, dimensions, voxel_sizes, voxel_order)`` of the model's space.
+
+    Returns None when the model file records no reference space.
+    """
+    bank = getattr(model, "seed_bank", None) or {}
+    if "affine" not in bank:
+        return None
+    return (
+        np.asarray(bank["affine"], np.float64),
+        np.asarray(bank["dimensions"], int),
+        np.asarray(bank["voxel_sizes"], np.float32),
+        str(bank.get("voxel_order", "RAS")),
+    )
+
+
+def model_wm_mask(model, wm_mask=None, space=None):
+    """White-matter mask and its affine: given, the model's own, or none.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Its seed bank may hold a ``wm_mask`` on its reference grid.
+    wm_mask : str, path-like, ndarray or None
+        A NIfTI path (checked against ``space`` when given), an array on the
+        model's grid, or None for the model's own mask.
+    space : tuple, optional
+        The model's reference space (:func:`model_reference`).
+
+    Returns
+    -------
+    mask : ndarray of bool or None
+    affine : ndarray (4, 4) or None
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable, or does not match ``space``.
+    """
+    if wm_mask is None:
+        bank = getattr(model, "seed_bank", None) or {}
+        if "wm_mask" in bank and space is not None:
+            return np.asarray(bank["wm_mask"]).astype(bool), space[0]
+        return None, None
+    if isinstance(wm_mask, np.ndarray):
+        if space is None:
+            raise InputError("a mask array needs the model's reference space")
+        return wm_mask.astype(bool), space[0]
+    import nibabel as nib
+
+    from dipy_tractogen.io import same_space
+
+    if not os.path.isfile(wm_mask):
+        raise InputError(f"white-matter mask not found: {wm_mask}")
+    try:
+        img = nib.load(wm_mask)
+        data = np.asarray(img.dataobj)
+    except Exception as exc:
+        raise InputError(f"cannot read white-matter mask {wm_mask}: {exc}") from exc
+    if space is not None and not same_space(img, space):
+        raise InputError(
+            f"white-matter mask {wm_mask} does not match the model's space"
+        )
+    return data > 0, img.affine

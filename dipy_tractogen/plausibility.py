@@ -149,7 +149,7 @@ def fit_latent_filter(
     .. [1] Legarreta et al. (2021). https://doi.org/10.1016/j.media.2021.102126
     """
     from dipy_tractogen.filtering import LatentDistanceFilter
-    from dipy_tractogen.generation import model_bundle_names, model_seeds
+    from dipy_tractogen.models import model_bundle_names, model_seeds
 
     if thresholds is not None and implausible is not None:
         raise InputError(
@@ -208,7 +208,7 @@ def _geometry_filters(model, *, min_length, max_length, wm_mask, min_wm_fraction
         LengthFilter,
         WhiteMatterFilter,
     )
-    from dipy_tractogen.generation import _resolve_mask, model_reference
+    from dipy_tractogen.models import model_reference, model_wm_mask
 
     filters = []
     if min_length is not None or max_length is not None:
@@ -217,13 +217,13 @@ def _geometry_filters(model, *, min_length, max_length, wm_mask, min_wm_fraction
         filters.append(LengthFilter(lo, hi))
     if wm_mask is not None:
         if isinstance(wm_mask, str) and wm_mask == "model":
-            mask, affine = _resolve_mask(model, None, model_reference(model))
+            mask, affine = model_wm_mask(model, None, model_reference(model))
             if mask is None:
                 raise ModelError("the model carries no white-matter mask")
         elif isinstance(wm_mask, tuple) and len(wm_mask) == 2:
             mask, affine = np.asarray(wm_mask[0]) > 0, wm_mask[1]
         else:
-            mask, affine = _resolve_mask(model, os.fspath(wm_mask), None)
+            mask, affine = model_wm_mask(model, os.fspath(wm_mask), None)
         filters.append(WhiteMatterFilter(mask, affine, min_fraction=min_wm_fraction))
     return FilterPipeline(filters) if filters else None
 
@@ -254,16 +254,6 @@ def _carried_fields(sft):
             f"the outputs: {', '.join(lost)}"
         )
     return carried
-
-
-def _input_provenance(path):
-    from dipy_tractogen.generation import _file_digest
-
-    path = Path(path)
-    info = {"path": str(path.resolve())}
-    if path.is_file():  # a .trx may be a folder
-        info["md5"] = _file_digest(path)
-    return info
 
 
 def filter_tractogram(
@@ -350,15 +340,14 @@ def filter_tractogram(
     ----------
     .. [1] Legarreta et al. (2021). https://doi.org/10.1016/j.media.2021.102126
     """
-    from dipy_tractogen.generation import (
-        _model_provenance,
-        _resolve_model,
-        _version,
-        model_bundle_names,
-        model_reference,
-    )
     from dipy_tractogen.io import load_bundles, resample_streamlines, same_space
+    from dipy_tractogen.models import model_bundle_names, model_reference, resolve_model
     from dipy_tractogen.outputs import check_writable
+    from dipy_tractogen.provenance import (
+        file_provenance,
+        model_provenance,
+        package_version,
+    )
     from dipy_tractogen.streaming import TractogramStreamWriter
 
     t0 = time.time()
@@ -366,7 +355,7 @@ def filter_tractogram(
     outputs = _output_paths(in_path, out_kept, out_rejected)
     check_writable(outputs, force=force)
     model_arg = model
-    model = _resolve_model(model)
+    model = resolve_model(model)
     names = model_bundle_names(model)
     latent = fit_latent_filter(
         model,
@@ -414,9 +403,9 @@ def filter_tractogram(
     fields.update({k: v.dtype.name for k, v in carried.items()})
     provenance = {
         "generator": "dipy_tractogen.plausibility.filter_tractogram",
-        "version": _version(),
-        "input": _input_provenance(in_path),
-        "model": _model_provenance(model, model_arg),
+        "version": package_version(),
+        "input": file_provenance(in_path),
+        "model": model_provenance(model, model_arg),
         "latent_filter": {
             "k": int(latent.k),
             "percentile": float(percentile),

@@ -197,8 +197,7 @@ def test_matches_pytorch_on_random_and_phantom_streamlines(torch_net, converted)
 
 @needs_torch
 def test_card_and_space(converted, checkpoint):
-    from dipy_tractogen.generation import model_bundle_names, model_reference
-    from dipy_tractogen.models import card_paths
+    from dipy_tractogen.models import card_paths, model_bundle_names, model_reference
     from dipy_tractogen.nn.convert import file_md5
 
     path, model = converted

@@ -53,7 +53,6 @@ References
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -69,6 +68,7 @@ from dipy_tractogen.nn.finta import (
     ENCODER_FILTERS,
     bottleneck_length,
 )
+from dipy_tractogen.provenance import file_md5  # noqa: F401  (re-exported)
 
 __all__ = [
     "TorchUnavailableError",
@@ -330,26 +330,6 @@ def _assign(model, weights):
 
 
 # --- reading checkpoint files -----------------------------------------------
-
-
-def file_md5(path):
-    """MD5 of a file, read in 1 MiB blocks.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The file.
-
-    Returns
-    -------
-    md5 : str
-        32 lowercase hexadecimal digits.
-    """
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_md5_text(expected_md5):
@@ -711,8 +691,7 @@ def convert_finta_checkpoint(
     from dipy.utils.logging import logger
 
     from dipy_tractogen.fetcher import FINTA_CHECKPOINT, FINTA_FILES, FINTA_RECORD_DOI
-    from dipy_tractogen.generation import model_reference
-    from dipy_tractogen.models import card_paths, save_model
+    from dipy_tractogen.models import card_paths, model_reference, save_model
     from dipy_tractogen.nn.finta import FintaAutoencoder
     from dipy_tractogen.outputs import check_writable
 

@@ -1,0 +1,78 @@
+"""Provenance: what produced a file (package version, model, inputs, digests).
+
+Every file the package generates records where it came from in its metadata
+and JSON sidecar; the pieces are built here so that generation, filtering,
+conversion and evaluation describe their sources the same way.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["file_md5", "package_version", "file_provenance", "model_provenance"]
+
+
+def file_md5(path):
+    """MD5 of a file, read in 1 MiB blocks.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    md5 : str
+        32 hexadecimal digits.
+    """
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_version():
+    """The installed dipy-tractogen version."""
+    from dipy_tractogen import __version__
+
+    return __version__
+
+
+def file_provenance(path):
+    """``{"path": absolute path, "md5": digest}`` of an input file.
+
+    A folder (an uncompressed ``.trx``) gets no digest.
+    """
+    path = Path(path)
+    info = {"path": str(path.resolve())}
+    if path.is_file():
+        info["md5"] = file_md5(path)
+    return info
+
+
+def model_provenance(model, source=None):
+    """How a model was obtained: class, card name, shipped name or file + md5.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The loaded model.
+    source : str, path-like or None
+        What the user passed: a shipped model name, a path, or None (the
+        shipped default). A model object passed directly has no file.
+
+    Returns
+    -------
+    info : dict
+    """
+    from dipy_tractogen.models import SHIPPED_MODELS, resolve_model_path
+
+    card = getattr(model, "card", None) or {}
+    info = {"class": type(model).__name__, "name": card.get("name")}
+    if source is None or isinstance(source, str) and source in SHIPPED_MODELS:
+        info["shipped"] = source or "default"
+    if source is None or isinstance(source, (str, os.PathLike)):
+        path = resolve_model_path(source)
+        info.update(file_provenance(path))
+    return info
