@@ -165,3 +165,27 @@ def test_corrupt_weights(saved, tmp_path):
             dst.writestr(name, b"garbage" if name.endswith(".h5") else data)
     with pytest.raises(ModelError, match="cannot load model"):
         load_model(bad)
+
+
+def test_saved_model_has_no_optimizer_by_default(tmp_path):
+    import keras
+
+    from dipy_tractogen.models import load_model, save_model
+    from dipy_tractogen.nn.finta import FintaAutoencoder
+
+    model = FintaAutoencoder(latent_dim=4, n_points=64)
+    model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    x = np.zeros((2, 64, 3), np.float32)
+    model.train_on_batch(x, x)
+    model.seed_bank = {"labels": np.array([0, 1])}
+    save_model(model, tmp_path / "a.keras")
+    save_model(model, tmp_path / "b.keras", include_optimizer=True)
+    small, big = (
+        (tmp_path / "a.keras").stat().st_size,
+        (tmp_path / "b.keras").stat().st_size,
+    )
+    assert small < 0.6 * big
+    loaded = load_model(tmp_path / "a.keras")
+    for w1, w2 in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(w1, w2)
+    np.testing.assert_array_equal(loaded.seed_bank["labels"], [0, 1])
