@@ -747,15 +747,19 @@ def _resolve_center(center, normalize, train_seq):
     return c
 
 
-def _build_model(latent_dim, n_points, center, scale):
+def _build_model(latent_dim, n_points, center, scale, precision="float32"):
     from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.nn.precision import pin_float32, precision_scope
 
-    model = FintaAutoencoder(
-        latent_dim=int(latent_dim),
-        n_points=int(n_points),
-        center=tuple(float(c) for c in center),
-        scale=float(scale),
-    )
+    with precision_scope(precision):
+        model = FintaAutoencoder(
+            latent_dim=int(latent_dim),
+            n_points=int(n_points),
+            center=tuple(float(c) for c in center),
+            scale=float(scale),
+        )
+    if precision != "float32":
+        pin_float32(model)
     model(np.zeros((1, int(n_points), 3), dtype=np.float32))
     return model
 
@@ -780,6 +784,7 @@ def train_autoencoder(
     valid_fraction=0.2,
     seed=0,
     jit_compile="auto",
+    precision="float32",
     tensorboard_dir=None,
     resume=True,
     force=False,
@@ -837,7 +842,14 @@ def train_autoencoder(
     seed : int, optional
         Seeds weights, split, order and flips (``keras.utils.set_random_seed``).
     jit_compile : "auto" or bool, optional
-        XLA compilation; "auto": on with TensorFlow and JAX, off with PyTorch.
+        XLA compilation; "auto": on with TensorFlow and JAX, off with PyTorch
+        (a mixed precision follows the measured ``JIT_TABLE`` of
+        :mod:`dipy_tractogen.nn.precision`).
+    precision : {"float32", "mixed_bfloat16", "mixed_float16"}, optional
+        Compute precision of training (:mod:`dipy_tractogen.nn.precision`):
+        float32 master weights, bfloat16 or float16 computations, loss
+        scaling for float16. The saved model is float32 whatever the
+        precision; the card records it under ``hyperparameters``.
     tensorboard_dir : str or None, optional
         Also log to TensorBoard there.
     resume : bool, optional
@@ -905,6 +917,9 @@ def train_autoencoder(
         "loss_units": loss_units,
     }
     _check_hyperparameters(**hyper)
+    from dipy_tractogen.nn.precision import check_precision
+
+    check_precision(precision)
     paths = training_paths(out_path)
     if not paths["model"].name.endswith(".keras"):
         raise InputError(f"the model file must end with .keras: {paths['model']}")
@@ -955,6 +970,8 @@ def train_autoencoder(
         "steps_per_epoch": steps,
         "data_fingerprint": tdata.fingerprint,
     }
+    if precision != "float32":  # absent for float32: older checkpoints resume
+        config["precision"] = precision
     if state is not None and state.get("config") != config:
         old = state.get("config") or {}
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
@@ -963,7 +980,7 @@ def train_autoencoder(
             "rerun with the same settings, or resume=False to start over"
         )
     keras.utils.set_random_seed(int(seed))
-    model = _build_model(latent_dim, n_points, centre, scale)
+    model = _build_model(latent_dim, n_points, centre, scale, precision)
     if max_learning_rate:
         lr = OneCycleSchedule(
             max_learning_rate,
@@ -975,11 +992,19 @@ def train_autoencoder(
     else:
         lr = float(learning_rate)
     loss_scale = float(scale) if loss_units == "mm" else 1.0
+    from dipy_tractogen.nn.precision import resolve_jit_compile, training_optimizer
+
+    if precision == "float32":
+        jit = _resolve_jit(jit_compile)
+    else:  # the XLA choice measured for each precision
+        jit = resolve_jit_compile(precision, "train", jit_compile=jit_compile)
     model.compile(
-        optimizer=AdamL2(learning_rate=lr, l2=float(weight_decay)),
+        optimizer=training_optimizer(
+            AdamL2(learning_rate=lr, l2=float(weight_decay)), precision
+        ),
         loss=StreamlineSquaredError(scale=loss_scale),
         metrics=[StreamlineLoss(scale=loss_scale)],
-        jit_compile=_resolve_jit(jit_compile),
+        jit_compile=jit,
     )
     if state is None:
         if ckpt.exists():
@@ -1025,7 +1050,12 @@ def train_autoencoder(
         )
     if state.get("history"):
         _safe_plot(state["history"], paths["plot"])
+    if precision != "float32":  # saved and evaluated as a float32 model
+        from dipy_tractogen.nn.precision import with_precision
+
+        model = with_precision(model, "float32")
     card = _make_card(model, tdata, state, config, hyper, wall0, seed)
+    card["hyperparameters"]["precision"] = precision
     from dipy_tractogen.models import attach_seed_bank, save_model
 
     if tdata.reference is not None:  # what generation needs, inside the model

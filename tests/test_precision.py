@@ -1,0 +1,196 @@
+"""Tests of the compute precisions (dipy_tractogen.nn.precision) and their options."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from dipy_tractogen.errors import InputError  # noqa: E402
+from dipy_tractogen.nn import precision as prec  # noqa: E402
+from dipy_tractogen.nn.finta import FintaAutoencoder  # noqa: E402
+
+CENTER = (10.0, -20.0, 30.0)
+
+
+def _streamlines(n=64, n_points=64, seed=0):
+    """Smooth arcs about 80 mm long around CENTER (mm)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, n_points)[None, :]
+    a = rng.uniform(-5, 5, size=(n, 1))
+    x = 80 * t - 40 + a
+    y = 25 * np.sin(np.pi * t) + a
+    z = 10 * t * t + a / 2
+    return (np.stack([x, y, z], axis=-1) + CENTER).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A random-weight model whose outputs span tens of mm, like a trained one.
+
+    Glorot-initialised weights give outputs of ~0.1 normalised units; the
+    output convolution is rescaled so decoded points spread over about
+    +-40 mm around the centre, the scale at which bfloat16 rounding matters.
+    """
+    keras.utils.set_random_seed(0)
+    m = FintaAutoencoder(latent_dim=8, n_points=64, center=CENTER, scale=64.0)
+    conv = m.decoder.get_layer("d6").conv
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(256, 8)).astype(np.float32)
+    spread = float(np.std(m.decode(z) - np.asarray(CENTER)))
+    conv.kernel.assign(conv.kernel.numpy() * (20.0 / spread))
+    return m
+
+
+def test_check_precision_and_compute_dtype():
+    assert prec.check_precision("mixed_bfloat16") == "mixed_bfloat16"
+    assert [prec.compute_dtype(p) for p in prec.PRECISIONS] == [
+        "float32",
+        "bfloat16",
+        "float16",
+    ]
+    for bad in ("bfloat16", "fp16", "", None, 16):
+        with pytest.raises(InputError) as err:
+            prec.check_precision(bad)
+        text = str(err.value)
+        assert "\n" not in text and repr(bad) in text and "mixed_bfloat16" in text
+
+
+def test_resolve_jit_compile_table_and_overrides():
+    for (backend, device, precision, task), value in prec.JIT_TABLE.items():
+        got = prec.resolve_jit_compile(precision, task, backend=backend, device=device)
+        assert got is value
+    # overrides win; JAX always compiles, PyTorch defaults to eager
+    assert prec.resolve_jit_compile("mixed_bfloat16", "infer", jit_compile=True)
+    assert not prec.resolve_jit_compile("float32", "train", jit_compile=False)
+    assert prec.resolve_jit_compile("float32", backend="jax", device="cpu")
+    assert not prec.resolve_jit_compile("mixed_float16", backend="torch", device="gpu")
+    with pytest.raises(InputError, match="task"):
+        prec.resolve_jit_compile("float32", "predict")
+    with pytest.raises(InputError, match="jit_compile"):
+        prec.resolve_jit_compile("float32", jit_compile="yes")
+    with pytest.raises(InputError, match="precision"):
+        prec.resolve_jit_compile("float64")
+
+
+def test_bfloat16_copy_has_float32_weights_and_computes_in_bfloat16(model):
+    copy = prec.with_precision(model, "mixed_bfloat16")
+    assert type(copy) is FintaAutoencoder and copy is not model
+    assert prec.model_precision(copy) == "mixed_bfloat16"
+    assert prec.model_precision(model) == "float32"
+    # master weights: float32 variables holding exactly the original values
+    assert {v.dtype for v in copy.weights} == {"float32"}
+    for a, b in zip(copy.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert copy.center.tolist() == list(CENTER) and copy.scale == 64.0
+    # an intermediate feature map is bfloat16; the pinned layers are float32
+    probe = keras.Model(copy.decoder.input, copy.decoder.get_layer("d1").output)
+    z = np.random.default_rng(1).normal(size=(4, 8)).astype(np.float32)
+    assert keras.backend.standardize_dtype(probe(z).dtype) == "bfloat16"
+    for name in prec.FLOAT32_LAYERS:
+        net = copy.encoder if name == "fc1" else copy.decoder
+        assert net.get_layer(name).compute_dtype == "float32"
+    assert copy.decoder.get_layer("d2").compute_dtype == "bfloat16"
+    assert copy.decode(z).dtype == np.float32
+    assert copy.encode(_streamlines(4)).dtype == np.float32
+    # the original is untouched (its layers still compute in float32)
+    assert model.decoder.get_layer("d1").compute_dtype == "float32"
+
+
+def test_bfloat16_outputs_close_to_float32(model):
+    """Decoded points within bfloat16's rounding of the float32 ones.
+
+    bfloat16 keeps 8 significant bits (unit roundoff 2**-9 = 0.2 %); the
+    roundings of the ~10 bfloat16 layers add up to about 1 % of the output's
+    spread on this random-weight model (0.16 mm mean, 0.9 mm worst point at a
+    20 mm spread; other seeds up to 2 % and 8 %), far above float32 noise
+    (1e-5 mm). Bounds: 3 % mean, 12 % worst point. A trained model is better
+    conditioned: 0.10 mm mean, 0.5 mm worst on the phantom model
+    (doc/precision.md).
+    """
+    copy = prec.with_precision(model, "mixed_bfloat16")
+    z = np.random.default_rng(2).normal(size=(256, 8)).astype(np.float32)
+    ref, low = model.decode(z), copy.decode(z)
+    spread = float(np.std(ref - np.asarray(CENTER)))
+    assert 10 < spread < 40  # the fixture's outputs are at a realistic scale
+    diff = np.linalg.norm(low - ref, axis=-1)
+    assert diff.mean() > 1e-3  # really computed in reduced precision
+    assert diff.mean() < 0.03 * spread
+    assert diff.max() < 0.12 * spread
+    # latents: fc1 is pinned to float32, only the bfloat16 encoder rounding
+    x = _streamlines(32)
+    za, zb = model.encode(x), copy.encode(x)
+    rel = np.linalg.norm(za - zb, axis=1) / np.linalg.norm(za, axis=1)
+    assert np.median(rel) < 0.02
+
+
+def test_float32_copy_round_trip_and_bad_precision(model):
+    low = prec.with_precision(model, "mixed_bfloat16", float32_layers=())
+    assert low.decoder.get_layer("d6").compute_dtype == "bfloat16"
+    back = prec.with_precision(low, "float32")
+    assert prec.model_precision(back) == "float32"
+    z = np.random.default_rng(3).normal(size=(8, 8)).astype(np.float32)
+    np.testing.assert_allclose(back.decode(z), model.decode(z), atol=1e-4)
+    with pytest.raises(InputError, match="float64"):
+        prec.with_precision(model, "float64")
+
+
+def test_precision_scope_restores_global_policy():
+    before = keras.config.dtype_policy().name
+    with prec.precision_scope("mixed_bfloat16"):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+        layer = keras.layers.Dense(2)
+    assert keras.config.dtype_policy().name == before
+    assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
+    with pytest.raises(RuntimeError), prec.precision_scope("mixed_float16"):
+        raise RuntimeError("boom")
+    assert keras.config.dtype_policy().name == before
+
+
+def test_training_optimizer_loss_scaling_for_float16():
+    adam = keras.optimizers.Adam(1e-3)
+    assert prec.training_optimizer(adam, "float32") is adam
+    assert prec.training_optimizer(adam, "mixed_bfloat16") is adam
+    scaled = prec.training_optimizer(adam, "mixed_float16")
+    assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
+    assert prec.training_optimizer(scaled, "mixed_float16") is scaled
+
+
+def test_training_in_bfloat16_saves_a_float32_model(tmp_path):
+    from dipy_tractogen.models import load_model
+    from dipy_tractogen.nn import training
+
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            layer = self.model.decoder.get_layer("d1")
+            seen.append((layer.compute_dtype, layer.conv.kernel.dtype))
+
+    x = _streamlines(48)
+    out = tmp_path / "bf16.keras"
+    model, card = training.train_autoencoder(
+        (x, np.arange(len(x)) % 2),
+        out,
+        epochs=2,
+        batch_size=16,
+        latent_dim=8,
+        n_points=64,
+        jit_compile=False,
+        precision="mixed_bfloat16",
+        callbacks=[Spy()],
+        verbose=0,
+    )
+    assert seen and set(seen) == {("bfloat16", "float32")}
+    assert card["hyperparameters"]["precision"] == "mixed_bfloat16"
+    hist = card["history"]
+    assert all(np.isfinite(h["streamline_loss"]) for h in hist)
+    assert prec.model_precision(model) == "float32"
+    again = load_model(out)
+    assert prec.model_precision(again) == "float32"
+    assert {v.dtype for v in again.weights} == {"float32"}
+    assert again.card["hyperparameters"]["precision"] == "mixed_bfloat16"
+    with pytest.raises(InputError, match="precision"):
+        training.train_autoencoder(
+            (x, np.arange(len(x)) % 2), tmp_path / "m.keras", precision="half"
+        )
+    assert not (tmp_path / "m.keras").exists()
