@@ -268,6 +268,17 @@ def _generation_tables(report):
     return summary, per_bundle, rejections, d
 
 
+def _sidecar_metadata(tractogram):
+    """The provenance stored in a generated tractogram's JSON sidecar."""
+    side = Path(tractogram).with_suffix(".json")
+    try:
+        with open(side, encoding="utf-8") as f:
+            meta = json.load(f).get("metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in meta.items() if k != "report"}
+
+
 def write_generation_report(
     path,
     report,
@@ -369,6 +380,16 @@ def write_generation_report(
             text += f" Random subset of {len(gen.lines):,} streamlines."
         sections.append({"title": "Length and curvature", "text": text, "image": hist})
         sections.append({"title": "Numbers", "numbers": numbers})
+        provenance = _sidecar_metadata(tractogram)
+        if provenance:
+            sections.append(
+                {
+                    "title": "Provenance",
+                    "text": "Model, seed, sampler, filters and conditions "
+                    "(also in the tractogram's JSON sidecar).",
+                    "numbers": provenance,
+                }
+            )
         return write_html_report(
             path,
             title=f"dipy_generate_tractogram: {Path(tractogram).name}",

@@ -30,6 +30,21 @@ Decisions
   bundle id (:func:`bundle_color`), so a bundle has the same colour in every
   picture; colours by value use a matplotlib colour map (``viridis``).
 
+Rendering happens in a worker process
+-------------------------------------
+TensorFlow ships its own copy of LLVM whose symbols clash with the LLVM that
+Mesa's lavapipe compiles shaders with: rendering in a process that has
+imported TensorFlow crashes it (segmentation fault at the first draw), and so
+does importing TensorFlow after rendering (checked with TensorFlow 2.21 and
+Mesa 22.3). So by default the rendering functions here run in a worker
+process (a fresh ``python -c``, which imports neither TensorFlow nor the
+caller's ``__main__``), started on first use and kept warm for later calls;
+arguments and results travel pickled over a local authenticated connection
+and errors are re-raised in the caller. A crash of the driver cannot take the
+caller down; a dead worker is restarted by the next call. Set
+``DIPY_TRACTOGEN_RENDER_ISOLATED=0`` to render in the calling process (a
+little faster when nothing imports TensorFlow).
+
 Rendering unavailable
 ---------------------
 When FURY is missing or no Vulkan device can be created (wgpu fails at the
@@ -73,6 +88,9 @@ __all__ = [
 
 #: Environment variable that disables rendering (any value but "" and "0").
 NO_RENDER_ENV = "DIPY_TRACTOGEN_NO_RENDER"
+#: "0": render in the calling process instead of a worker (see the notes).
+ISOLATED_ENV = "DIPY_TRACTOGEN_RENDER_ISOLATED"
+_WORKER_ENV = "DIPY_TRACTOGEN_RENDER_WORKER"
 
 #: view name -> (direction the camera looks along, view up), RAS+ axes.
 VIEWS = {
@@ -140,16 +158,20 @@ def _quiet_xdg():
         os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="dipy-tractogen-xdg-")
 
 
-def _import_fury():
-    """Import FURY's modules, keeping the caller's warning filters.
-
-    FURY's import calls ``warnings.filterwarnings("ignore")`` globally.
-    """
+def _check_env():
     if os.environ.get(NO_RENDER_ENV, "") not in ("", "0"):
         raise RenderingUnavailable(
             f"rendering is disabled by {NO_RENDER_ENV}="
             f"{os.environ[NO_RENDER_ENV]} (unset it to render)"
         )
+
+
+def _import_fury():
+    """Import FURY's modules, keeping the caller's warning filters.
+
+    FURY's import calls ``warnings.filterwarnings("ignore")`` globally.
+    """
+    _check_env()
     try:
         with warnings.catch_warnings():
             from fury import actor, colormap, window
@@ -193,6 +215,17 @@ def check_rendering():
     RenderingUnavailable
         With a one-line message saying why and how to enable rendering.
     """
+    _check_env()
+    if _isolate():  # probe in the worker, once
+        if _state["device_error"] is None and not _state["device_ok"]:
+            try:
+                _in_worker("check_rendering", {})
+                _state["device_ok"] = True
+            except RenderingUnavailable as exc:
+                _state["device_error"] = str(exc)
+        if _state["device_error"] is not None:
+            raise RenderingUnavailable(_state["device_error"])
+        return
     _import_fury()
     _check_device()
 
@@ -211,6 +244,140 @@ def rendering_available():
     except RenderingUnavailable as exc:
         return False, str(exc)
     return True, ""
+
+
+# --------------------------------------------------------------------------
+# rendering in a child process (TensorFlow's LLVM clashes with lavapipe's)
+# --------------------------------------------------------------------------
+
+
+def _isolate():
+    """Whether rendering goes to the worker process."""
+    if os.environ.get(_WORKER_ENV):
+        return False
+    return os.environ.get(ISOLATED_ENV, "") != "0"
+
+
+_worker = {"proc": None, "conn": None, "lock": None, "atexit": False}
+
+
+def _stop_worker(*, kill=False):
+    proc, conn = _worker["proc"], _worker["conn"]
+    _worker["proc"] = _worker["conn"] = None
+    if conn is not None:
+        try:
+            if not kill:
+                conn.send(None)
+            conn.close()
+        except OSError:
+            pass
+    if proc is not None:
+        try:
+            proc.wait(timeout=0 if kill else 10)
+        except Exception:
+            proc.kill()
+            proc.wait()
+
+
+def _start_worker():
+    import ast
+    import atexit
+    import subprocess
+    from multiprocessing.connection import Client
+
+    key = os.urandom(32)
+    code = "from dipy_tractogen.viz import _worker_main; _worker_main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, **{_WORKER_ENV: "1"}),
+    )
+    try:
+        proc.stdin.write(key.hex().encode("ascii") + b"\n")
+        proc.stdin.close()
+        line = proc.stdout.readline().decode("utf-8", "replace").strip()
+        proc.stdout.close()
+        if not line:
+            raise RenderingUnavailable(
+                f"the rendering process did not start (exit status {proc.wait()})"
+            )
+        conn = Client(ast.literal_eval(line), authkey=key)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    _worker["proc"], _worker["conn"] = proc, conn
+    if not _worker["atexit"]:
+        atexit.register(_stop_worker)
+        _worker["atexit"] = True
+
+
+def _in_worker(name, kwargs):
+    """Call ``name(**kwargs)`` of this module in the worker process."""
+    import threading
+
+    if _worker["lock"] is None:
+        _worker["lock"] = threading.Lock()
+    env = {k: v for k, v in os.environ.items() if k.startswith("DIPY_TRACTOGEN_")}
+    with _worker["lock"]:
+        if _worker["proc"] is None or _worker["proc"].poll() is not None:
+            _stop_worker(kill=True)
+            _start_worker()
+        try:
+            _worker["conn"].send((name, kwargs, env))
+            ok, value = _worker["conn"].recv()
+        except (EOFError, OSError) as exc:
+            status = _worker["proc"].wait()
+            _stop_worker(kill=True)
+            raise RenderingUnavailable(
+                f"the rendering process died (exit status {status}: "
+                f"{_one_line(exc)}); " + _HOW_TO_ENABLE
+            ) from None
+        except BaseException:  # Ctrl-C: the worker got it too
+            _stop_worker(kill=True)
+            raise
+    if ok:
+        return value
+    raise value
+
+
+def _worker_main():
+    """Serve rendering calls of :func:`_in_worker` (the worker process)."""
+    import pickle
+    from multiprocessing.connection import Listener
+
+    key = bytes.fromhex(sys.stdin.readline().strip())
+    listener = Listener(authkey=key)
+    sys.stdout.write(repr(listener.address) + "\n")
+    sys.stdout.flush()
+    os.dup2(2, 1)  # anything printed later goes to standard error
+    conn = listener.accept()
+    listener.close()
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        if message is None:
+            break
+        name, kwargs, env = message
+        for k in [k for k in os.environ if k.startswith("DIPY_TRACTOGEN_")]:
+            if k != _WORKER_ENV and k not in env:
+                del os.environ[k]
+        os.environ.update({k: v for k, v in env.items() if k != _WORKER_ENV})
+        try:
+            out = (True, globals()[name](**kwargs))
+        except Exception as exc:
+            try:
+                pickle.dumps(exc)
+            except Exception:
+                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+            out = (False, exc)
+        conn.send(out)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # no interpreter teardown (wgpu's threads)
 
 
 # --------------------------------------------------------------------------
@@ -721,6 +888,8 @@ def render_tractogram(
     OutputExistsError
         If ``out_path`` exists and ``force`` is False (checked first).
     """
+    if _isolate():
+        return _in_worker("render_tractogram", dict(locals()))
     from dipy_tractogen.outputs import check_writable
 
     if out_path is not None:
@@ -851,6 +1020,8 @@ def render_comparison(
     InputError, RenderingUnavailable, OutputExistsError
         As :func:`render_tractogram`.
     """
+    if _isolate():
+        return _in_worker("render_comparison", dict(locals()))
     from dipy_tractogen.outputs import check_writable
 
     if out_path is not None:
@@ -944,7 +1115,8 @@ def _read_trx_subset(path, max_streamlines, seed):
         idx = _subsample(n, max_streamlines, seed)
         if idx is None:
             return None
-        lines = [np.asarray(trx.streamlines[i], dtype=np.float32) for i in idx]
+        # copies: the memory map is closed below
+        lines = [np.array(trx.streamlines[i], dtype=np.float32) for i in idx]
         fields = {k: _column(v)[idx].copy() for k, v in trx.data_per_streamline.items()}
         names, full = {}, None
         if "bundle" in fields:
@@ -964,7 +1136,7 @@ def _read_trx_subset(path, max_streamlines, seed):
             names = {0: Path(path).stem}
     finally:
         trx.close()
-    return _Loaded(lines, ids, names, fields, n)
+    return _Loaded(lines, ids, dict(sorted(names.items())), fields, n)
 
 
 def read_for_view(path, *, reference="same", max_streamlines=None, seed=0):
@@ -1146,6 +1318,8 @@ def render_tractogram_file(
     ------
     RenderingUnavailable, TractogramError, InputError, OutputExistsError
     """
+    if _isolate():
+        return _in_worker("render_tractogram_file", dict(locals()))
     from dipy_tractogen.outputs import check_writable
 
     if out_path is not None:

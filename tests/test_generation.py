@@ -220,14 +220,18 @@ def test_generate_command_end_to_end(tiny_model, tmp_path):
         "--no_filter",
         "--bundle",
         "fan_1",
+        "--no_snapshot",  # the picture is tested in test_workflow_view.py
         "--out_dir",
         str(tmp_path),
+        "--out_report",
+        "g.html",
         "--out_tractogram",
         "g.trk",
     ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "g.trk").is_file() and (tmp_path / "g.json").is_file()
+    assert (tmp_path / "g.html").is_file() and not (tmp_path / "generated.png").exists()
     before = (tmp_path / "g.trk").read_bytes()
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 1
@@ -235,8 +239,9 @@ def test_generate_command_end_to_end(tiny_model, tmp_path):
     assert (tmp_path / "g.trk").read_bytes() == before
     bad = cmd[:]
     bad[bad.index("fan_1")] = "cst"
+    bad[bad.index("g.html")] = "h.html"
     bad[-1] = "h.trk"
     res = subprocess.run(bad, capture_output=True, text=True)
     assert res.returncode == 1 and "unknown bundle 'cst'" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "h.trk").exists()
+    assert not (tmp_path / "h.trk").exists() and not (tmp_path / "h.html").exists()

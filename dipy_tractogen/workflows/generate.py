@@ -43,8 +43,12 @@ class GenerateTractogramFlow(TractogenFlow):
         seed=0,
         reference="",
         float16=False,
+        no_snapshot=False,
+        interactive=False,
         out_dir="",
         out_tractogram="generated.trx",
+        out_snapshot="generated.png",
+        out_report="generated.html",
     ):
         """Generate a synthetic tractogram with a trained autoencoder.
 
@@ -55,6 +59,10 @@ class GenerateTractogramFlow(TractogenFlow):
         with the provenance (model, seed, sampler, filters, conditions) in
         the file's metadata and in a JSON sidecar. With no option, the
         shipped default model writes a phantom tractogram of all 7 bundles.
+        A picture of the result (at most 20,000 streamlines, coloured by
+        bundle) and an HTML report (counts, rejections, picture, length
+        histograms) are written beside it; without a Vulkan driver the
+        picture is skipped with a one-line notice.
 
         Parameters
         ----------
@@ -96,21 +104,34 @@ class GenerateTractogramFlow(TractogenFlow):
             Reference NIfTI for the output (must match the model's space).
         float16 : bool, optional
             Store .trx coordinates in float16 (half the size).
+        no_snapshot : bool, optional
+            Do not render the picture of the generated tractogram.
+        interactive : bool, optional
+            Open an interactive window on the generated tractogram (needs a
+            display).
         out_dir : string, optional
             Output directory (default: current directory).
         out_tractogram : string, optional
             Output tractogram (.trx, .trk or .tck); a .json sidecar is
             written beside it.
+        out_snapshot : string, optional
+            Picture of the generated tractogram (PNG).
+        out_report : string, optional
+            HTML report of the run.
         """
         from dipy.utils.logging import logger
 
         from dipy_tractogen.generation import generate_tractogram
+        from dipy_tractogen.report import write_generation_report
+        from dipy_tractogen.viz import snapshot_tractogram
 
         if n_streamlines <= 0:
             raise InputError(f"n_streamlines must be > 0, got {n_streamlines}")
         out = Path(out_dir) / out_tractogram
         sidecar = out.with_suffix(".json")
-        self.claim_outputs([out, sidecar])
+        snapshot = None if no_snapshot else Path(out_dir) / out_snapshot
+        html = Path(out_dir) / out_report
+        self.claim_outputs([p for p in (out, sidecar, snapshot, html) if p])
         report = generate_tractogram(
             out,
             model=model or None,
@@ -138,3 +159,25 @@ class GenerateTractogramFlow(TractogenFlow):
         (logger.info if report.complete else logger.warning)(report.summary())
         logger.info(json.dumps(report.produced))
         logger.info(f"wrote {out} and {sidecar}")
+        if snapshot or interactive:
+            if snapshot_tractogram(
+                out,
+                snapshot,
+                reference=reference or "same",
+                interactive=interactive,
+                seed=seed,
+                force=self.force,
+            ):
+                self.last_generated_outputs["out_snapshot"] = str(snapshot)
+        write_generation_report(
+            html,
+            report,
+            out,
+            snapshot=snapshot if snapshot and snapshot.exists() else None,
+            seeds=seeds or None,
+            reference=reference or "same",
+            seed=seed,
+            force=self.force,
+        )
+        self.last_generated_outputs["out_report"] = str(html)
+        logger.info(f"wrote {html}")

@@ -131,7 +131,7 @@ class ViewTractogramFlow(TractogenFlow):
                 interactive=interactive,
             )
             logger.info(f"wrote {out_file}")
-            done.append(out_file)
+            done.append(str(out_file))
         if not done:
             raise InputError(f"no tractogram matches {input_files}")
         self.last_generated_outputs = {"out_png": done[-1]}

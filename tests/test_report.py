@@ -1,0 +1,113 @@
+"""HTML reports: tables, embedded or linked images, numbers, atomic writing."""
+
+import base64
+
+import numpy as np
+import pytest
+
+from dipy_tractogen.errors import InputError, OutputExistsError
+from dipy_tractogen.report import (
+    read_report_numbers,
+    write_generation_report,
+    write_html_report,
+)
+
+
+@pytest.fixture
+def png(tmp_path):
+    from matplotlib.image import imsave
+
+    path = tmp_path / "pic.png"
+    img = np.zeros((8, 8, 3))
+    img[:4] = 1.0
+    imsave(path, img)
+    return path
+
+
+def test_report_holds_tables_images_and_numbers(tmp_path, png):
+    out = tmp_path / "r.html"
+    numbers = {"loss": np.float32(0.25), "counts": np.arange(3), "bad": float("nan")}
+    path = write_html_report(
+        out,
+        title="Training <run 1>",
+        sections=[
+            {"title": "Summary", "text": "first\n\nsecond", "table": {"epochs": 12}},
+            {
+                "title": "Bundles",
+                "table": [{"bundle": "AF_L", "n": 50}, {"bundle": "CST_R", "x": 0.5}],
+            },
+            {"title": "Picture", "image": (png, "the picture")},
+            {"title": "Numbers", "numbers": numbers},
+        ],
+    )
+    assert path == str(out)
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    assert "Training &lt;run 1&gt;" in text  # escaped
+    assert text.count("<table>") == 2
+    assert '<th>epochs</th><td class="num">12</td>' in text
+    assert "<th>bundle</th><th>n</th><th>x</th>" in text  # union of columns
+    assert "<td>CST_R</td>" in text and "<p>second</p>" in text
+    embedded = base64.b64encode(png.read_bytes()).decode()
+    assert f"data:image/png;base64,{embedded}" in text
+    assert "<figcaption>the picture</figcaption>" in text
+    assert read_report_numbers(out) == [
+        {"loss": 0.25, "counts": [0, 1, 2], "bad": None}
+    ]
+
+
+def test_linked_images_are_relative(tmp_path, png):
+    out = tmp_path / "sub" / "r.html"
+    write_html_report(
+        out, title="t", sections=[{"title": "p", "images": [png]}], embed_images=False
+    )
+    assert 'src="../pic.png"' in out.read_text()
+
+
+def test_bad_reports_write_nothing(tmp_path, png):
+    out = tmp_path / "r.html"
+    cases = [
+        ([{"text": "no title"}], "must be a dict with a 'title'"),
+        ([{"title": "a", "tabel": {}}], r"unknown report section key\(s\) \['tabel'\]"),
+        ([{"title": "a", "table": 3}], "table must be a dict or a list of dicts"),
+        ([{"title": "a", "image": tmp_path / "none.png"}], "image not found"),
+        ([{"title": "a", "numbers": {"x": object()}}], "not JSON-able"),
+    ]
+    for sections, match in cases:
+        with pytest.raises(InputError, match=match):
+            write_html_report(out, title="t", sections=sections)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pic.png"]
+    out.write_text("keep")
+    with pytest.raises(OutputExistsError):
+        write_html_report(out, title="t", sections=[])
+    assert out.read_text() == "keep"
+    write_html_report(out, title="t", sections=[], force=True)
+    assert "<h1>t</h1>" in out.read_text()
+
+
+def test_generation_report(tmp_path, png):
+    from dipy_tractogen.generation import GenerationReport
+    from dipy_tractogen.phantom import generate_phantom, write_phantom
+
+    ph = generate_phantom(counts=8, seed=0)
+    files = write_phantom(ph, tmp_path / "ph")
+    report = GenerationReport(
+        requested={"arch": 30, "uturn": 26},
+        produced={"arch": 30, "uturn": 20},
+        n_drawn=80,
+        rejected={"length": 14, "latent": 10},
+        reason="budget exhausted",
+        seconds=2.0,
+    )
+    out = tmp_path / "gen.html"
+    write_generation_report(
+        out, report, files["tractogram"], snapshot=png, seeds=files["tractogram"]
+    )
+    text = out.read_text()
+    assert "<td>budget exhausted</td>" in text
+    assert '<td>uturn</td><td class="num">26</td><td class="num">20</td>' in text
+    assert '<td>length</td><td class="num">14</td>' in text
+    assert text.count("data:image/png;base64,") == 2  # snapshot + histograms
+    assert "against the seed tractogram" in text
+    numbers = read_report_numbers(out)[0]
+    assert numbers["n_produced"] == 50 and numbers["complete"] is False
