@@ -132,6 +132,9 @@ def test_float32_copy_round_trip_and_bad_precision(model):
     np.testing.assert_allclose(back.decode(z), model.decode(z), atol=1e-4)
     with pytest.raises(InputError, match="float64"):
         prec.with_precision(model, "float64")
+    via_method = model.with_precision("mixed_bfloat16", jit_compile=False)
+    assert prec.model_precision(via_method) == "mixed_bfloat16"
+    assert via_method.decoder.jit_compile is False
 
 
 def test_precision_scope_restores_global_policy():

@@ -456,6 +456,26 @@ class FintaAutoencoder(Model):
         x = _run_batched(self.decoder, z, (self.n_points, 3), batch_size)
         return self.denormalize(x)
 
+    def with_precision(self, precision="mixed_bfloat16", **kwargs):
+        """A copy computing in ``precision`` with the same float32 weights.
+
+        See :func:`dipy_tractogen.nn.precision.with_precision`.
+
+        Parameters
+        ----------
+        precision : {"float32", "mixed_bfloat16", "mixed_float16"}, optional
+            Compute precision of the copy.
+        **kwargs
+            ``float32_layers``, ``jit_compile``.
+
+        Returns
+        -------
+        model : FintaAutoencoder
+        """
+        from dipy_tractogen.nn.precision import with_precision
+
+        return with_precision(self, precision, **kwargs)
+
     def reconstruct(self, streamlines, *, batch_size=4096):
         """Encode then decode streamlines (mm in, mm out).
 
