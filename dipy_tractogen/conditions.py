@@ -563,7 +563,7 @@ class ConditionEncoder:
 
         Returns
         -------
-        encoded : ndarray (N, n_features_) float32
+        encoded : ndarray (N, ``n_features_``) float32
 
         Raises
         ------
