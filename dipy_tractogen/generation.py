@@ -421,6 +421,7 @@ def generate_tractogram(
     seed=0,
     reference=None,
     positions_dtype="float32",
+    precision="float32",
     force=False,
     progress=False,
 ):
@@ -472,6 +473,9 @@ def generate_tractogram(
         records one.
     positions_dtype : {"float32", "float16"}, optional
         Coordinate storage of ``.trx`` outputs.
+    precision : {"float32", "mixed_bfloat16", "mixed_float16"}, optional
+        Compute precision of decoding (float32 weights either way; see
+        :mod:`dipy_tractogen.nn.precision`); recorded in the provenance.
     force : bool, optional
         Overwrite existing outputs.
     progress : bool, optional
@@ -499,6 +503,7 @@ def generate_tractogram(
     check_writable(
         [out_path, os.path.splitext(str(out_path))[0] + ".json"], force=force
     )
+    _check_precision(precision)
     model_arg = model
     model = resolve_model(model)
     names = model_bundle_names(model)
@@ -558,6 +563,7 @@ def generate_tractogram(
         "filters": _filters_provenance(pipeline),
         "conditions": {"bundles": [names[i] for i in wanted]},
         "n_requested": int(n_streamlines),
+        "precision": precision,
     }
     report = GenerationReport(requested=dict(counts))
     bar = _progress(progress, int(n_streamlines))
@@ -572,7 +578,7 @@ def generate_tractogram(
         force=force,
     ) as writer:
         for X, ids, _ in iter_generate(
-            model.decode,
+            _decoder(model, precision),
             sampler_obj,
             counts,
             filters=pipeline,
@@ -602,9 +608,13 @@ def generate_streamlines(
     filters="default",
     chunk_size=10000,
     budget=20.0,
+    precision="float32",
 ):
     """Generate streamlines in memory (small counts; see
     :func:`generate_tractogram` to write large ones).
+
+    ``precision`` is the compute precision of decoding, as for
+    :func:`generate_tractogram`.
 
     Returns
     -------
@@ -613,6 +623,7 @@ def generate_streamlines(
     bundle_ids : ndarray (N,) int
     report : GenerationReport
     """
+    _check_precision(precision)
     model = resolve_model(model)
     names = model_bundle_names(model)
     wanted = resolve_bundles(bundles, names)
@@ -633,7 +644,7 @@ def generate_streamlines(
     report = GenerationReport(requested=dict(counts))
     parts = list(
         iter_generate(
-            model.decode,
+            _decoder(model, precision),
             sampler_obj,
             counts,
             filters=filters,
@@ -650,6 +661,21 @@ def generate_streamlines(
         X = np.zeros((0, model.n_points, 3), np.float32)
         ids = np.zeros(0, int)
     return X, ids, _named_report(report, names)
+
+
+def _check_precision(precision):
+    from dipy_tractogen.nn.precision import check_precision
+
+    check_precision(precision)
+
+
+def _decoder(model, precision):
+    """``model.decode``, or that of a copy computing in ``precision``."""
+    if precision == "float32":
+        return model.decode
+    from dipy_tractogen.nn.precision import with_precision
+
+    return with_precision(model, precision).decode
 
 
 def _named_report(report, names):

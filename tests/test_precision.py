@@ -197,3 +197,57 @@ def test_training_in_bfloat16_saves_a_float32_model(tmp_path):
             (x, np.arange(len(x)) % 2), tmp_path / "m.keras", precision="half"
         )
     assert not (tmp_path / "m.keras").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    """A tiny random model with phantom seeds and a reference space, saved."""
+    from dipy_tractogen.models import attach_seed_bank, save_model
+    from dipy_tractogen.phantom import generate_phantom
+
+    ph = generate_phantom(counts=6, seed=1)
+    keras.utils.set_random_seed(1)
+    center = np.concatenate(ph.streamlines).mean(0)
+    model = FintaAutoencoder(latent_dim=4, n_points=64, center=center, scale=64.0)
+    model.card = {"bundle_names": list(ph.bundle_names)}
+    ref = (ph.affine, ph.dimensions, ph.voxel_sizes, "RAS")
+    attach_seed_bank(model, ph.streamlines, ph.bundle_ids, ref, wm_mask=ph.wm_mask)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    save_model(model, path)
+    return path
+
+
+def test_generation_precision_recorded_and_close(tiny_model_file, tmp_path):
+    import json
+
+    from dipy.io.streamline import load_tractogram
+
+    from dipy_tractogen.generation import generate_streamlines, generate_tractogram
+
+    runs = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        out = tmp_path / f"{precision}.trx"
+        report = generate_tractogram(
+            out,
+            model=str(tiny_model_file),
+            n_streamlines=30,
+            seed=5,
+            apply_filters=False,
+            precision=precision,
+        )
+        assert report.n_produced == 30
+        meta = json.loads(out.with_suffix(".json").read_text())["metadata"]
+        assert meta["precision"] == precision
+        runs[precision] = load_tractogram(str(out), "same").streamlines.get_data()
+    # the same latents, decoded in two precisions: close, not identical
+    diff = np.linalg.norm(runs["float32"] - runs["mixed_bfloat16"], axis=-1)
+    assert 0 < diff.max() < 0.5
+    X, ids, rep = generate_streamlines(
+        str(tiny_model_file), 10, filters=None, precision="mixed_bfloat16"
+    )
+    assert X.shape == (10, 64, 3) and X.dtype == np.float32
+    with pytest.raises(InputError, match="unknown precision 'bf16'"):
+        generate_tractogram(
+            tmp_path / "bad.trx", model=str(tiny_model_file), precision="bf16"
+        )
+    assert not (tmp_path / "bad.trx").exists()
