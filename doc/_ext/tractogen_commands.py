@@ -143,6 +143,7 @@ def command_doc(name):
     }
     for action in parser._actions:
         help_text = " ".join((action.help or "").split())
+        help_text = help_text.replace("(default: )", '(default: "")')
         entry = (_invocation(action), help_text)
         if action.dest not in run_params:
             doc["common"].append(entry)
@@ -177,7 +178,7 @@ def _command_rst(name):
     for title, key in (
         ("Inputs", "inputs"),
         ("Options", "options"),
-        ("Outputs (file names, written in ``--out_dir``)", "outputs"),
+        ("Outputs", "outputs"),
     ):
         if doc[key]:
             lines += [f".. rubric:: {title}", ""] + _definitions(doc[key])
