@@ -249,7 +249,9 @@ def test_docs_build_without_warnings(examples_out, tmp_path):
     from dipy_tractogen.workflows.cli import COMMANDS
 
     for name in COMMANDS:
-        assert f'id="command-{name}"' in commands, name
+        anchor = "command-" + name.replace("_", "-")  # docutils' normalised id
+        assert f'id="{anchor}"' in commands, name
+        assert f'<section id="{name.replace("_", "-")}"' in commands, name
     assert "--n_streamlines" in commands and "--streamlines_per_bundle" in commands
 
     api = (html / "api.html").read_text()
