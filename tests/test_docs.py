@@ -161,6 +161,33 @@ def test_command_reference_covers_every_parameter():
         assert {"--force", "--out_strat", "--log_file"} <= common
 
 
+def test_api_modules_outside_nn_import_without_heavy_frameworks():
+    """What autodoc imports for them: no TensorFlow, Keras, FURY or PyTorch."""
+    api = _doc_extension("tractogen_api")
+    modules = [
+        name
+        for name in api.package_modules()
+        if not name.startswith(("dipy_tractogen.nn", "dipy_tractogen.workflows"))
+    ]
+    assert "dipy_tractogen.generation" in modules
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "heavy = ('tensorflow', 'keras', 'fury', 'torch', 'dipy.nn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
 def _card_keys(path, function):
     """String keys of the card dicts built in ``function`` of ``path``."""
     tree = ast.parse(Path(path).read_text())
