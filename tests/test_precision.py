@@ -158,6 +158,7 @@ def test_training_optimizer_loss_scaling_for_float16():
     assert prec.training_optimizer(scaled, "mixed_float16") is scaled
 
 
+@pytest.mark.slow  # ~25 s on the shared 2-core machine
 def test_training_in_bfloat16_saves_a_float32_model(tmp_path):
     from dipy_tractogen.models import load_model
     from dipy_tractogen.nn import training
@@ -169,12 +170,12 @@ def test_training_in_bfloat16_saves_a_float32_model(tmp_path):
             layer = self.model.decoder.get_layer("d1")
             seen.append((layer.compute_dtype, layer.conv.kernel.dtype))
 
-    x = _streamlines(48)
+    x = _streamlines(40)
     out = tmp_path / "bf16.keras"
     model, card = training.train_autoencoder(
         (x, np.arange(len(x)) % 2),
         out,
-        epochs=2,
+        epochs=1,
         batch_size=16,
         latent_dim=8,
         n_points=64,
@@ -251,3 +252,74 @@ def test_generation_precision_recorded_and_close(tiny_model_file, tmp_path):
             tmp_path / "bad.trx", model=str(tiny_model_file), precision="bf16"
         )
     assert not (tmp_path / "bad.trx").exists()
+
+
+def _command(monkeypatch, name, *args):
+    """Run a command in-process; return its exit status."""
+    import sys
+
+    from dipy_tractogen.workflows.cli import run_command
+
+    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+    try:
+        run_command(name)
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+def _error_lines(capsys, name):
+    err = capsys.readouterr().err.strip().splitlines()
+    return [x for x in err if x.startswith(f"{name}: error:")]
+
+
+def test_commands_accept_precision(tmp_path, monkeypatch, capsys, tiny_model_file):
+    import json
+
+    from dipy.workflows.base import IntrospectiveArgumentParser
+
+    from dipy_tractogen.io import save_bundles
+    from dipy_tractogen.workflows.generate import GenerateTractogramFlow
+    from dipy_tractogen.workflows.train import TrainTractoencoderFlow
+
+    for flow in (TrainTractoencoderFlow(), GenerateTractogramFlow()):
+        parser = IntrospectiveArgumentParser()
+        parser.add_workflow(flow)  # crashes on a docstring/signature mismatch
+        assert "precision" in [p[0] for p in parser.optional_parameters]
+
+    # training: a bad name is a one-line error; a good one reaches the trainer
+    from dipy_tractogen.nn import training
+
+    x = _streamlines(40)
+    ref = (np.eye(4), (120, 120, 80), (1.0,) * 3, "RAS")
+    data = tmp_path / "arcs.trx"
+    save_bundles(data, list(x - np.asarray(CENTER) + 50), ref, bundle_names=["arc"])
+    train = "dipy_train_tractoencoder"
+    args = [data, "--out_dir", tmp_path, "--out_model", "m.keras"]
+    assert _command(monkeypatch, train, *args, "--precision", "half") == 1
+    (line,) = _error_lines(capsys, train)
+    assert "unknown precision 'half'" in line
+    assert not (tmp_path / "m.keras").exists()
+    seen = {}
+
+    def fake_train(data, out_path, **kwargs):
+        seen.update(kwargs)
+        return None, {"losses": {}, "heldout_errors_mm": None}
+
+    monkeypatch.setattr(training, "train_autoencoder", fake_train)
+    assert _command(monkeypatch, train, *args, "--precision", "mixed_bfloat16") == 0
+    assert seen["precision"] == "mixed_bfloat16"
+    # (the card records it: test_training_in_bfloat16_saves_a_float32_model)
+
+    # generation: recorded in the provenance
+    gen = "dipy_generate_tractogram"
+    out = ["--out_dir", tmp_path, "--out_tractogram", "g.trx", "--out_report", "g.html"]
+    common = ["--model", tiny_model_file, "--n_streamlines", 8, "--no_filter"]
+    common += ["--no_snapshot", *out]
+    assert _command(monkeypatch, gen, *common, "--precision", "float64") == 1
+    (line,) = _error_lines(capsys, gen)
+    assert "unknown precision 'float64'" in line
+    assert not (tmp_path / "g.trx").exists()
+    assert _command(monkeypatch, gen, *common, "--precision", "mixed_bfloat16") == 0
+    meta = json.loads((tmp_path / "g.json").read_text())["metadata"]
+    assert meta["precision"] == "mixed_bfloat16"

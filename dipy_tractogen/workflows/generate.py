@@ -42,6 +42,7 @@ class GenerateTractogramFlow(TractogenFlow):
         budget=20.0,
         seed=0,
         reference="",
+        precision="float32",
         float16=False,
         no_snapshot=False,
         interactive=False,
@@ -102,6 +103,9 @@ class GenerateTractogramFlow(TractogenFlow):
             Random seed; the same seed gives the same tractogram.
         reference : string, optional
             Reference NIfTI for the output (must match the model's space).
+        precision : string, optional
+            Compute precision of decoding: float32, mixed_bfloat16 or
+            mixed_float16 (see doc/precision.md); recorded in the provenance.
         float16 : bool, optional
             Store .trx coordinates in float16 (half the size).
         no_snapshot : bool, optional
@@ -152,6 +156,7 @@ class GenerateTractogramFlow(TractogenFlow):
             seed=seed,
             reference=reference or None,
             positions_dtype="float16" if float16 else "float32",
+            precision=precision,
             force=self.force,
             progress=True,
         )

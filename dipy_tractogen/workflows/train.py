@@ -35,6 +35,7 @@ class TrainTractoencoderFlow(TractogenFlow):
         seed=0,
         tensorboard="",
         wm_mask="",
+        precision="float32",
         no_normalize=False,
         restart=False,
         out_dir="",
@@ -92,6 +93,10 @@ class TrainTractoencoderFlow(TractogenFlow):
         wm_mask : string, optional
             White-matter mask NIfTI on the data's grid, stored in the model
             for generation's white-matter filter.
+        precision : string, optional
+            Compute precision: float32, mixed_bfloat16 or mixed_float16
+            (float32 master weights; the saved model is float32; see
+            doc/precision.md).
         no_normalize : bool, optional
             Train on raw mm coordinates as the reference code does.
         restart : bool, optional
@@ -151,6 +156,7 @@ class TrainTractoencoderFlow(TractogenFlow):
             seed=seed,
             tensorboard_dir=tensorboard or None,
             wm_mask=wm_mask or None,
+            precision=precision,
             resume=not restart,
             force=self.force,
             max_minutes=max_minutes or None,
