@@ -415,8 +415,10 @@ def _summarise_errors(errors):
     }
 
 
-def _reconstruct(model, streamlines, batch_size):
+def _reconstruct(model, streamlines, batch_size, conditions=None):
     x = np.asarray(streamlines, dtype=np.float32)
+    if conditions is not None:  # conditional models (nn.variational)
+        return np.asarray(model.reconstruct(x, conditions, batch_size=batch_size))
     if hasattr(model, "reconstruct"):
         return np.asarray(model.reconstruct(x, batch_size=batch_size))
     from dipy_tractogen.nn.data import normalize_points
@@ -429,7 +431,7 @@ def _reconstruct(model, streamlines, batch_size):
     return np.asarray(y) * scale + center
 
 
-def reconstruction_errors(model, streamlines, *, batch_size=256):
+def reconstruction_errors(model, streamlines, *, batch_size=256, conditions=None):
     """Held-out reconstruction error of an autoencoder, in mm.
 
     Parameters
@@ -440,6 +442,9 @@ def reconstruction_errors(model, streamlines, *, batch_size=256):
         Resampled streamlines in RAS+ mm, ``P`` = the model's points.
     batch_size : int, optional
         Inference batch size.
+    conditions : ndarray (N, d), optional
+        Encoded conditions of the streamlines, for a conditional model
+        (:mod:`dipy_tractogen.nn.variational`).
 
     Returns
     -------
@@ -453,7 +458,8 @@ def reconstruction_errors(model, streamlines, *, batch_size=256):
     x = np.asarray(streamlines, dtype=np.float32)
     if len(x) == 0:
         raise InputError("no streamlines to evaluate")
-    return _summarise_errors(streamline_errors(x, _reconstruct(model, x, batch_size)))
+    y = _reconstruct(model, x, batch_size, conditions)
+    return _summarise_errors(streamline_errors(x, y))
 
 
 # --------------------------------------------------------------------------
@@ -747,10 +753,29 @@ def _resolve_center(center, normalize, train_seq):
     return c
 
 
-def _build_model(latent_dim, n_points, center, scale, precision="float32"):
+def _build_model(
+    latent_dim,
+    n_points,
+    center,
+    scale,
+    precision="float32",
+    model_type="ae",
+    model_options=None,
+):
     from dipy_tractogen.nn.finta import FintaAutoencoder
     from dipy_tractogen.nn.precision import pin_float32, precision_scope
 
+    if model_type != "ae":  # the VAE family and the AAE (nn.variational)
+        from dipy_tractogen.nn.variational import build_model
+
+        return build_model(
+            model_type,
+            latent_dim=int(latent_dim),
+            n_points=int(n_points),
+            center=tuple(float(c) for c in center),
+            scale=float(scale),
+            **(model_options or {}),
+        )
     with precision_scope(precision):
         model = FintaAutoencoder(
             latent_dim=int(latent_dim),
@@ -792,6 +817,11 @@ def train_autoencoder(
     callbacks=None,
     verbose=1,
     wm_mask=None,
+    model_type="ae",
+    conditions=None,
+    participants=None,
+    beta=1.0,
+    model_options=None,
 ):
     """Train a FINTA autoencoder with the published recipe; resumable.
 
@@ -867,6 +897,27 @@ def train_autoencoder(
     wm_mask : str, path-like or ndarray, optional
         White-matter mask on the data's reference grid (a NIfTI path or an
         array), stored in the model so generation filters by it.
+    model_type : {"ae", "vae", "cvae", "arvae", "aae"}, optional
+        The FINTA autoencoder, or a model of
+        :mod:`dipy_tractogen.nn.variational` (same backbone, optimiser,
+        schedule, checkpoints and card). ``cvae``, ``arvae`` and ``aae``
+        need ``conditions``.
+    conditions : str or sequence of str, optional
+        Conditions to train with (``"bundle,age,status,length"``): bundle
+        labels, subject covariates, per-streamline attributes (see
+        :func:`dipy_tractogen.nn.conditioning.load_conditional_data`). Any
+        model type accepts them: the seeds stored in the model then carry
+        their conditions, so that generation can select seeds by condition.
+    participants : str or path-like, optional
+        BIDS ``participants.tsv`` with the subject covariates of tractogram
+        inputs (default: one found above the inputs).
+    beta : float, optional
+        Weight of the KL term of the VAE family, in mm² of summed squared
+        error per nat (converted when ``loss_units="normalized"``).
+    model_options : dict, optional
+        Other arguments of the model class (``gamma``, ``delta``,
+        ``adversarial_weight``, ``prior_radius``, ``batch_norm``...); the
+        loss weights ``gamma`` and ``adversarial_weight`` are in mm² too.
 
     Notes
     -----
@@ -926,14 +977,39 @@ def train_autoencoder(
     from dipy_tractogen.models import card_paths
 
     check_writable([paths["model"], *card_paths(paths["model"])], force=force)
+    from dipy_tractogen.conditions import parse_condition_names
+    from dipy_tractogen.nn.variational import MODEL_TYPES
+
+    if model_type not in MODEL_TYPES:
+        raise InputError(
+            f"unknown model_type {model_type!r}; use one of {', '.join(MODEL_TYPES)}"
+        )
+    conditions = parse_condition_names(conditions)
+    if model_type != "ae" and precision != "float32":
+        raise InputError(
+            f"precision={precision!r} is only supported for model_type='ae'"
+        )
     ckpt = paths["checkpoint"]
     state = _read_state(ckpt) if resume else None
     if state is None:
         check_writable([paths["log"], paths["plot"]], force=force)
 
-    tdata = load_training_data(
-        data, n_points=int(n_points), valid_fraction=valid_fraction, seed=seed
-    )
+    if conditions:
+        from dipy_tractogen.nn.conditioning import load_conditional_data
+
+        tdata = load_conditional_data(
+            data,
+            conditions,
+            participants=participants,
+            n_points=int(n_points),
+            valid_fraction=valid_fraction,
+            seed=seed,
+            feed_conditions=model_type != "ae",
+        )
+    else:
+        tdata = load_training_data(
+            data, n_points=int(n_points), valid_fraction=valid_fraction, seed=seed
+        )
     wm_mask = _read_mask(wm_mask)
     if wm_mask is not None and tdata.reference is not None:
         dims = tuple(int(d) for d in tdata.reference[1])
@@ -972,6 +1048,23 @@ def train_autoencoder(
     }
     if precision != "float32":  # absent for float32: older checkpoints resume
         config["precision"] = precision
+    if model_type != "ae" or conditions:  # likewise absent for a plain FINTA AE
+        from dipy_tractogen.nn.conditioning import model_options_for
+
+        model_options = model_options_for(
+            model_type,
+            beta=beta,
+            options=model_options,
+            loss_units=loss_units,
+            scale=scale,
+            tdata=tdata,
+            seed=seed,
+        )
+        config.update(
+            model_type=model_type,
+            conditions=list(conditions),
+            model_options=model_options["card"],
+        )
     if state is not None and state.get("config") != config:
         old = state.get("config") or {}
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
@@ -980,7 +1073,15 @@ def train_autoencoder(
             "rerun with the same settings, or resume=False to start over"
         )
     keras.utils.set_random_seed(int(seed))
-    model = _build_model(latent_dim, n_points, centre, scale, precision)
+    model = _build_model(
+        latent_dim,
+        n_points,
+        centre,
+        scale,
+        precision,
+        model_type=model_type,
+        model_options=(model_options or {}).get("model"),
+    )
     if max_learning_rate:
         lr = OneCycleSchedule(
             max_learning_rate,
@@ -1031,6 +1132,8 @@ def train_autoencoder(
         ]
         if tensorboard_dir:
             cbs.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+        if hasattr(tdata, "training_callbacks"):  # conditional checks
+            cbs.extend(tdata.training_callbacks(model, seed=seed))
         cbs.extend(callbacks or [])
         model.fit(
             train_seq,
@@ -1058,7 +1161,9 @@ def train_autoencoder(
     card["hyperparameters"]["precision"] = precision
     from dipy_tractogen.models import attach_seed_bank, save_model
 
-    if tdata.reference is not None:  # what generation needs, inside the model
+    if hasattr(tdata, "finish_model"):  # seeds with conditions, checks in card
+        tdata.finish_model(model, card, wm_mask=wm_mask, seed=seed)
+    elif tdata.reference is not None:  # what generation needs, inside the model
         X_seed, y_seed = tdata.seed_sample(seed=seed)
         attach_seed_bank(model, X_seed, y_seed, tdata.reference, wm_mask=wm_mask)
 
@@ -1088,7 +1193,10 @@ def _make_card(model, tdata, state, config, hyper, wall0, seed):
     held = tdata.held_out(seed=seed)
     errors = None
     if held is not None and len(held):
-        errors = reconstruction_errors(model, held)
+        held_c = None
+        if getattr(tdata, "feed_conditions", False):  # a conditional model
+            held_c = tdata.held_out_conditions(seed=seed)
+        errors = reconstruction_errors(model, held, conditions=held_c)
         errors["split"] = "test" if tdata.test is not None else "valid"
     card = {
         "task": "streamline autoencoder (FINTA recipe)",

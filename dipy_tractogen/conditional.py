@@ -1,0 +1,1007 @@
+"""Conditional generation: requested conditions -> latents -> decode -> filter -> write.
+
+On top of :mod:`dipy_tractogen.generation`, for models trained with
+conditions (:mod:`dipy_tractogen.nn.variational`, or any model whose seed
+bank records the seeds' conditions):
+
+1. **Request.** Values for any subset of the model's conditions
+   (``{"bundle": ["arch"], "age": [30, 50, 70]}``), checked against what the
+   model was trained on (:meth:`ConditionEncoder.validate
+   <dipy_tractogen.conditions.ConditionEncoder.validate>`: an unknown label
+   or an out-of-range value raises
+   :class:`~dipy_tractogen.errors.ConditionError` unless ``extrapolate``).
+   Several values make a sweep: every combination gets an equal share of
+   the streamlines (:func:`~dipy_tractogen.conditions.condition_grid`).
+   Conditions left out are drawn, per streamline, from the seeds that match
+   the requested categories (their empirical joint distribution).
+2. **Latents.** ``latent="prior"``: from the model's prior (``N(0, I)`` for
+   the VAE family, the requested bundle's component for the AAE, with the
+   AR-VAE's attribute dimensions set from the requested values);
+   ``latent="kde"``: a Gaussian KDE on the seeds of the matching condition
+   (same categories, the nearest seeds in the continuous conditions), which
+   also serves models without a prior (the plain FINTA autoencoder).
+3. **Decoding** with the condition rows (conditional decoders), in chunks.
+4. **Filters**: length and white-matter mask (the FINTA latent filter does
+   not apply: the latent codes of a conditional model do not identify the
+   bundle, the label does).
+5. **Writing**: each streamline's conditions go into its
+   data_per_streamline (``bundle`` as an id, the others as
+   ``condition_<name>``: a value, or a category code), and the request,
+   the sampler and the filters into the provenance.
+
+The module also holds the conditional checks written into model cards:
+:func:`diversity_check` (mean pairwise MDF of generated streamlines within
+one condition, relative to the real bundle's) and
+:func:`latent_attribute_r2` (what the latent space encodes, Zhao et al.
+2019's regression head used as a validator).
+
+References
+----------
+.. [1] Legarreta JH, et al. Generative sampling in bundle tractography using
+   autoencoders (GESTA). Med Image Anal 2023;84:102761.
+   doi:10.1016/j.media.2023.102761
+.. [2] Zhao Q, Adeli E, Honnorat N, Leng T, Pohl KM. Variational
+   autoencoder for regression: application to brain aging analysis. MICCAI
+   2019. doi:10.1007/978-3-030-32245-8_91
+"""
+
+import os
+import time
+
+import numpy as np
+
+from dipy_tractogen.conditions import ConditionEncoder, condition_grid
+from dipy_tractogen.errors import ConditionError, InputError
+
+__all__ = [
+    "LATENT_SOURCES",
+    "model_condition_encoder",
+    "attach_conditional_seed_bank",
+    "ConditionalSampler",
+    "resolve_request",
+    "iter_conditional_generate",
+    "generate_conditional_streamlines",
+    "generate_conditional_tractogram",
+    "mean_pairwise_mdf",
+    "diversity_check",
+    "latent_attribute_r2",
+]
+
+#: where latent codes come from
+LATENT_SOURCES = ("auto", "prior", "kde")
+
+
+def model_condition_encoder(model):
+    """The conditions a model knows: its own, or those in its card.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    encoder : ConditionEncoder or None
+        None when the model was trained without conditions.
+    """
+    enc = getattr(model, "condition_encoder", None)
+    if enc is not None:
+        return enc
+    config = (getattr(model, "card", None) or {}).get("conditions")
+    if config:
+        return ConditionEncoder.from_config(config)
+    return None
+
+
+def _is_conditional_decoder(model):
+    return bool(getattr(model, "is_conditional", False))
+
+
+def _encode(model, X, C, batch_size):
+    if _is_conditional_decoder(model) or getattr(model, "n_conditions", 0):
+        return model.encode(X, C, batch_size=batch_size)
+    return model.encode(X, batch_size=batch_size)
+
+
+def attach_conditional_seed_bank(
+    model,
+    streamlines,
+    bundle_ids,
+    conditions,
+    reference,
+    *,
+    wm_mask=None,
+    batch_size=4096,
+):
+    """Store seeds with their conditions (and the space) in the model.
+
+    Like :func:`dipy_tractogen.models.attach_seed_bank`, for models trained
+    with conditions: the seeds are the latent codes of ``streamlines`` in
+    both orientations (encoded with their conditions when the encoder takes
+    them), stored with their bundle ids and their encoded conditions
+    (``conditions``, for the KDE of the matching condition and to draw the
+    conditions a request leaves out).
+
+    Parameters
+    ----------
+    model : FintaAutoencoder or VariationalAutoencoder
+    streamlines : ndarray (N, P, 3)
+        Streamlines in mm.
+    bundle_ids : ndarray (N,) int
+    conditions : ndarray (N, d)
+        Encoded conditions.
+    reference : object
+        Anything :func:`dipy_tractogen.io.reference_info` takes.
+    wm_mask : ndarray, optional
+        White-matter mask on the reference grid.
+    batch_size : int, optional
+
+    Returns
+    -------
+    bank : dict
+    """
+    from dipy_tractogen.io import reference_info
+
+    X = np.asarray(streamlines, dtype=np.float32)
+    ids = np.asarray(bundle_ids).astype(np.int32)
+    C = np.asarray(conditions, dtype=np.float32)
+    if not len(X) == len(ids) == len(C):
+        raise InputError(
+            f"{len(X)} streamlines, {len(ids)} bundle ids, {len(C)} condition rows"
+        )
+    if len(X) == 0:
+        raise InputError("no streamlines to encode as seeds")
+    Z = np.concatenate(
+        [
+            _encode(model, X, C, batch_size),
+            _encode(model, np.ascontiguousarray(X[:, ::-1]), C, batch_size),
+        ]
+    )
+    affine, dims, vox, order = reference_info(reference)
+    bank = {
+        k: v
+        for k, v in (getattr(model, "seed_bank", None) or {}).items()
+        if k.startswith("ar_")
+    }
+    bank.update(
+        latents=Z.astype(np.float32),
+        labels=np.concatenate([ids, ids]),
+        conditions=np.concatenate([C, C]),
+        affine=np.asarray(affine, np.float64),
+        dimensions=np.asarray(dims, np.int32),
+        voxel_sizes=np.asarray(vox, np.float32),
+        voxel_order=np.asarray(str(order)),
+    )
+    if wm_mask is not None:
+        mask = np.asarray(wm_mask).astype(bool)
+        if tuple(mask.shape) != tuple(int(d) for d in dims):
+            raise InputError(
+                f"white-matter mask shape {mask.shape} does not match the "
+                f"reference dimensions {tuple(int(d) for d in dims)}"
+            )
+        bank["wm_mask"] = mask
+    model.seed_bank = bank
+    return bank
+
+
+# --------------------------------------------------------------------------
+# requests and latent draws
+# --------------------------------------------------------------------------
+
+
+def resolve_request(model, request, *, extrapolate=False):
+    """Validate a request against the model and expand it into combinations.
+
+    Parameters
+    ----------
+    model : keras.Model
+    request : dict of str to value or list
+        Requested values per condition; None or empty values are ignored.
+    extrapolate : bool, optional
+        Allow continuous values outside the training range.
+
+    Returns
+    -------
+    encoder : ConditionEncoder
+    combos : list of dict
+        One dict per combination of requested values.
+
+    Raises
+    ------
+    ConditionError
+        If the model has no conditions, was not trained on a requested one,
+        or a value is unknown / out of range.
+    """
+    request = {k: v for k, v in (request or {}).items() if v not in (None, [], "")}
+    enc = model_condition_encoder(model)
+    if enc is None:
+        names = ", ".join(request) or "(none)"
+        raise ConditionError(
+            f"the model was trained without conditions; cannot condition on {names}"
+        )
+    valid = enc.validate(request, extrapolate=extrapolate)
+    return enc, condition_grid(valid)
+
+
+def _seed_bank_arrays(model):
+    bank = getattr(model, "seed_bank", None) or {}
+    if "latents" not in bank or "conditions" not in bank:
+        raise ConditionError(
+            "the model carries no seeds with conditions (train it with "
+            "conditions, or pass latent='prior' to a model with a prior)"
+        )
+    return (
+        np.asarray(bank["latents"], np.float32),
+        np.asarray(bank["labels"], int),
+        np.asarray(bank["conditions"], np.float32),
+    )
+
+
+class ConditionalSampler:
+    """Latent draws with their condition rows, one class per combination.
+
+    Follows the ``sample(request, random_state)`` interface of
+    :class:`~dipy_tractogen.sampling.PerClassSampler` so that
+    :func:`~dipy_tractogen.generation.iter_generate` drives it: labels are
+    combination indices and each returned row is ``[z, c]`` (latent code
+    then encoded conditions; :meth:`decode` splits them).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model with a condition encoder (its own or in its card).
+    combos : list of dict
+        From :func:`resolve_request`.
+    latent : {"auto", "prior", "kde"}, optional
+        Latent source; ``"auto"``: the prior when the model has one
+        (VAE family, AAE), else the KDE of matching seeds.
+    bandwidth : float, optional
+        KDE bandwidth (``latent="kde"``).
+    n_neighbors : float, optional
+        With ``latent="kde"`` and continuous requested values, the KDE uses
+        the seeds nearest to the requested values: this fraction of the
+        seeds of the matching categories (at least ``min_seeds``).
+    min_seeds : int, optional
+    extrapolate : bool, optional
+        Encode out-of-range requested values.
+
+    Attributes
+    ----------
+    latent_ : str
+        The latent source used.
+    encoder_ : ConditionEncoder
+    """
+
+    def __init__(
+        self,
+        model,
+        combos,
+        *,
+        latent="auto",
+        bandwidth=0.025,
+        n_neighbors=0.1,
+        min_seeds=30,
+        extrapolate=False,
+    ):
+        self.model = model
+        self.combos = combos
+        self.latent = latent
+        self.bandwidth = bandwidth
+        self.n_neighbors = n_neighbors
+        self.min_seeds = min_seeds
+        self.extrapolate = extrapolate
+        self._prepare()
+
+    def _prepare(self):
+        if self.latent not in LATENT_SOURCES:
+            raise InputError(
+                f"unknown latent source {self.latent!r}; use one of "
+                f"{', '.join(LATENT_SOURCES)}"
+            )
+        has_prior = hasattr(self.model, "sample_latent")
+        latent = self.latent
+        if latent == "auto":
+            latent = "prior" if has_prior else "kde"
+        if latent == "prior" and not has_prior:
+            raise ConditionError(
+                f"a {type(self.model).__name__} has no prior: use latent='kde'"
+            )
+        self.latent_ = latent
+        self.encoder_ = model_condition_encoder(self.model)
+        bank = getattr(self.model, "seed_bank", None) or {}
+        self._bank = _seed_bank_arrays(self.model) if "conditions" in bank else None
+        if self._bank is None and (latent == "kde" or not self._complete()):
+            _seed_bank_arrays(self.model)  # raises the explanation
+        self._kde = {}
+
+    def _complete(self):
+        names = set(self.encoder_.condition_names)
+        return all(set(c) >= names for c in self.combos)
+
+    def _fixed_columns(self, combo):
+        """Encoded columns and values of the requested conditions."""
+        cols, vals = [], []
+        for name, value in combo.items():
+            spec = self.encoder_.spec(name)
+            sl = self.encoder_.slices_[name]
+            cols.extend(range(sl.start, sl.stop))
+            vals.extend(spec.encode([value], extrapolate=self.extrapolate)[0])
+        return np.asarray(cols, int), np.asarray(vals, np.float32)
+
+    def _matching(self, combo):
+        """Seed-bank rows of the same categories, nearest in continuous ones."""
+        Z, labels, C = self._bank
+        keep = np.ones(len(C), bool)
+        for name, value in combo.items():
+            spec = self.encoder_.spec(name)
+            if spec.kind == "categorical":
+                sl = self.encoder_.slices_[name]
+                code = spec.categories.index(value)
+                keep &= C[:, sl].argmax(axis=1) == code
+        rows = np.flatnonzero(keep)
+        if rows.size == 0:
+            raise ConditionError(
+                "no training streamline has "
+                + ", ".join(
+                    f"{k}={v}"
+                    for k, v in combo.items()
+                    if self.encoder_.spec(k).kind == "categorical"
+                )
+            )
+        cont = [
+            (self.encoder_.slices_[k].start, self.encoder_.spec(k).encode([v])[0, 0])
+            if self.encoder_.spec(k).kind == "continuous"
+            else None
+            for k, v in combo.items()
+        ]
+        cont = [c for c in cont if c is not None]
+        if cont:
+            k = int(max(self.min_seeds, np.ceil(self.n_neighbors * rows.size)))
+            d = np.zeros(rows.size)
+            for col, value in cont:
+                d += (C[rows, col] - value) ** 2
+            rows = rows[np.argsort(d, kind="stable")[: min(k, rows.size)]]
+        return rows
+
+    def condition_rows(self, index, n, rng):
+        """``n`` encoded condition rows for combination ``index``."""
+        combo = self.combos[index]
+        cols, vals = self._fixed_columns(combo)
+        if self._complete():
+            rows = np.zeros((n, self.encoder_.n_features_), np.float32)
+        else:
+            candidates = self._matching(
+                {
+                    k: v
+                    for k, v in combo.items()
+                    if self.encoder_.spec(k).kind == "categorical"
+                }
+            )
+            rows = self._bank[2][rng.choice(candidates, size=n)].copy()
+        rows[:, cols] = vals
+        return rows
+
+    def _kde_for(self, index):
+        from dipy_tractogen.sampling import KDESampler
+
+        if index not in self._kde:
+            rows = self._matching(self.combos[index])
+            self._kde[index] = KDESampler(bandwidth=self.bandwidth).fit(
+                self._bank[0][rows]
+            )
+        return self._kde[index]
+
+    def sample(self, request, random_state=None):
+        """Draw ``request[i]`` rows ``[z, c]`` for each combination ``i``.
+
+        Returns
+        -------
+        rows : ndarray (N, latent_dim + n_conditions) float32
+        labels : ndarray (N,) int
+            Combination indices.
+        """
+        rng = np.random.default_rng(random_state)
+        parts, labels = [], []
+        for index, n in request.items():
+            n = int(n)
+            if n <= 0:
+                continue
+            C = self.condition_rows(int(index), n, rng)
+            if self.latent_ == "prior":
+                Z = self.model.sample_latent(C, random_state=rng)
+            else:
+                Z = self._kde_for(int(index)).sample(n, random_state=rng)
+            parts.append(np.concatenate([np.asarray(Z, np.float32), C], axis=1))
+            labels.append(np.full(n, int(index)))
+        if not parts:
+            width = self.model.latent_dim + self.encoder_.n_features_
+            return np.zeros((0, width), np.float32), np.zeros(0, int)
+        return np.concatenate(parts), np.concatenate(labels)
+
+    def decode(self, rows, *, batch_size=4096):
+        """Decode ``[z, c]`` rows to streamlines in mm."""
+        d = self.model.latent_dim
+        Z, C = rows[:, :d], rows[:, d:]
+        if _is_conditional_decoder(self.model):
+            return self.model.decode(Z, C, batch_size=batch_size)
+        return self.model.decode(Z, batch_size=batch_size)
+
+    def describe(self, index):
+        """``"bundle=arch, age=72"`` for combination ``index``."""
+        combo = self.combos[index]
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in combo.items()) or "any"
+
+
+def _fmt(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _filters(model, space, *, min_length, max_length, wm_mask, min_wm_fraction):
+    from dipy_tractogen.generation import default_filters
+    from dipy_tractogen.models import model_wm_mask
+
+    mask, affine = model_wm_mask(model, wm_mask, space)
+    return default_filters(
+        min_length=min_length,
+        max_length=max_length,
+        wm_mask=mask,
+        affine=affine,
+        min_wm_fraction=min_wm_fraction,
+        latent_filter=False,
+    )
+
+
+def iter_conditional_generate(
+    model,
+    request,
+    n_streamlines,
+    *,
+    latent="auto",
+    bandwidth=0.025,
+    extrapolate=False,
+    filters=None,
+    chunk_size=10000,
+    budget=20.0,
+    random_state=None,
+    report=None,
+):
+    """Yield chunks of conditionally generated, filtered streamlines.
+
+    Parameters
+    ----------
+    model : keras.Model
+    request : dict of str to value or list
+        Requested values per condition (a sweep for several values).
+    n_streamlines : int
+        Total count, shared equally by the combinations of the request.
+    latent : {"auto", "prior", "kde"}, optional
+    bandwidth : float, optional
+    extrapolate : bool, optional
+    filters : FilterPipeline, optional
+    chunk_size, budget : optional
+        As for :func:`~dipy_tractogen.generation.iter_generate`.
+    random_state : None, int or numpy.random.Generator
+    report : GenerationReport, optional
+        Updated in place; its keys are combination indices.
+
+    Yields
+    ------
+    streamlines : ndarray (K, P, 3) float32
+    conditions : ndarray (K, n_conditions) float32
+        Encoded conditions each streamline was decoded with.
+    combos : ndarray (K,) int
+        Combination index of each streamline.
+    """
+    from dipy_tractogen.generation import allocate_counts, iter_generate
+
+    sampler = _sampler(model, request, latent, bandwidth, extrapolate)
+    counts = allocate_counts(
+        int(n_streamlines), {i: 1 for i in range(len(sampler.combos))}
+    )
+    d = model.latent_dim
+    for X, labels, rows in iter_generate(
+        sampler.decode,
+        sampler,
+        counts,
+        filters=filters,
+        chunk_size=chunk_size,
+        budget=budget,
+        random_state=random_state,
+        report=report,
+    ):
+        yield X, rows[:, d:], labels
+
+
+def _sampler(model, request, latent, bandwidth, extrapolate):
+    if isinstance(request, ConditionalSampler):
+        return request
+    _, combos = resolve_request(model, request, extrapolate=extrapolate)
+    return ConditionalSampler(
+        model, combos, latent=latent, bandwidth=bandwidth, extrapolate=extrapolate
+    )
+
+
+def _decoded_values(encoder, C):
+    """Per-streamline values of each condition: codes or floats."""
+    out = {}
+    for spec in encoder.specs_:
+        block = C[:, encoder.slices_[spec.name]]
+        if spec.kind == "categorical":
+            out[spec.name] = block.argmax(axis=1).astype(np.int16)
+        else:
+            out[spec.name] = spec.decode(block).astype(np.float32)
+    return out
+
+
+def generate_conditional_streamlines(
+    model,
+    request,
+    n_streamlines=1000,
+    *,
+    latent="auto",
+    bandwidth=0.025,
+    extrapolate=False,
+    filters=None,
+    chunk_size=10000,
+    budget=20.0,
+    seed=0,
+):
+    """Generate streamlines for requested conditions, in memory.
+
+    Parameters
+    ----------
+    model : keras.Model, str or path-like
+        A trained model or its ``.keras`` file.
+    request : dict of str to value or list
+        For example ``{"bundle": "arch", "age": [30, 70]}``.
+    n_streamlines : int, optional
+        Total count (shared equally by the combinations).
+    latent : {"auto", "prior", "kde"}, optional
+    bandwidth : float, optional
+    extrapolate : bool, optional
+    filters : FilterPipeline or None, optional
+        None: no filter (see :func:`generate_conditional_tractogram` for
+        the default pipeline).
+    chunk_size, budget : optional
+    seed : int, optional
+
+    Returns
+    -------
+    streamlines : ndarray (N, P, 3) float32
+    values : dict of str to ndarray (N,)
+        Each condition's value per streamline (category names for
+        categorical conditions).
+    report : GenerationReport
+        Keyed by combination (``"bundle=arch, age=30"``).
+    """
+    from dipy_tractogen.generation import GenerationReport
+    from dipy_tractogen.models import resolve_model
+
+    model = resolve_model(model)
+    sampler = _sampler(model, request, latent, bandwidth, extrapolate)
+    report = GenerationReport(requested={})
+    t0 = time.time()
+    parts = list(
+        iter_conditional_generate(
+            model,
+            sampler,
+            n_streamlines,
+            filters=filters,
+            chunk_size=chunk_size,
+            budget=budget,
+            random_state=seed,
+            report=report,
+        )
+    )
+    report.seconds = time.time() - t0
+    enc = sampler.encoder_
+    if parts:
+        X = np.concatenate([p[0] for p in parts])
+        C = np.concatenate([p[1] for p in parts])
+    else:
+        X = np.zeros((0, model.n_points, 3), np.float32)
+        C = np.zeros((0, enc.n_features_), np.float32)
+    return X, enc.inverse_transform(C), _named(report, sampler)
+
+
+def _named(report, sampler):
+    from dipy_tractogen.generation import GenerationReport
+
+    return GenerationReport(
+        requested={sampler.describe(k): v for k, v in report.requested.items()},
+        produced={sampler.describe(k): v for k, v in report.produced.items()},
+        n_drawn=report.n_drawn,
+        rejected=dict(report.rejected),
+        reason=report.reason,
+        seconds=report.seconds,
+    )
+
+
+def generate_conditional_tractogram(
+    out_path,
+    *,
+    model=None,
+    request=None,
+    n_streamlines=10000,
+    latent="auto",
+    bandwidth=0.025,
+    extrapolate=False,
+    min_length=20.0,
+    max_length=220.0,
+    wm_mask=None,
+    min_wm_fraction=0.95,
+    apply_filters=True,
+    chunk_size=10000,
+    budget=20.0,
+    seed=0,
+    reference=None,
+    positions_dtype="float32",
+    force=False,
+    progress=False,
+):
+    """Generate a tractogram for requested conditions and write it in chunks.
+
+    Parameters
+    ----------
+    out_path : str or path-like
+        Output tractogram (``.trx``, ``.trk`` or ``.tck``); a JSON sidecar
+        with the provenance is written beside it.
+    model : keras.Model, str, path-like or None, optional
+        A trained model, its ``.keras`` file or a shipped name.
+    request : dict of str to value or list, optional
+        Requested values per condition (any subset the model was trained
+        on; lists make a sweep).
+    n_streamlines : int, optional
+        Total count, shared equally by the combinations of the request.
+    latent : {"auto", "prior", "kde"}, optional
+        Latent source (see :class:`ConditionalSampler`).
+    bandwidth : float, optional
+        KDE bandwidth for ``latent="kde"``.
+    extrapolate : bool, optional
+        Allow continuous values outside the training range.
+    min_length, max_length : float, optional
+        Length filter, mm.
+    wm_mask : str, path-like, ndarray or None, optional
+        White-matter mask (None: the model's own, if any).
+    min_wm_fraction : float, optional
+    apply_filters : bool, optional
+        False: keep every decoded streamline.
+    chunk_size, budget : optional
+        As for :func:`~dipy_tractogen.generation.generate_tractogram`.
+    seed : int, optional
+        The same seed gives the same tractogram.
+    reference : str or path-like, optional
+        NIfTI reference (must match the model's space when it records one).
+    positions_dtype : {"float32", "float16"}, optional
+    force : bool, optional
+        Overwrite existing outputs.
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    report : GenerationReport
+        Counts per combination (``"bundle=arch, age=72"``), rejections per
+        filter, stop reason.
+
+    Raises
+    ------
+    ConditionError
+        Unknown label, out-of-range value (without ``extrapolate``), a
+        condition the model was not trained on.
+    InputError, ModelError, OutputExistsError
+        On other bad input; nothing is written then.
+    """
+    from dipy_tractogen.generation import GenerationReport, _filters_provenance
+    from dipy_tractogen.io import reference_info, same_space
+    from dipy_tractogen.models import (
+        model_bundle_names,
+        model_reference,
+        resolve_model,
+    )
+    from dipy_tractogen.outputs import check_writable
+    from dipy_tractogen.provenance import model_provenance, package_version
+    from dipy_tractogen.streaming import TractogramStreamWriter
+
+    t0 = time.time()
+    if isinstance(n_streamlines, bool) or int(n_streamlines) != n_streamlines:
+        raise InputError(f"n_streamlines must be an integer, got {n_streamlines!r}")
+    if n_streamlines <= 0:
+        raise InputError(f"n_streamlines must be > 0, got {n_streamlines}")
+    check_writable(
+        [out_path, os.path.splitext(str(out_path))[0] + ".json"], force=force
+    )
+    model_arg = model
+    model = resolve_model(model)
+    sampler = _sampler(model, request, latent, bandwidth, extrapolate)
+    enc = sampler.encoder_
+
+    space = model_reference(model)
+    if reference is not None:
+        if space is not None and not same_space(reference, space):
+            raise InputError(
+                f"reference {reference} does not match the model's space "
+                "(affine, dimensions or voxel sizes differ)"
+            )
+        space = reference_info(reference)
+    if space is None:
+        raise InputError("the model records no reference space: pass reference=")
+    pipeline = None
+    if apply_filters:
+        pipeline = _filters(
+            model,
+            space,
+            min_length=min_length,
+            max_length=max_length,
+            wm_mask=wm_mask,
+            min_wm_fraction=min_wm_fraction,
+        )
+
+    has_bundle = "bundle" in enc.condition_names
+    names = (
+        list(enc.spec("bundle").categories) if has_bundle else model_bundle_names(model)
+    )
+    dps = {"bundle": "int16"} if has_bundle else {}
+    for spec in enc.specs_:
+        if spec.name != "bundle":
+            kind = "int16" if spec.kind == "categorical" else "float32"
+            dps[f"condition_{spec.name}"] = kind
+    provenance = {
+        "generator": "dipy_tractogen.conditional.generate_conditional_tractogram",
+        "version": package_version(),
+        "model": model_provenance(model, model_arg),
+        "model_type": getattr(model, "model_type", "ae"),
+        "seed": int(seed),
+        "latent": {"source": sampler.latent_, "bandwidth": bandwidth},
+        "conditions": {
+            "request": [dict(c) for c in sampler.combos],
+            "extrapolate": bool(extrapolate),
+            "trained_on": enc.get_config()["conditions"],
+            "data_per_streamline": {
+                key: "category code (see trained_on)"
+                if kind == "int16"
+                else "value decoded with"
+                for key, kind in dps.items()
+            },
+        },
+        "filters": _filters_provenance(pipeline),
+        "n_requested": int(n_streamlines),
+    }
+    report = GenerationReport(requested={})
+    bar = _progress(progress, int(n_streamlines))
+    with TractogramStreamWriter(
+        out_path,
+        space,
+        data_per_streamline=dps,
+        group_names=names if has_bundle else None,
+        group_by="bundle" if has_bundle else None,
+        metadata=provenance,
+        positions_dtype=positions_dtype,
+        force=force,
+    ) as writer:
+        for X, C, _ in iter_conditional_generate(
+            model,
+            sampler,
+            n_streamlines,
+            filters=pipeline,
+            chunk_size=chunk_size,
+            budget=budget,
+            random_state=seed,
+            report=report,
+        ):
+            values = _decoded_values(enc, C)
+            data = {}
+            for name, v in values.items():
+                data["bundle" if name == "bundle" else f"condition_{name}"] = v
+            writer.write(X, **data)
+            bar.update(len(X))
+        report.seconds = time.time() - t0
+        named = _named(report, sampler)
+        writer.metadata["report"] = named.to_dict()
+    bar.close()
+    named.seconds = time.time() - t0
+    return named
+
+
+def _progress(enabled, total):
+    from dipy_tractogen.generation import _progress as progress
+
+    return progress(enabled, total)
+
+
+# --------------------------------------------------------------------------
+# checks written into model cards
+# --------------------------------------------------------------------------
+
+
+def mean_pairwise_mdf(streamlines, *, n_points=32, max_streamlines=300, seed=0):
+    """Mean minimum direct-flip distance between streamlines of a set, mm.
+
+    Parameters
+    ----------
+    streamlines : ndarray (N, P, 3) or list
+    n_points : int, optional
+        Resampling before the distances.
+    max_streamlines : int, optional
+        A random subset of at most this many (the cost is quadratic).
+    seed : int, optional
+
+    Returns
+    -------
+    mdf : float
+        NaN with fewer than 2 streamlines.
+    """
+    from dipy.tracking.distances import bundles_distances_mdf
+
+    from dipy_tractogen.io import resample_streamlines
+
+    if len(streamlines) < 2:
+        return float("nan")
+    X = resample_streamlines(streamlines, n_points)
+    if len(X) > max_streamlines:
+        pick = np.random.default_rng(seed).choice(len(X), max_streamlines, False)
+        X = X[np.sort(pick)]
+    d = bundles_distances_mdf(list(X), list(X))
+    n = len(X)
+    return float(d.sum() / (n * (n - 1)))
+
+
+def _typical_combo(encoder, C_bundle):
+    """The most frequent category / the median value among some seeds."""
+    values = encoder.inverse_transform(C_bundle)
+    combo = {}
+    for spec in encoder.specs_:
+        v = values[spec.name]
+        if spec.kind == "categorical":
+            names, counts = np.unique(v.astype(str), return_counts=True)
+            combo[spec.name] = str(names[np.argmax(counts)])
+        else:
+            combo[spec.name] = float(np.median(v))
+    return combo
+
+
+def diversity_check(
+    model,
+    streamlines,
+    bundle_ids,
+    conditions,
+    *,
+    n=200,
+    threshold=0.5,
+    random_state=0,
+):
+    """Spread of generated streamlines within one condition vs the real bundle.
+
+    For each bundle: the real spread is the mean pairwise MDF of (up to
+    ``n``) of its training streamlines; ``n`` streamlines are generated for
+    *one* condition (the bundle, the most frequent category and the median
+    value of every other condition among its streamlines), without filters,
+    from the model's prior (or the KDE of matching seeds for a model
+    without one); their mean pairwise MDF over the real one is the bundle's
+    ratio. A collapsed generator (every output alike) scores near 0.
+
+    Parameters
+    ----------
+    model : keras.Model
+    streamlines : ndarray (N, P, 3)
+        Real streamlines in mm (the training seeds).
+    bundle_ids : ndarray (N,) int
+    conditions : ndarray (N, d)
+        Their encoded conditions.
+    n : int, optional
+    threshold : float, optional
+        Ratio required of every bundle (the project's bar is 0.5).
+    random_state : int, optional
+
+    Returns
+    -------
+    check : dict
+        ``per_bundle`` (condition, real and generated spread in mm, ratio),
+        ``min_ratio``, ``median_ratio``, ``threshold``, ``passed``.
+    """
+    enc = model_condition_encoder(model)
+    X = np.asarray(streamlines, np.float32)
+    ids = np.asarray(bundle_ids)
+    C = np.asarray(conditions, np.float32)
+    names = (
+        list(enc.spec("bundle").categories) if "bundle" in enc.condition_names else None
+    )
+    per_bundle = {}
+    for b in np.unique(ids):
+        rows = np.flatnonzero(ids == b)
+        combo = _typical_combo(enc, C[rows])
+        try:
+            gen, _, _ = generate_conditional_streamlines(
+                model,
+                {k: [v] for k, v in combo.items()},
+                n,
+                seed=random_state,
+                extrapolate=True,
+            )
+        except ConditionError as exc:
+            per_bundle[str(b)] = {"error": str(exc)}
+            continue
+        real = mean_pairwise_mdf(X[rows], max_streamlines=n, seed=random_state)
+        fake = mean_pairwise_mdf(gen, max_streamlines=n, seed=random_state)
+        key = names[int(b)] if names else str(int(b))
+        per_bundle[key] = {
+            "condition": combo,
+            "real_mdf_mm": real,
+            "generated_mdf_mm": fake,
+            "ratio": fake / real if real > 0 else float("nan"),
+        }
+    ratios = [v["ratio"] for v in per_bundle.values() if "ratio" in v]
+    ok = bool(ratios) and all(r >= threshold for r in ratios)
+    return {
+        "definition": "mean pairwise MDF of streamlines generated for one "
+        "condition / that of the real bundle",
+        "per_bundle": per_bundle,
+        "min_ratio": float(np.min(ratios)) if ratios else float("nan"),
+        "median_ratio": float(np.median(ratios)) if ratios else float("nan"),
+        "threshold": float(threshold),
+        "passed": ok,
+    }
+
+
+def latent_attribute_r2(
+    model, streamlines, conditions, encoder, *, test=None, alpha=1.0
+):
+    """What the latent space encodes: a regression head on the latent codes.
+
+    A ridge regression (:class:`sklearn.linear_model.Ridge`) from the
+    latent codes (posterior means) to each continuous condition, and a
+    ridge classifier for each categorical one, fitted on ``streamlines``
+    and scored on ``test`` (or 5-fold cross-validated): Zhao et al.'s
+    attribute-regression head [1]_ used after the fact as a validator. An
+    AR-VAE should score high on its regularised attributes; a cVAE, whose
+    decoder takes the condition from the label, need not encode it.
+
+    Parameters
+    ----------
+    model : keras.Model
+    streamlines : ndarray (N, P, 3)
+    conditions : ndarray (N, d)
+        Encoded conditions.
+    encoder : ConditionEncoder
+    test : tuple (streamlines, conditions), optional
+        Held-out data.
+    alpha : float, optional
+        Ridge penalty.
+
+    Returns
+    -------
+    scores : dict
+        ``{name: {"r2": ...}}`` for continuous conditions,
+        ``{name: {"accuracy": ...}}`` for categorical ones.
+
+    References
+    ----------
+    .. [1] Zhao Q, et al. MICCAI 2019. doi:10.1007/978-3-030-32245-8_91
+    """
+    from sklearn.linear_model import Ridge, RidgeClassifier
+    from sklearn.model_selection import cross_val_score
+
+    C = np.asarray(conditions, np.float32)
+    Z = _encode(model, streamlines, C, 4096)
+    if test is not None:
+        Ct = np.asarray(test[1], np.float32)
+        Zt = _encode(model, test[0], Ct, 4096)
+    out = {}
+    for spec in encoder.specs_:
+        block = C[:, encoder.slices_[spec.name]]
+        if spec.kind == "continuous":
+            y, est, metric = block[:, 0], Ridge(alpha=alpha), "r2"
+        else:
+            y, est, metric = block.argmax(1), RidgeClassifier(alpha=alpha), "accuracy"
+        if np.unique(y).size < 2:
+            continue
+        if test is not None:
+            bt = Ct[:, encoder.slices_[spec.name]]
+            yt = bt[:, 0] if spec.kind == "continuous" else bt.argmax(1)
+            est.fit(Z, y)
+            score = float(est.score(Zt, yt))
+            how = "held-out"
+        else:
+            score = float(np.mean(cross_val_score(est, Z, y, cv=5, scoring=metric)))
+            how = "5-fold cross-validation"
+        out[spec.name] = {metric: score, "evaluated_on": how}
+    return out
