@@ -13,6 +13,7 @@ __all__ = [
     "ModelError",
     "OutputExistsError",
     "ConditionError",
+    "GenerationError",
 ]
 
 
@@ -42,3 +43,7 @@ class OutputExistsError(TractogenError, FileExistsError):
 
 class ConditionError(InputError):
     """A requested condition (bundle, covariate value) is unknown or out of range."""
+
+
+class GenerationError(TractogenError):
+    """Generation produced nothing usable (every candidate was rejected)."""

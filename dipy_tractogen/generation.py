@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dipy_tractogen.errors import ConditionError, InputError
+from dipy_tractogen.errors import ConditionError, GenerationError, InputError
 from dipy_tractogen.models import (
     model_bundle_names,
     model_reference,
@@ -589,6 +589,13 @@ def generate_tractogram(
         ):
             writer.write(X, bundle=ids)
             bar.update(len(ids))
+        if writer.n_streamlines == 0:  # nothing worth a file: leave none
+            bar.close()
+            raise GenerationError(
+                f"no streamline passed the filters ({report.n_drawn} candidates, "
+                f"rejected {_rejections(report)}): {report.reason}; check the "
+                "model's quality or loosen the filters"
+            )
         report.seconds = time.time() - t0
         named = _named_report(report, names)
         writer.metadata["report"] = named.to_dict()
@@ -676,6 +683,10 @@ def _decoder(model, precision):
     from dipy_tractogen.nn.precision import with_precision
 
     return with_precision(model, precision).decode
+
+
+def _rejections(report):
+    return ", ".join(f"{k}: {v}" for k, v in report.rejected.items()) or "none"
 
 
 def _named_report(report, names):

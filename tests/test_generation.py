@@ -245,3 +245,20 @@ def test_generate_command_end_to_end(tiny_model, tmp_path):
     assert res.returncode == 1 and "unknown bundle 'cst'" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "h.trk").exists() and not (tmp_path / "h.html").exists()
+
+
+def test_nothing_generated_writes_nothing(tiny_model, tmp_path):
+    from dipy_tractogen.errors import GenerationError
+    from dipy_tractogen.generation import generate_tractogram
+
+    path, _ = tiny_model
+    with pytest.raises(GenerationError, match="no streamline passed the filters"):
+        # an untrained model decodes to a point: every candidate is too short
+        generate_tractogram(
+            tmp_path / "g.trx",
+            model=str(path),
+            n_streamlines=20,
+            budget=2,
+            min_length=50,
+        )
+    assert list(tmp_path.iterdir()) == []
