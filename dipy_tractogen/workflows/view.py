@@ -87,7 +87,8 @@ class ViewTractogramFlow(TractogenFlow):
             name of a per-streamline field of the file.
         view : string, optional
             axial, sagittal, coronal, oblique, or a camera as 9
-            comma-separated numbers: position, focal point, view up (mm).
+            comma-separated numbers: position, focal point, view up (mm);
+            write --view=-200,0,0,... when the first number is negative.
         tubes : bool, optional
             Draw tubes instead of lines (slower).
         interactive : bool, optional
