@@ -348,12 +348,13 @@ class ConditionalSampler:
                 )
             )
         cont = [
-            (self.encoder_.slices_[k].start, self.encoder_.spec(k).encode([v])[0, 0])
-            if self.encoder_.spec(k).kind == "continuous"
-            else None
+            (
+                self.encoder_.slices_[k].start,
+                self.encoder_.spec(k).encode([v], extrapolate=self.extrapolate)[0, 0],
+            )
             for k, v in combo.items()
+            if self.encoder_.spec(k).kind == "continuous"
         ]
-        cont = [c for c in cont if c is not None]
         if cont:
             k = int(max(self.min_seeds, np.ceil(self.n_neighbors * rows.size)))
             d = np.zeros(rows.size)
