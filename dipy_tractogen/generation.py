@@ -186,6 +186,8 @@ def default_filters(
     max_curvature=None,
     latent_percentile=99.0,
     latent_filter=True,
+    sampler=None,
+    n_calibration=2000,
 ):
     """The default plausibility pipeline of generation.
 
@@ -193,9 +195,9 @@ def default_filters(
     ----------
     seeds, seed_labels : ndarray, optional
         Latent codes of plausible references and their bundle ids; they fit
-        the FINTA latent-distance filter (thresholds: the
-        ``latent_percentile``-th percentile of the references' leave-one-out
-        nearest-neighbour distances per bundle). Without them, no latent
+        the FINTA latent-distance filter, which rejects a candidate whose
+        nearest reference belongs to another bundle than the requested one,
+        or lies farther than its bundle's threshold. Without them, no latent
         filter.
     min_length, max_length : float, optional
         Length range in mm (GESTA: 20-220 mm).
@@ -208,9 +210,22 @@ def default_filters(
     max_curvature : float, optional
         Largest discrete curvature (1/mm); None for no curvature filter.
     latent_percentile : float, optional
-        See ``seeds``.
+        Percentile defining the latent thresholds (see ``sampler``).
     latent_filter : bool, optional
         Add the latent filter when seeds are given.
+    sampler : PerClassSampler, optional
+        The fitted sampler generation draws from. With it, each bundle's
+        threshold is the ``latent_percentile``-th percentile of the
+        nearest-reference distances of ``n_calibration`` of its own samples
+        (drawn with a fixed seed): the filter then rejects the sampler's
+        outlying tail (100 - percentile %) and the samples that stray to
+        another bundle. Without it, the thresholds come from the references'
+        leave-one-out nearest-neighbour distances, which suits filtering
+        real streamlines but rejects nearly every KDE sample (a kernel draw
+        lies about ``bandwidth * sqrt(d)`` from its seed, farther than
+        neighbouring seeds lie from each other).
+    n_calibration : int, optional
+        Samples per bundle drawn to calibrate the thresholds.
 
     Returns
     -------
@@ -233,8 +248,27 @@ def default_filters(
         filters.append(CurvatureFilter(max_curvature=max_curvature))
     if latent_filter and seeds is not None:
         latent = LatentDistanceFilter(percentile=latent_percentile)
-        filters.append(latent.fit(seeds, seed_labels))
+        latent.fit(seeds, seed_labels)
+        if sampler is not None:
+            latent = LatentDistanceFilter(
+                threshold=_calibrated_thresholds(
+                    latent, sampler, latent_percentile, n_calibration
+                )
+            ).fit(seeds, seed_labels)
+        filters.append(latent)
     return FilterPipeline(filters)
+
+
+def _calibrated_thresholds(latent, sampler, percentile, n_per_class):
+    """Per-bundle percentile of sampled latents' nearest-reference distance."""
+    Z, labels = sampler.sample(int(n_per_class), random_state=0)
+    pred, dist = latent.predict(Z)
+    thresholds = {}
+    for label in np.unique(labels):
+        own = (labels == label) & (pred == label)
+        values = dist[own] if own.any() else dist[labels == label]
+        thresholds[int(label)] = float(np.percentile(values, percentile))
+    return thresholds
 
 
 def iter_generate(
@@ -551,6 +585,7 @@ def generate_tractogram(
             min_wm_fraction=min_wm_fraction,
             max_curvature=max_curvature,
             latent_filter=latent_filter,
+            sampler=sampler_obj,
         )
 
     provenance = {
@@ -646,7 +681,11 @@ def generate_streamlines(
         space = model_reference(model)
         mask, affine = model_wm_mask(model, None, space)
         filters = default_filters(
-            seeds=Z_seed, seed_labels=y_seed, wm_mask=mask, affine=affine
+            seeds=Z_seed,
+            seed_labels=y_seed,
+            wm_mask=mask,
+            affine=affine,
+            sampler=sampler_obj,
         )
     report = GenerationReport(requested=dict(counts))
     parts = list(
