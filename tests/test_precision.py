@@ -87,25 +87,34 @@ def test_bfloat16_copy_has_float32_weights_and_computes_in_bfloat16(model):
     z = np.random.default_rng(1).normal(size=(4, 8)).astype(np.float32)
     assert keras.backend.standardize_dtype(probe(z).dtype) == "bfloat16"
     for name in prec.FLOAT32_LAYERS:
-        net = copy.encoder if name == "fc1" else copy.decoder
-        assert net.get_layer(name).compute_dtype == "float32"
+        net = copy.encoder if name in ("e1", "e2", "fc1") else copy.decoder
+        layer = net.get_layer(name)
+        assert layer.compute_dtype == "float32"
+        assert getattr(layer, "conv", layer).compute_dtype == "float32"
     assert copy.decoder.get_layer("d2").compute_dtype == "bfloat16"
+    assert copy.encoder.get_layer("e5").conv.compute_dtype == "bfloat16"
     assert copy.decode(z).dtype == np.float32
     assert copy.encode(_streamlines(4)).dtype == np.float32
     # the original is untouched (its layers still compute in float32)
     assert model.decoder.get_layer("d1").compute_dtype == "float32"
 
 
+def _roughness(streamlines):
+    """Mean norm of the second differences of the points (mm): jaggedness."""
+    return float(np.linalg.norm(np.diff(streamlines, 2, axis=1), axis=-1).mean())
+
+
 def test_bfloat16_outputs_close_to_float32(model):
-    """Decoded points within bfloat16's rounding of the float32 ones.
+    """Decoded points within bfloat16's rounding of the float32 ones, as smooth.
 
     bfloat16 keeps 8 significant bits (unit roundoff 2**-9 = 0.2 %); the
-    roundings of the ~10 bfloat16 layers add up to about 1 % of the output's
-    spread on this random-weight model (0.16 mm mean, 0.9 mm worst point at a
-    20 mm spread; other seeds up to 2 % and 8 %), far above float32 noise
+    roundings of the bfloat16 layers add up to under 1 % of the output's
+    spread on this random-weight model (0.13 mm mean, 0.6 mm worst point at
+    a 20 mm spread; other seeds up to 2 % and 8 %), far above float32 noise
     (1e-5 mm). Bounds: 3 % mean, 12 % worst point. A trained model is better
-    conditioned: 0.10 mm mean, 0.5 mm worst on the phantom model
-    (doc/precision.md).
+    conditioned (doc/precision.md). The float32 output blocks keep the
+    bfloat16 noise from making streamlines jagged: without them the
+    roughness doubles here (and the phantom model's streamlines grow 2.5 mm).
     """
     copy = prec.with_precision(model, "mixed_bfloat16")
     z = np.random.default_rng(2).normal(size=(256, 8)).astype(np.float32)
@@ -116,7 +125,10 @@ def test_bfloat16_outputs_close_to_float32(model):
     assert diff.mean() > 1e-3  # really computed in reduced precision
     assert diff.mean() < 0.03 * spread
     assert diff.max() < 0.12 * spread
-    # latents: fc1 is pinned to float32, only the bfloat16 encoder rounding
+    assert _roughness(low) < 1.1 * _roughness(ref)
+    bare = prec.with_precision(model, "mixed_bfloat16", float32_layers=())
+    assert _roughness(bare.decode(z)) > 1.5 * _roughness(ref)
+    # latent codes: the encoder's ends are float32, the rest bfloat16
     x = _streamlines(32)
     za, zb = model.encode(x), copy.encode(x)
     rel = np.linalg.norm(za - zb, axis=1) / np.linalg.norm(za, axis=1)
