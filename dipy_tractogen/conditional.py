@@ -55,6 +55,8 @@ from dipy_tractogen.errors import ConditionError, InputError
 
 __all__ = [
     "LATENT_SOURCES",
+    "CONDITIONAL_CLASSES",
+    "model_file_conditions",
     "model_condition_encoder",
     "attach_conditional_seed_bank",
     "ConditionalSampler",
@@ -90,6 +92,59 @@ def model_condition_encoder(model):
     if config:
         return ConditionEncoder.from_config(config)
     return None
+
+
+#: model classes whose decoder takes a condition vector
+CONDITIONAL_CLASSES = (
+    "ConditionalVAE",
+    "AttributeRegularizedVAE",
+    "AdversarialAutoencoder",
+)
+
+
+def model_file_conditions(model):
+    """What a model file says about conditions, without loading Keras.
+
+    Reads the ``config.json`` of the ``.keras`` archive.
+
+    Parameters
+    ----------
+    model : str, path-like or None
+        A ``.keras`` path or a shipped model name (None: the default).
+
+    Returns
+    -------
+    class_name : str
+        The model's class (``"FintaAutoencoder"``, ``"ConditionalVAE"``...).
+    conditions : list of str
+        Names of the conditions it was trained with (empty if none).
+    conditional : bool
+        Whether its decoder needs conditions (a cVAE, AR-VAE or AAE
+        whose decoder takes some).
+
+    Raises
+    ------
+    ModelError
+        If the file is missing or not a Keras archive.
+    """
+    import json
+    import zipfile
+
+    from dipy_tractogen.errors import ModelError
+    from dipy_tractogen.models import resolve_model_path
+
+    path = resolve_model_path(model)
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"not a Keras model file: {path} ({exc})") from None
+    class_name = str(config.get("class_name", ""))
+    inner = config.get("config") or {}
+    conditions = inner.get("conditions") or (inner.get("card") or {}).get("conditions")
+    names = [c["name"] for c in (conditions or {}).get("conditions", [])]
+    conditional = class_name in CONDITIONAL_CLASSES and bool(names)
+    return class_name, names, conditional
 
 
 def _is_conditional_decoder(model):
@@ -436,7 +491,9 @@ def _fmt(value):
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _filters(model, space, *, min_length, max_length, wm_mask, min_wm_fraction):
+def _filters(
+    model, space, *, min_length, max_length, wm_mask, min_wm_fraction, max_curvature
+):
     from dipy_tractogen.generation import default_filters
     from dipy_tractogen.models import model_wm_mask
 
@@ -447,6 +504,7 @@ def _filters(model, space, *, min_length, max_length, wm_mask, min_wm_fraction):
         wm_mask=mask,
         affine=affine,
         min_wm_fraction=min_wm_fraction,
+        max_curvature=max_curvature,
         latent_filter=False,
     )
 
@@ -630,6 +688,7 @@ def generate_conditional_tractogram(
     max_length=220.0,
     wm_mask=None,
     min_wm_fraction=0.95,
+    max_curvature=None,
     apply_filters=True,
     chunk_size=10000,
     budget=20.0,
@@ -664,6 +723,8 @@ def generate_conditional_tractogram(
     wm_mask : str, path-like, ndarray or None, optional
         White-matter mask (None: the model's own, if any).
     min_wm_fraction : float, optional
+    max_curvature : float, optional
+        Curvature filter (1/mm); None for none.
     apply_filters : bool, optional
         False: keep every decoded streamline.
     chunk_size, budget : optional
@@ -735,6 +796,7 @@ def generate_conditional_tractogram(
             max_length=max_length,
             wm_mask=wm_mask,
             min_wm_fraction=min_wm_fraction,
+            max_curvature=max_curvature,
         )
 
     has_bundle = "bundle" in enc.condition_names

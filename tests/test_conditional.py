@@ -378,3 +378,187 @@ def test_conditional_data_from_hdf5(cohort, tmp_path):
     assert set(values["status"]) <= {"control", "neurodegeneration"}
     with pytest.raises(ConditionError, match="no such covariate"):
         load_conditional_data(str(h5), ["handedness"], n_points=N_POINTS)
+
+
+# --------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------
+
+
+def _command(monkeypatch, name, *args):
+    """Run a command in-process; return its exit status."""
+    import sys
+
+    from dipy_tractogen.workflows.cli import run_command
+
+    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+    try:
+        run_command(name)
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+@pytest.fixture(scope="module")
+def cvae_file(cohort, tmp_path_factory):
+    """An untrained cVAE (64 points) with seeds and conditions, saved."""
+    pytest.importorskip("keras")
+    from dipy_tractogen.conditional import attach_conditional_seed_bank
+    from dipy_tractogen.models import save_model
+    from dipy_tractogen.nn.conditioning import load_conditional_data
+    from dipy_tractogen.nn.variational import build_model
+
+    files = str(cohort / "sub-*" / "*.trx")
+    data = load_conditional_data(files, "bundle,age,status", n_points=64)
+    model = build_model(
+        "cvae",
+        latent_dim=4,
+        n_points=64,
+        scale=64.0,
+        conditions=data.encoder.get_config(),
+    )
+    X, labels, C = data.seed_sample(with_conditions=True)
+    attach_conditional_seed_bank(model, X, labels, C, data.reference)
+    path = tmp_path_factory.mktemp("model") / "cvae.keras"
+    save_model(model, path)
+    return path, data
+
+
+def test_model_file_conditions_reads_the_archive(cvae_file):
+    from dipy_tractogen.conditional import model_file_conditions
+
+    path, _ = cvae_file
+    assert model_file_conditions(path) == (
+        "ConditionalVAE",
+        ["bundle", "age", "status"],
+        True,
+    )
+
+
+def test_generate_command_with_conditions(cvae_file, tmp_path, monkeypatch, capsys):
+    from dipy.io.streamline import load_tractogram
+
+    path, data = cvae_file
+    lo, hi = data.encoder.spec("age").low, data.encoder.spec("age").high
+    mid = round((lo + hi) / 2, 1)
+    common = ["--model", path, "--n_streamlines", 12, "--no_filter"]
+    common += ["--no_snapshot", "--out_dir", tmp_path]
+    status = _command(
+        monkeypatch,
+        "dipy_generate_tractogram",
+        *common,
+        "--bundle",
+        "uturn",
+        "--age",
+        f"{lo},{mid}",
+        "--status",
+        "control",
+    )
+    assert status == 0, capsys.readouterr().err
+    sft = load_tractogram(
+        str(tmp_path / "generated.trx"), "same", bbox_valid_check=False
+    )
+    assert len(sft) == 12
+    dps = sft.data_per_streamline
+    assert set(np.asarray(dps["bundle"]).ravel()) == {2}  # uturn
+    ages = sorted(set(np.round(np.asarray(dps["condition_age"]).ravel(), 1)))
+    assert ages == [round(lo, 1), mid]
+    # out of range: one-line error, nothing written
+    status = _command(
+        monkeypatch,
+        "dipy_generate_tractogram",
+        *common,
+        "--age",
+        hi + 10,
+        "--out_tractogram",
+        "bad.trx",
+        "--out_report",
+        "bad.html",
+    )
+    err = capsys.readouterr().err
+    assert status == 1 and "outside the training range" in err
+    assert not (tmp_path / "bad.trx").exists()
+    # --extrapolate allows it
+    status = _command(
+        monkeypatch,
+        "dipy_generate_tractogram",
+        *common,
+        "--age",
+        hi + 10,
+        "--extrapolate",
+        "--out_tractogram",
+        "ext.trx",
+        "--out_report",
+        "ext.html",
+    )
+    assert status == 0, capsys.readouterr().err
+    # a condition the model was not trained on
+    status = _command(
+        monkeypatch,
+        "dipy_generate_tractogram",
+        *common,
+        "--length",
+        100,
+        "--out_tractogram",
+        "len.trx",
+        "--out_report",
+        "len.html",
+    )
+    err = capsys.readouterr().err
+    assert status == 1 and "not trained on condition 'length'" in err
+
+
+@pytest.mark.slow
+def test_train_command_conditional_end_to_end(cohort, tmp_path, monkeypatch, capsys):
+    """--model cvae --condition_on ...: trains, card has the checks; generate."""
+    from dipy_tractogen.nn import training
+
+    monkeypatch.setattr(training, "_resolve_jit", lambda jit: False)
+    args = [str(cohort / "sub-*" / "*.trx"), "--model", "cvae"]
+    args += ["--condition_on", "bundle,age,status,length", "--epochs", 2]
+    args += ["--batch_size", 32, "--latent_dim", 4, "--n_points", 64]
+    args += ["--participants", cohort / "participants.tsv", "--out_dir", tmp_path]
+    status = _command(monkeypatch, "dipy_train_tractoencoder", *args)
+    assert status == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "model.card.json").read_text())
+    assert card["model_type"] == "ConditionalVAE"
+    assert card["hyperparameters"]["model_type"] == "cvae"
+    assert card["hyperparameters"]["conditions"] == [
+        "bundle",
+        "age",
+        "status",
+        "length",
+    ]
+    assert [c["name"] for c in card["conditions"]["conditions"]][:2] == [
+        "bundle",
+        "age",
+    ]
+    assert set(card["diversity_check"]["per_bundle"]) >= {"arch", "uturn"}
+    assert "length" in card["latent_attribute_r2"]
+    assert card["heldout_errors_mm"]["n_streamlines"] > 0
+    status = _command(
+        monkeypatch,
+        "dipy_generate_tractogram",
+        "--model",
+        tmp_path / "model.keras",
+        "--n_streamlines",
+        10,
+        "--bundle",
+        "arch",
+        "--no_filter",
+        "--no_snapshot",
+        "--out_dir",
+        tmp_path,
+    )
+    assert status == 0, capsys.readouterr().err
+    # an unknown covariate name is refused before training
+    status = _command(
+        monkeypatch,
+        "dipy_train_tractoencoder",
+        *args[:-2],
+        "--condition_on",
+        "bundle,handedness",
+        "--out_dir",
+        tmp_path / "other",
+    )
+    assert status == 1 and "handedness" in capsys.readouterr().err

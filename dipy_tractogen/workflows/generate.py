@@ -16,6 +16,29 @@ def _bandwidth(text):
         return text
 
 
+def _conditional_request(model, bundle, age, status, length):
+    """The condition request, or None for the plain GESTA path.
+
+    Conditional generation is used when an age, status or length is asked,
+    or when the model's decoder needs conditions (cvae, arvae, aae).
+    """
+    from dipy_tractogen.conditional import model_file_conditions
+    from dipy_tractogen.conditions import parse_condition_values
+
+    asked = {"age": age, "status": status, "length": length}
+    _, _, conditional = model_file_conditions(model)
+    if not conditional and not any(asked.values()):
+        return None
+    request = {}
+    if bundle:
+        request["bundle"] = parse_condition_values(bundle, kind="categorical")
+    for name, text in asked.items():
+        if text:
+            kind = "categorical" if name == "status" else "continuous"
+            request[name] = parse_condition_values(text, kind=kind, name=name)
+    return request
+
+
 class GenerateTractogramFlow(TractogenFlow):
     """Generate a synthetic tractogram (GESTA sampling + plausibility filters)."""
 
@@ -28,6 +51,10 @@ class GenerateTractogramFlow(TractogenFlow):
         model="default",
         n_streamlines=10000,
         bundle="",
+        age="",
+        status="",
+        length="",
+        latent="auto",
         seeds="",
         sampler="kde",
         bandwidth="0.025",
@@ -43,6 +70,7 @@ class GenerateTractogramFlow(TractogenFlow):
         seed=0,
         reference="",
         precision="float32",
+        extrapolate=False,
         float16=False,
         no_snapshot=False,
         interactive=False,
@@ -74,6 +102,18 @@ class GenerateTractogramFlow(TractogenFlow):
             proportion to their seeds).
         bundle : string, optional
             Comma-separated bundle names to generate (default: all).
+        age : string, optional
+            Requested age(s) for a model trained with this condition: a
+            value, values separated by commas (a sweep: 30,50,70) or a range
+            start:stop:step.
+        status : string, optional
+            Requested status(es), comma-separated (a conditional model).
+        length : string, optional
+            Requested streamline length(s) in mm, as for age.
+        latent : string, optional
+            Latent codes of conditional generation: auto (the model's prior
+            when it has one), prior, or kde (KDE of the seeds of the
+            matching condition).
         seeds : string, optional
             Tractogram whose bundles seed the sampling (default: the seeds
             stored in the model).
@@ -106,6 +146,8 @@ class GenerateTractogramFlow(TractogenFlow):
         precision : string, optional
             Compute precision of decoding: float32, mixed_bfloat16 or
             mixed_float16 (see doc/precision.md); recorded in the provenance.
+        extrapolate : bool, optional
+            Allow requested ages and lengths outside the training range.
         float16 : bool, optional
             Store .trx coordinates in float16 (half the size).
         no_snapshot : bool, optional
@@ -136,30 +178,62 @@ class GenerateTractogramFlow(TractogenFlow):
         snapshot = None if no_snapshot else Path(out_dir) / out_snapshot
         html = Path(out_dir) / out_report
         self.claim_outputs([p for p in (out, sidecar, snapshot, html) if p])
-        report = generate_tractogram(
-            out,
-            model=model or None,
-            n_streamlines=n_streamlines,
-            bundles=bundle or None,
-            seeds=seeds or None,
-            sampler=sampler,
-            bandwidth=_bandwidth(bandwidth),
-            min_length=min_length,
-            max_length=max_length,
-            wm_mask=wm_mask or None,
-            min_wm_fraction=min_wm_fraction,
-            max_curvature=max_curvature or None,
-            latent_filter=not no_latent_filter,
-            apply_filters=not no_filter,
-            chunk_size=chunk_size,
-            budget=budget,
-            seed=seed,
-            reference=reference or None,
-            positions_dtype="float16" if float16 else "float32",
-            precision=precision,
-            force=self.force,
-            progress=True,
-        )
+        request = _conditional_request(model or None, bundle, age, status, length)
+        if request is not None:  # a conditional model, or conditions asked
+            from dipy_tractogen.conditional import generate_conditional_tractogram
+
+            if seeds or sampler != "kde" or no_latent_filter or precision != "float32":
+                raise InputError(
+                    "--seeds, --sampler, --no_latent_filter and --precision do not "
+                    "apply to conditional generation"
+                )
+            report = generate_conditional_tractogram(
+                out,
+                model=model or None,
+                request=request,
+                n_streamlines=n_streamlines,
+                latent=latent,
+                bandwidth=_bandwidth(bandwidth),
+                extrapolate=extrapolate,
+                min_length=min_length,
+                max_length=max_length,
+                wm_mask=wm_mask or None,
+                min_wm_fraction=min_wm_fraction,
+                max_curvature=max_curvature or None,
+                apply_filters=not no_filter,
+                chunk_size=chunk_size,
+                budget=budget,
+                seed=seed,
+                reference=reference or None,
+                positions_dtype="float16" if float16 else "float32",
+                force=self.force,
+                progress=True,
+            )
+        else:
+            report = generate_tractogram(
+                out,
+                model=model or None,
+                n_streamlines=n_streamlines,
+                bundles=bundle or None,
+                seeds=seeds or None,
+                sampler=sampler,
+                bandwidth=_bandwidth(bandwidth),
+                min_length=min_length,
+                max_length=max_length,
+                wm_mask=wm_mask or None,
+                min_wm_fraction=min_wm_fraction,
+                max_curvature=max_curvature or None,
+                latent_filter=not no_latent_filter,
+                apply_filters=not no_filter,
+                chunk_size=chunk_size,
+                budget=budget,
+                seed=seed,
+                reference=reference or None,
+                positions_dtype="float16" if float16 else "float32",
+                precision=precision,
+                force=self.force,
+                progress=True,
+            )
         self.last_generated_outputs = {"out_tractogram": str(out)}
         (logger.info if report.complete else logger.warning)(report.summary())
         logger.info(json.dumps(report.produced))

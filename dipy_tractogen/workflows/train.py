@@ -7,8 +7,14 @@ from dipy_tractogen.workflows.base import TractogenFlow
 
 __all__ = ["TrainTractoencoderFlow", "MODELS"]
 
-#: ``--model`` value -> description (only the FINTA autoencoder so far)
-MODELS = {"ae": "FINTA convolutional autoencoder"}
+#: ``--model`` value -> description
+MODELS = {
+    "ae": "FINTA convolutional autoencoder",
+    "vae": "beta-VAE on the FINTA backbone",
+    "cvae": "conditional VAE (conditions to the encoder and the decoder)",
+    "arvae": "attribute-regularised VAE (Pati & Lerch 2021)",
+    "aae": "adversarial autoencoder with a class-conditional prior",
+}
 
 
 class TrainTractoencoderFlow(TractogenFlow):
@@ -36,6 +42,9 @@ class TrainTractoencoderFlow(TractogenFlow):
         tensorboard="",
         wm_mask="",
         precision="float32",
+        condition_on="",
+        participants="",
+        beta=1.0,
         no_normalize=False,
         restart=False,
         out_dir="",
@@ -62,7 +71,9 @@ class TrainTractoencoderFlow(TractogenFlow):
             unless a file stores bundle ids; or one HDF5 streamline dataset
             (.h5) from dipy_build_streamline_dataset.
         model : string, optional
-            Model to train: ae (the FINTA autoencoder).
+            Model to train: ae (the FINTA autoencoder), vae, cvae, arvae or
+            aae (see doc/conditional.md); cvae, arvae and aae need
+            --condition_on.
         epochs : int, optional
             Number of epochs (the length of the OneCycle schedule).
         batch_size : int, optional
@@ -97,6 +108,17 @@ class TrainTractoencoderFlow(TractogenFlow):
             Compute precision: float32, mixed_bfloat16 or mixed_float16
             (float32 master weights; the saved model is float32; see
             doc/precision.md).
+        condition_on : string, optional
+            Comma-separated conditions: bundle, subject covariates (age,
+            status, any participants.tsv column) and per-streamline
+            attributes (length, curvature). With --model ae or vae they are
+            only stored with the generation seeds.
+        participants : string, optional
+            BIDS participants.tsv with the subject covariates of the input
+            files (default: one found in the folders above them).
+        beta : float, optional
+            Weight of the KL term (vae, cvae, arvae), in mm2 of summed
+            squared error per nat.
         no_normalize : bool, optional
             Train on raw mm coordinates as the reference code does.
         restart : bool, optional
@@ -157,6 +179,10 @@ class TrainTractoencoderFlow(TractogenFlow):
             tensorboard_dir=tensorboard or None,
             wm_mask=wm_mask or None,
             precision=precision,
+            model_type=model,
+            conditions=condition_on or None,
+            participants=participants or None,
+            beta=beta,
             resume=not restart,
             force=self.force,
             max_minutes=max_minutes or None,
@@ -173,5 +199,11 @@ class TrainTractoencoderFlow(TractogenFlow):
                 f"; held-out ({errors.get('split')}) MDF mean "
                 f"{errors['mdf_mean_mm']:.3f} mm, p95 {errors['mdf_p95_mm']:.3f} mm, "
                 f"endpoints {errors['endpoint_mean_mm']:.3f} mm"
+            )
+        diversity = card.get("diversity_check")
+        if diversity:
+            msg += (
+                f"; diversity within one condition {diversity['min_ratio']:.2f} x "
+                f"the real bundle's ({'passed' if diversity['passed'] else 'FAILED'})"
             )
         logger.info(msg)
