@@ -51,6 +51,7 @@ __all__ = [
     "allocate_counts",
     "build_sampler",
     "default_filters",
+    "volume_filter",
     "iter_generate",
     "generate_streamlines",
     "generate_tractogram",
@@ -188,6 +189,7 @@ def default_filters(
     latent_filter=True,
     sampler=None,
     n_calibration=2000,
+    volume=None,
 ):
     """The default plausibility pipeline of generation.
 
@@ -226,6 +228,10 @@ def default_filters(
         neighbouring seeds lie from each other).
     n_calibration : int, optional
         Samples per bundle drawn to calibrate the thresholds.
+    volume : tuple (affine, dimensions), optional
+        The output's reference grid: adds, first, the ``in_volume`` filter
+        (every point inside the grid, as DIPY's bounding-box check requires
+        of a valid file; see :func:`volume_filter`).
 
     Returns
     -------
@@ -239,7 +245,8 @@ def default_filters(
         WhiteMatterFilter,
     )
 
-    filters = [LengthFilter(min_length, max_length)]
+    filters = [] if volume is None else [volume_filter(*volume)]
+    filters.append(LengthFilter(min_length, max_length))
     if wm_mask is not None:
         if affine is None:
             raise InputError("a white-matter mask needs its affine")
@@ -257,6 +264,19 @@ def default_filters(
             ).fit(seeds, seed_labels)
         filters.append(latent)
     return FilterPipeline(filters)
+
+
+def volume_filter(affine, dimensions):
+    """A filter keeping streamlines whose every point lies inside the grid.
+
+    Generated streamlines are free to leave the reference volume; a file
+    holding one fails DIPY's bounding-box check on load, so generation always
+    applies this filter, even with the plausibility filters off.
+    """
+    from dipy_tractogen.filtering import WhiteMatterFilter
+
+    grid = np.ones(tuple(int(d) for d in dimensions), dtype=bool)
+    return WhiteMatterFilter(grid, affine, min_fraction=1.0, name="in_volume")
 
 
 def _calibrated_thresholds(latent, sampler, percentile, n_per_class):
@@ -573,9 +593,12 @@ def generate_tractogram(
 
     # filters
     mask, mask_affine = model_wm_mask(model, wm_mask, space)
-    pipeline = None
+    from dipy_tractogen.filtering import FilterPipeline
+
+    pipeline = FilterPipeline([volume_filter(space[0], space[1])])
     if apply_filters:
         pipeline = default_filters(
+            volume=(space[0], space[1]),
             seeds=Z_seed if latent_filter else None,
             seed_labels=y_seed,
             min_length=min_length,
@@ -686,6 +709,7 @@ def generate_streamlines(
             wm_mask=mask,
             affine=affine,
             sampler=sampler_obj,
+            volume=None if space is None else (space[0], space[1]),
         )
     report = GenerationReport(requested=dict(counts))
     parts = list(

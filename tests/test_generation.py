@@ -262,3 +262,15 @@ def test_nothing_generated_writes_nothing(tiny_model, tmp_path):
             min_length=50,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_volume_filter_keeps_files_valid():
+    from dipy_tractogen.generation import volume_filter
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    f = volume_filter(affine, (10, 10, 10))
+    inside = np.full((1, 5, 3), 10.0, np.float32)
+    outside = inside.copy()
+    outside[0, -1, 2] = 25.0  # beyond 19 mm (the last voxel's outer face)
+    keep = f(np.concatenate([inside, outside]))
+    assert keep.tolist() == [True, False]
