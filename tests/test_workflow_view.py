@@ -92,6 +92,8 @@ def test_view_bad_options(rendering, phantom_file, tmp_path):
         ViewTractogramFlow().run(path, color_by="fa", out_dir=str(tmp_path))
     with pytest.raises(InputError, match="not found"):
         ViewTractogramFlow().run(path, compare="none.trx", out_dir=str(tmp_path))
+    with pytest.raises(InputError, match="no tractogram matches"):
+        ViewTractogramFlow().run(str(tmp_path / "none*.trx"), out_dir=str(tmp_path))
     with pytest.raises(InputError, match="unknown view 'top'"):
         ViewTractogramFlow().run(path, view="top", out_dir=str(tmp_path))
     assert not list(tmp_path.iterdir())

@@ -1,5 +1,6 @@
 """``dipy_view_tractogram``: a picture (or a window) of any tractogram."""
 
+import glob
 from pathlib import Path
 
 from dipy_tractogen.errors import InputError
@@ -115,6 +116,8 @@ class ViewTractogramFlow(TractogenFlow):
         if compare and not Path(compare).is_file():
             raise InputError(f"tractogram to compare not found: {compare}")
         camera = parse_view(view)
+        if not glob.glob(str(input_files)):
+            raise InputError(f"no tractogram matches {input_files}")
         io_it = self.get_io_iterator()
         done = []
         for in_file, out_file in io_it:
