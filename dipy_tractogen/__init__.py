@@ -29,6 +29,12 @@ _LAZY = {
     "generate_tractogram": "dipy_tractogen.generation",
     "generate_streamlines": "dipy_tractogen.generation",
     "evaluate_bundles": "dipy_tractogen.metrics",
+    "evaluate_tractogram": "dipy_tractogen.evaluation",
+    "filter_tractogram": "dipy_tractogen.plausibility",
+    "render_tractogram": "dipy_tractogen.viz",
+    "render_comparison": "dipy_tractogen.viz",
+    "write_html_report": "dipy_tractogen.report",
+    "fetch_finta_weights": "dipy_tractogen.fetcher",
 }
 
 __all__ = ["__version__", *_LAZY]
