@@ -64,10 +64,20 @@ def main():
     if not trained.exists():
         run(
             [
-                "dipy_train_tractoencoder", work / "phantom.trx",
-                "--epochs", args.epochs, "--valid_fraction", 0.1, "--seed", 0,
-                "--wm_mask", work / "wm_mask.nii.gz",
-                "--out_dir", work, "--out_model", trained.name,
+                "dipy_train_tractoencoder",
+                work / "phantom.trx",
+                "--epochs",
+                args.epochs,
+                "--valid_fraction",
+                0.1,
+                "--seed",
+                0,
+                "--wm_mask",
+                work / "wm_mask.nii.gz",
+                "--out_dir",
+                work,
+                "--out_model",
+                trained.name,
             ]
         )
     model = load_model(trained)
@@ -85,8 +95,9 @@ def main():
     n = args.factor * len(fresh.streamlines)
     gen_path = work / "generated.trx"
     t = time.time()
-    report = generate_tractogram(gen_path, model=model, n_streamlines=n, seed=0,
-                                 force=True)
+    report = generate_tractogram(
+        gen_path, model=model, n_streamlines=n, seed=0, force=True
+    )
     print(report.summary(), f"({time.time() - t:.0f} s)")
     ev = evaluate_tractogram(
         gen_path,
