@@ -132,9 +132,10 @@ class ConditionalHDF5Sequence(nndata.HDF5StreamlineSequence):
 class ConditionalTrainingData(nndata.TrainingData):
     """Training data with encoded conditions for every split.
 
-    Attributes (besides those of
-    :class:`~dipy_tractogen.nn.data.TrainingData`)
-    ----------------------------------------------------------------------
+    Besides those of :class:`~dipy_tractogen.nn.data.TrainingData`:
+
+    Attributes
+    ----------
     encoder : ConditionEncoder
         Fitted on the training split (continuous ranges) and on every split
         (category lists).
