@@ -45,10 +45,19 @@ def _torch_finta_module():
 
 
 def _space():
-    from dipy_tractogen.phantom import generate_phantom
+    """A 240 mm cube of 2 mm voxels centred on the origin: it holds the phantom
+    and what a random-weight network decodes (generation keeps only streamlines
+    inside the reference grid)."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = -119.0
+    return (affine, (120, 120, 120), (2.0, 2.0, 2.0), "RAS")
 
-    ph = generate_phantom(counts=1)
-    return (ph.affine, ph.dimensions, ph.voxel_sizes, "RAS")
+
+def _space_image():
+    import nibabel as nib
+
+    affine, dims, _, _ = _space()
+    return nib.Nifti1Image(np.zeros(dims, np.uint8), affine)
 
 
 def _zeros_state_dict():
@@ -71,7 +80,7 @@ def _one_bundle_files(folder, names, *, count=6):
             s for s, i in zip(ph.streamlines, ph.bundle_ids, strict=True) if i == b
         ]
         files.append(Path(folder) / f"{name}.trk")
-        sft = StatefulTractogram(lines, ph.reference_image(), Space.RASMM)
+        sft = StatefulTractogram(lines, _space_image(), Space.RASMM)
         save_tractogram(sft, str(files[-1]))
     return files
 

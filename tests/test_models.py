@@ -122,12 +122,18 @@ def test_save_force_and_bad_names(tmp_path):
     assert not (tmp_path / "n.keras").exists()
 
 
-def test_default_model_not_shipped():
+def test_shipped_default_model():
+    """The embedded default loads by name (or None) and is generation-ready."""
     assert SHIPPED_MODELS["default"] == "default_model.keras"
-    with pytest.raises(ModelError, match="no 'default' model is shipped yet"):
-        load_model()
-    with pytest.raises(ModelError, match="default_model.keras"):
-        resolve_model_path("default")
+    assert resolve_model_path(None) == resolve_model_path("default")
+    model = load_model()
+    assert model.card["name"] == "default"
+    assert len(model.card["bundle_names"]) == 7
+    bank = model.seed_bank
+    assert bank["latents"].shape[1] == model.latent_dim
+    assert bank["wm_mask"].shape == tuple(bank["dimensions"])
+    quality = model.card["measured_quality"]["reconstruction_fresh_phantom_mm"]
+    assert 0 < quality["mdf_mean_mm"] < 1.0
 
 
 def test_load_errors(saved, tmp_path):
