@@ -136,7 +136,7 @@ def test_interrupted_run_resumes_then_refuses_to_overwrite(
         (["--batch_size", 0], "batch_size"),
         (["--learning_rate", 0], "learning_rate"),
         (["--max_learning_rate", -1], "max_learning_rate"),
-        (["--model", "gan"], "available: ae"),
+        (["--model", "gan"], "unknown model 'gan'"),
         (["--n_points", 48], "multiple of 32"),
         (["--out_model", "m.h5"], ".keras"),
     ],
