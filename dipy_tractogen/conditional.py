@@ -930,6 +930,7 @@ def diversity_check(
     *,
     n=200,
     threshold=0.5,
+    latent="auto",
     random_state=0,
 ):
     """Spread of generated streamlines within one condition vs the real bundle.
@@ -953,6 +954,8 @@ def diversity_check(
     n : int, optional
     threshold : float, optional
         Ratio required of every bundle (the project's bar is 0.5).
+    latent : {"auto", "prior", "kde"}, optional
+        Latent source (see :class:`ConditionalSampler`).
     random_state : int, optional
 
     Returns
@@ -977,6 +980,7 @@ def diversity_check(
                 model,
                 {k: [v] for k, v in combo.items()},
                 n,
+                latent=latent,
                 seed=random_state,
                 extrapolate=True,
             )
@@ -997,6 +1001,7 @@ def diversity_check(
     return {
         "definition": "mean pairwise MDF of streamlines generated for one "
         "condition / that of the real bundle",
+        "latent": latent,
         "per_bundle": per_bundle,
         "min_ratio": float(np.min(ratios)) if ratios else float("nan"),
         "median_ratio": float(np.median(ratios)) if ratios else float("nan"),

@@ -197,7 +197,7 @@ _OPTIONS = {"arvae": {"gamma": 1e5, "beta": 0.1}}
 
 
 def trained_model(kind):
-    """A model of each type after 6 short epochs (3e-3), then one epoch at a
+    """A model of each type after 10 short epochs (3e-3), then one epoch at a
     large learning rate (0.05); cached for the module."""
     if kind not in _TRAINED:
         arr, ids, age = toy_bundles()
@@ -205,7 +205,7 @@ def trained_model(kind):
         cond = enc.transform({"bundle": ids, "age": age})
         model = compile_(make(kind, enc, **_OPTIONS.get(kind, {})), lr=3e-3)
         x, y = inputs(model, arr, cond)
-        hist = model.fit(x, y, batch_size=16, epochs=6, verbose=0, shuffle=True)
+        hist = model.fit(x, y, batch_size=16, epochs=10, verbose=0, shuffle=True)
         if kind == "arvae":  # before the large steps below scramble the order
             model.ar_fit = model.fit_attribute_map(arr, cond)
         model.optimizer.learning_rate.assign(0.05)
@@ -288,7 +288,7 @@ def test_aae_prior_is_class_conditional(data):
 def test_arvae_attribute_map_sets_its_dimension(data):
     arr, ids, age, enc, cond = data
     model = trained_model("arvae")[0]
-    fit = model.ar_fit  # fit_attribute_map after the first 6 epochs
+    fit = model.ar_fit  # fit_attribute_map after the first 10 epochs
     assert fit["age"]["latent_dim"] == 0
     assert fit["age"]["spearman"] > 0.5  # the AR loss orders z_0 like age
     low = enc.transform({"bundle": ["arc"] * 50, "age": [25.0] * 50})

@@ -705,6 +705,22 @@ def _fit_encoder(names, raw, train_rows, bundle_names):
 
 #: default loss weights (mm² of summed squared error per unit of the term)
 DEFAULT_WEIGHTS = {"gamma": 10.0, "adversarial_weight": 1.0}
+_VAE_OPTIONS = ("beta", "log_var_range", "batch_norm", "seed")
+#: constructor options accepted per model type (besides the trainer's own)
+_OPTIONS = {
+    "ae": (),
+    "vae": _VAE_OPTIONS,
+    "cvae": _VAE_OPTIONS,
+    "arvae": (*_VAE_OPTIONS, "gamma", "delta", "conditional_decoder"),
+    "aae": (
+        "adversarial_weight",
+        "prior_radius",
+        "discriminator_hidden",
+        "conditional_decoder",
+        "batch_norm",
+        "seed",
+    ),
+}
 _WEIGHTED = {
     "vae": ("beta",),
     "cvae": ("beta",),
@@ -750,9 +766,16 @@ def model_options_for(
         user-facing values (JSON-able).
     """
     options = dict(options or {})
+    allowed = _OPTIONS.get(model_type, ())
+    unknown = sorted(k for k in options if k not in allowed)
+    if unknown:
+        raise InputError(
+            f"unknown option(s) {', '.join(unknown)} for model_type "
+            f"{model_type!r}; accepted: {', '.join(allowed) or '(none)'}"
+        )
     known = {"beta": beta, **DEFAULT_WEIGHTS, **options}
     card = {k: v for k, v in options.items()}
-    model = {k: v for k, v in options.items() if k not in ("gamma",)}
+    model = dict(options)
     if model_type == "ae":
         return {"model": {}, "card": card}
     unit = 1.0 if loss_units == "mm" else 1.0 / float(scale) ** 2
