@@ -562,3 +562,42 @@ def test_train_command_conditional_end_to_end(cohort, tmp_path, monkeypatch, cap
         tmp_path / "other",
     )
     assert status == 1 and "handedness" in capsys.readouterr().err
+
+
+def test_collapse_monitor_stops_and_training_fails_loudly(cohort):
+    pytest.importorskip("keras")
+    from dipy_tractogen.errors import ModelError
+    from dipy_tractogen.nn.conditioning import (
+        _diversity_monitor_class,
+        load_conditional_data,
+    )
+
+    rng = np.random.default_rng(0)
+    healthy, collapsed = StubModel(), StubModel(collapse=True)
+    ids = np.repeat([0, 1], 30)
+    cond = healthy.condition_encoder.transform(
+        {
+            "bundle": ids,
+            "age": rng.uniform(20, 90, 60),
+            "status": ["control"] * 60,
+            "length": [90.0] * 60,
+        }
+    )
+    real = healthy.decode(rng.standard_normal((60, 2)).astype(np.float32), cond)
+    Monitor = _diversity_monitor_class()
+    ok = Monitor(real, ids, cond, n=30, warmup=1)
+    ok.set_model(healthy)
+    ok.on_epoch_end(0)
+    assert ok.collapsed is None and ok.ratios[0]["min_ratio"] > 0.5
+    bad = Monitor(real, ids, cond, n=30, warmup=2)
+    bad.set_model(collapsed)
+    bad.on_epoch_end(0)  # warm-up: not checked yet
+    assert bad.ratios == []
+    bad.on_epoch_end(1)
+    assert bad.collapsed[0] == 2 and collapsed.stop_training
+    data = load_conditional_data(
+        str(cohort / "sub-*" / "*.trx"), "bundle,age,status,length", n_points=N_POINTS
+    )
+    data._monitor = bad
+    with pytest.raises(ModelError, match="mode collapse at epoch 2"):
+        data.finish_model(collapsed, {})
