@@ -570,12 +570,17 @@ def iter_conditional_generate(
         yield X, rows[:, d:], labels
 
 
-def _sampler(model, request, latent, bandwidth, extrapolate):
+def _sampler(model, request, latent, bandwidth, extrapolate, n_neighbors=0.1):
     if isinstance(request, ConditionalSampler):
         return request
     _, combos = resolve_request(model, request, extrapolate=extrapolate)
     return ConditionalSampler(
-        model, combos, latent=latent, bandwidth=bandwidth, extrapolate=extrapolate
+        model,
+        combos,
+        latent=latent,
+        bandwidth=bandwidth,
+        extrapolate=extrapolate,
+        n_neighbors=n_neighbors,
     )
 
 
@@ -598,6 +603,7 @@ def generate_conditional_streamlines(
     *,
     latent="auto",
     bandwidth=0.025,
+    n_neighbors=0.1,
     extrapolate=False,
     filters=None,
     chunk_size=10000,
@@ -616,6 +622,10 @@ def generate_conditional_streamlines(
         Total count (shared equally by the combinations).
     latent : {"auto", "prior", "kde"}, optional
     bandwidth : float, optional
+    n_neighbors : float, optional
+        With ``latent="kde"``: the fraction of the seeds of the matching
+        categories, nearest in the requested continuous values, that the KDE
+        uses (1: all of them; see :class:`ConditionalSampler`).
     extrapolate : bool, optional
     filters : FilterPipeline or None, optional
         None: no filter (see :func:`generate_conditional_tractogram` for
@@ -636,7 +646,7 @@ def generate_conditional_streamlines(
     from dipy_tractogen.models import resolve_model
 
     model = resolve_model(model)
-    sampler = _sampler(model, request, latent, bandwidth, extrapolate)
+    sampler = _sampler(model, request, latent, bandwidth, extrapolate, n_neighbors)
     report = GenerationReport(requested={})
     t0 = time.time()
     parts = list(
@@ -683,6 +693,7 @@ def generate_conditional_tractogram(
     n_streamlines=10000,
     latent="auto",
     bandwidth=0.025,
+    n_neighbors=0.1,
     extrapolate=False,
     min_length=20.0,
     max_length=220.0,
@@ -716,6 +727,8 @@ def generate_conditional_tractogram(
         Latent source (see :class:`ConditionalSampler`).
     bandwidth : float, optional
         KDE bandwidth for ``latent="kde"``.
+    n_neighbors : float, optional
+        Fraction of the matching seeds the KDE uses (``latent="kde"``).
     extrapolate : bool, optional
         Allow continuous values outside the training range.
     min_length, max_length : float, optional
@@ -774,7 +787,7 @@ def generate_conditional_tractogram(
     )
     model_arg = model
     model = resolve_model(model)
-    sampler = _sampler(model, request, latent, bandwidth, extrapolate)
+    sampler = _sampler(model, request, latent, bandwidth, extrapolate, n_neighbors)
     enc = sampler.encoder_
 
     space = model_reference(model)
@@ -814,7 +827,11 @@ def generate_conditional_tractogram(
         "model": model_provenance(model, model_arg),
         "model_type": getattr(model, "model_type", "ae"),
         "seed": int(seed),
-        "latent": {"source": sampler.latent_, "bandwidth": bandwidth},
+        "latent": {
+            "source": sampler.latent_,
+            "bandwidth": bandwidth,
+            "n_neighbors": n_neighbors,
+        },
         "conditions": {
             "request": [dict(c) for c in sampler.combos],
             "extrapolate": bool(extrapolate),

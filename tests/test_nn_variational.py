@@ -359,3 +359,17 @@ def test_torch_backend_trains_and_round_trips(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()[-2:]
     assert lines == ["cvae True True True", "aae True True True"], out.stdout
+
+
+def test_aae_discriminator_can_see_every_condition(data):
+    arr, ids, age, enc, cond = data
+    both = make("aae", enc, discriminator_conditions="all")
+    assert both.discriminator._kernels[0].shape[0] == LATENT + enc.n_features_
+    only = make("aae", enc)
+    assert only.discriminator._kernels[0].shape[0] == LATENT + 2
+    x = np.zeros((4, N_POINTS, 3), np.float32)
+    both((x, cond[:4]), training=True)
+    assert len(both.losses) == 1 and np.isfinite(float(both.losses[0]))
+    assert both.get_config()["discriminator_conditions"] == "all"
+    with pytest.raises(InputError, match="discriminator_conditions"):
+        make("aae", enc, discriminator_conditions="age")

@@ -717,6 +717,7 @@ _OPTIONS = {
         "prior_radius",
         "discriminator_hidden",
         "conditional_decoder",
+        "discriminator_conditions",
         "batch_norm",
         "seed",
     ),

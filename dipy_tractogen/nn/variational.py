@@ -893,6 +893,12 @@ class AdversarialAutoencoder(VariationalAutoencoder):
     codes; see the module docstring for the one-``fit`` losses. The decoder
     takes every condition (``conditional_decoder``).
 
+    With ``discriminator_conditions="all"`` the discriminator sees every
+    condition, not only the bundle, while the prior depends on the bundle
+    alone: the codes' distribution is then pushed to be the same whatever
+    the age, status or length (adversarial label-invariance), so that the
+    decoder has to take those effects from the labels.
+
     Parameters
     ----------
     adversarial_weight : float, optional
@@ -903,6 +909,8 @@ class AdversarialAutoencoder(VariationalAutoencoder):
         Hidden widths of the discriminator.
     conditional_decoder : bool, optional
         Feed the conditions to the decoder.
+    discriminator_conditions : {"bundle", "all"}, optional
+        Conditions the discriminator sees with ``z``.
     **kwargs
         As for :class:`VariationalAutoencoder` (``beta``, ``log_var_range``
         are not used).
@@ -927,8 +935,15 @@ class AdversarialAutoencoder(VariationalAutoencoder):
         prior_radius=4.0,
         discriminator_hidden=(256, 256),
         conditional_decoder=True,
+        discriminator_conditions="bundle",
         **kwargs,
     ):
+        if discriminator_conditions not in ("bundle", "all"):
+            raise InputError(
+                "discriminator_conditions must be 'bundle' or 'all', got "
+                f"{discriminator_conditions!r}"
+            )
+        self.discriminator_conditions = discriminator_conditions
         self.adversarial_weight = _check_weight(
             adversarial_weight, "adversarial_weight"
         )
@@ -949,6 +964,11 @@ class AdversarialAutoencoder(VariationalAutoencoder):
             return []
         return list(range(self.n_conditions))
 
+    def _discriminator_columns(self):
+        if self.discriminator_conditions == "all":
+            return list(range(self.n_conditions))
+        return self._bundle_columns()
+
     @property
     def prior_means(self):
         """Means of the prior's components, ndarray (K, latent_dim)."""
@@ -968,7 +988,7 @@ class AdversarialAutoencoder(VariationalAutoencoder):
         self.discriminator = Discriminator(
             self.discriminator_hidden, name="discriminator"
         )
-        k = len(self._bundle_columns())
+        k = len(self._discriminator_columns())
         self.discriminator.build((None, self.latent_dim + k))
         object.__setattr__(self, "_prior_means", self.prior_means)
         self.prior_seed = keras.random.SeedGenerator(self.seed + 1)
@@ -984,14 +1004,13 @@ class AdversarialAutoencoder(VariationalAutoencoder):
                 onehot = self._take(c, cols)
                 means = ops.convert_to_tensor(self._prior_means)
                 z_prior = ops.matmul(onehot, means) + noise
-
-                def d_input(v):
-                    return ops.concatenate([v, onehot], axis=-1)
             else:
                 z_prior = noise
+            d_cols = self._discriminator_columns()
+            seen = self._take(c, d_cols) if d_cols else None
 
-                def d_input(v):
-                    return v
+            def d_input(v):
+                return v if seen is None else ops.concatenate([v, seen], axis=-1)
 
             disc = self.discriminator
             real = disc(d_input(z_prior))
@@ -1022,6 +1041,7 @@ class AdversarialAutoencoder(VariationalAutoencoder):
             prior_radius=self.prior_radius,
             discriminator_hidden=list(self.discriminator_hidden),
             conditional_decoder=self.conditional_decoder,
+            discriminator_conditions=self.discriminator_conditions,
         )
         return config
 
