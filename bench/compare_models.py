@@ -1,11 +1,12 @@
 """Compare the generative models on a phantom cohort with known covariate effects.
 
-Trains ``ae`` (+ KDE of matching seeds), ``vae`` (+ KDE of matching seeds),
-``cvae``, ``arvae`` and ``aae`` (prior sampling) on the same phantom cohort,
-each for the same CPU budget, conditioned on ``bundle, age, status, length``,
-then measures against the phantom's ground truth and writes
-``doc/model-comparison.md`` (generated, not hand-written) and a JSON file of
-every number.
+Trains ``ae``, ``vae``, ``cvae`` (and one with ``beta=20``), ``arvae``,
+``aae`` (and one whose discriminator sees every condition) on the same
+phantom cohort, each for the same CPU budget, conditioned on ``bundle, age,
+status, length``; evaluates each with latent codes from its prior (when it
+has one) and from the KDE of the seeds of the matching condition; measures
+against the phantom's ground truth and writes ``doc/model-comparison.md``
+(generated, not hand-written) and a JSON file of every number.
 
 What is measured (no plausibility filter anywhere: the raw decoder output
 is judged):
@@ -52,11 +53,14 @@ time: a two-epoch probe measures the seconds per epoch (after compilation)
 and the number of epochs is chosen so that the whole OneCycle schedule fits
 in the budget (``max_minutes`` is a safety stop at 1.3 x).
 
-Run (the full comparison takes about ``5 x (minutes + 3)`` minutes plus
-evaluation on 2 cores)::
+Run (the full comparison takes about ``7 x (minutes + 3)`` minutes on 2
+cores; ``--reuse`` re-evaluates the models already trained in ``--out``)::
 
     python bench/compare_models.py --minutes 10 --out /tmp/compare
     python bench/compare_models.py --quick          # a 2-minute smoke run
+
+XLA is off (``jit_compile=False``): at 64 points, batch 64 on the 2 loaded
+cores it trained 7-10 times slower than without.
 
 The machine's load average is printed and recorded: on a shared machine the
 epochs reached in a given time depend on it.
@@ -72,8 +76,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-#: model specs: type[:option=value...] (a second cvae with a stronger KL)
-MODELS = ("ae", "vae", "cvae", "cvae:beta=20", "arvae", "aae")
+#: model specs: type[:option=value...] (a cVAE with a stronger KL, and an
+#: AAE whose discriminator sees every condition)
+MODELS = (
+    "ae",
+    "vae",
+    "cvae",
+    "cvae:beta=20",
+    "arvae",
+    "aae",
+    "aae:discriminator_conditions=all",
+)
 CONDITIONS = "bundle,age,status,length"
 AGES = (25.0, 40.0, 55.0, 70.0, 85.0)
 BARS = {
