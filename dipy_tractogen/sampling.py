@@ -215,7 +215,9 @@ def scott_bandwidth(Z):
     return float(n ** (-1 / (d + 4)) * sigma)
 
 
-def gaussian_kde_logpdf(X, seeds, bandwidth, *, dtype=np.float64, chunk_elements=2**22):
+def gaussian_kde_logpdf(
+    X, seeds, bandwidth, *, weights=None, dtype=np.float64, chunk_elements=2**22
+):
     """Exact log-density of an isotropic Gaussian KDE, computed with BLAS.
 
     ``log p(x) = logsumexp_i(-|x - s_i|^2 / (2 h^2)) - log n
@@ -234,6 +236,10 @@ def gaussian_kde_logpdf(X, seeds, bandwidth, *, dtype=np.float64, chunk_elements
         Kernel centres.
     bandwidth : float
         Kernel standard deviation ``h``.
+    weights : array_like, shape (n,), optional
+        Non-negative kernel weights (a weighted KDE, ``log p(x) =
+        logsumexp_i(log w_i - |x - s_i|^2 / (2 h^2)) - log sum(w) - ...``);
+        None weighs every seed equally.
     dtype : {numpy.float64, numpy.float32}, optional
         Precision of the matrix product and exponentials. float32 is about
         4 times faster; its error on ``log p`` is of order
@@ -257,7 +263,13 @@ def gaussian_kde_logpdf(X, seeds, bandwidth, *, dtype=np.float64, chunk_elements
     S_aug = np.empty((n, d + 1), dtype=dtype)
     S_aug[:, :d] = S / bandwidth**2
     S_aug[:, d] = -np.einsum("ij,ij->i", S, S) / (2 * bandwidth**2)
-    const = -math.log(n) - 0.5 * d * math.log(2 * math.pi * bandwidth**2)
+    total = float(n)
+    if weights is not None:
+        w = _check_weights(weights, n)
+        with np.errstate(divide="ignore"):
+            S_aug[:, d] += np.log(w)
+        total = float(w.sum())
+    const = -math.log(total) - 0.5 * d * math.log(2 * math.pi * bandwidth**2)
     out = np.empty(X.shape[0])
     step = max(1, int(chunk_elements) // max(n, 1))
     x_aug = np.ones((min(step, X.shape[0]), d + 1), dtype=dtype)
@@ -272,6 +284,16 @@ def gaussian_kde_logpdf(X, seeds, bandwidth, *, dtype=np.float64, chunk_elements
         x2 = np.einsum("ij,ij->i", x, x) / (2 * bandwidth**2)
         out[start : start + m] = np.log(A.sum(axis=1, dtype=np.float64)) + top - x2
     return out + const
+
+
+def _check_weights(weights, n):
+    """Non-negative finite float64 weights of length ``n``, not all zero."""
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.shape != (n,):
+        raise InputError(f"{w.size} seed weights for {n} seeds")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise InputError("seed weights must be finite, non-negative and not all 0")
+    return w
 
 
 @dataclass
@@ -475,6 +497,8 @@ class KDESampler(BaseEstimator):
         The fitted estimator.
     seeds_ : ndarray, shape (n, d)
         The seeds.
+    weights_ : ndarray, shape (n,) or None
+        The seeds' kernel weights (``sample_weight``), or None.
     n_features_in_ : int
         Latent dimension ``d``.
     acceptance_rate_ : float
@@ -555,7 +579,7 @@ class KDESampler(BaseEstimator):
         search.fit(Z)
         return float(search.best_params_["bandwidth"])
 
-    def fit(self, Z, y=None):
+    def fit(self, Z, y=None, sample_weight=None):
         """Fit the KDE on seeds ``Z``.
 
         Parameters
@@ -564,6 +588,11 @@ class KDESampler(BaseEstimator):
             Latent seeds.
         y : None
             Ignored (scikit-learn convention).
+        sample_weight : array_like, shape (n,), optional
+            Kernel weights of the seeds (a weighted KDE: seeds are drawn in
+            proportion to their weight); used by the conditional sampler to
+            weigh seeds by the closeness of their covariates to a request.
+            Rule-based bandwidths are computed from the unweighted seeds.
 
         Returns
         -------
@@ -572,10 +601,16 @@ class KDESampler(BaseEstimator):
         from sklearn.neighbors import KernelDensity
 
         Z = _check_latents(Z, name="seeds")
+        w = None
+        if sample_weight is not None:
+            w = _check_weights(sample_weight, Z.shape[0])
         self.bandwidth_ = self._resolve_bandwidth(Z)
         self.seeds_ = Z
+        self.weights_ = w
         self.n_features_in_ = Z.shape[1]
-        self.kde_ = KernelDensity(kernel="gaussian", bandwidth=self.bandwidth_).fit(Z)
+        self.kde_ = KernelDensity(kernel="gaussian", bandwidth=self.bandwidth_).fit(
+            Z, sample_weight=w
+        )
         return self
 
     def _check_fitted(self):
@@ -623,7 +658,9 @@ class KDESampler(BaseEstimator):
         self._check_fitted()
         Z = _check_latents(Z, min_rows=0)
         self._check_dim(Z)
-        return gaussian_kde_logpdf(Z, self.seeds_, self.bandwidth_)
+        return gaussian_kde_logpdf(
+            Z, self.seeds_, self.bandwidth_, weights=getattr(self, "weights_", None)
+        )
 
     def _check_dim(self, Z):
         if Z.shape[1] != self.n_features_in_:
@@ -796,7 +833,13 @@ class RejectionSampler(BaseEstimator):
     def _log_accept(self, X):
         """Log acceptance probability ``min(0, log KDE - log M - log q)``."""
         t = self.target_
-        log_t = gaussian_kde_logpdf(X, t.seeds_, t.bandwidth_, dtype=np.float32)
+        log_t = gaussian_kde_logpdf(
+            X,
+            t.seeds_,
+            t.bandwidth_,
+            weights=getattr(t, "weights_", None),
+            dtype=np.float32,
+        )
         log_q = self.proposal_.score_samples(X)
         return np.minimum(0.0, log_t - self.log_M_ - log_q)
 

@@ -319,3 +319,28 @@ def test_sample_until_accepts_transformed_rows():
 
     with pytest.raises(InputError, match="kept rows"):
         sample_until(3, np.arange, wrong, budget=10, chunk=4)
+
+
+def test_weighted_kde_matches_sklearn_and_draws_by_weight():
+    from sklearn.neighbors import KernelDensity
+
+    from dipy_tractogen.sampling import KDESampler, gaussian_kde_logpdf
+
+    rng = np.random.default_rng(0)
+    S = rng.normal(size=(40, 4))
+    X = rng.normal(size=(15, 4))
+    w = rng.random(40)
+    w[:5] = 0.0
+    with np.errstate(divide="ignore"):  # sklearn takes log(0) of zero weights
+        ref = KernelDensity(bandwidth=0.6).fit(S, sample_weight=w).score_samples(X)
+    np.testing.assert_allclose(gaussian_kde_logpdf(X, S, 0.6, weights=w), ref)
+    # two far-apart seeds, weights 9:1 -> draws near each in that proportion
+    seeds = np.array([[0.0, 0.0], [100.0, 0.0]])
+    kde = KDESampler(bandwidth=0.1).fit(seeds, sample_weight=[9.0, 1.0])
+    Z = kde.sample(4000, random_state=1)
+    assert np.mean(Z[:, 0] > 50) == pytest.approx(0.1, abs=0.02)
+    logp = kde.score_samples(seeds)
+    assert logp[0] - logp[1] == pytest.approx(np.log(9.0), abs=1e-6)
+    for bad in ([1.0], [-1.0, 1.0], [0.0, 0.0], [np.nan, 1.0]):
+        with pytest.raises(InputError, match="weight"):
+            KDESampler().fit(seeds, sample_weight=bad)
