@@ -836,6 +836,30 @@ _PARTICIPANTS_SIDECAR = {
 }
 
 
+#: how :func:`generate_cohort` assigns ages and statuses
+COHORT_DESIGNS = ("random", "balanced")
+
+
+def _cohort_covariates(n_subjects, n_neuro, lo, hi, design, rng):
+    """Ages and statuses of a cohort (see :func:`generate_cohort`)."""
+    if design == "random":
+        ages = np.round(rng.uniform(lo, hi, size=n_subjects), 1).clip(lo, hi)
+        statuses = np.array(
+            ["control"] * (n_subjects - n_neuro) + [STATUSES[1]] * n_neuro
+        )
+        return ages, statuses[rng.permutation(n_subjects)]
+    ages, statuses = [], []
+    for status, n in (("control", n_subjects - n_neuro), (STATUSES[1], n_neuro)):
+        if n == 0:
+            continue
+        step = (hi - lo) / n
+        group = lo + step * (np.arange(n) + rng.uniform(0.0, 1.0))
+        ages.extend(np.round(group, 1).clip(lo, hi))
+        statuses.extend([status] * n)
+    order = rng.permutation(n_subjects)
+    return np.asarray(ages)[order], np.asarray(statuses)[order]
+
+
 def generate_cohort(
     n_subjects,
     out_dir,
@@ -844,16 +868,21 @@ def generate_cohort(
     status_fraction=0.5,
     seed=0,
     counts=None,
+    design="random",
     fmt="trx",
     force=False,
 ):
     """Generate and write a cohort of phantom subjects with sampled covariates.
 
-    Subject ``i`` (``sub-001``, ``sub-002``, ...) gets an age drawn uniformly
-    in ``age_range`` (rounded to 0.1 year) and a status; exactly
-    ``round(status_fraction * n_subjects)`` subjects, chosen at random, are
-    ``"neurodegeneration"``. Each subject is written by :func:`write_phantom`
-    in a BIDS-like folder::
+    Subject ``i`` (``sub-001``, ``sub-002``, ...) gets an age and a status;
+    exactly ``round(status_fraction * n_subjects)`` subjects are
+    ``"neurodegeneration"``. With ``design="random"`` the ages are drawn
+    uniformly in ``age_range`` and the patients chosen at random; with
+    ``design="balanced"`` each status group spans ``age_range`` on its own
+    (its ages evenly spaced, with a random offset within one step, so that
+    the groups interleave), which keeps age and status uncorrelated, as a
+    study design would. Ages are rounded to 0.1 year. Each subject is written
+    by :func:`write_phantom` in a BIDS-like folder::
 
         out_dir/participants.tsv        participant_id, age, status, seed
         out_dir/participants.json       column descriptions
@@ -879,6 +908,8 @@ def generate_cohort(
         Seed (>= 0) of the covariates and of every subject's phantom.
     counts : int or sequence of int or dict, optional
         Control streamline counts, as in :func:`generate_phantom`.
+    design : {"random", "balanced"}, optional
+        How ages and statuses are assigned (see above).
     fmt : {"trx", "trk", "tck"}, optional
         Tractogram format.
     force : bool, optional
@@ -916,6 +947,10 @@ def generate_cohort(
         raise InputError(f"status_fraction must be in [0, 1], got {status_fraction!r}")
     if not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(f"seed must be an integer >= 0, got {seed!r}")
+    if design not in COHORT_DESIGNS:
+        raise InputError(
+            f"unknown cohort design {design!r}; use one of {', '.join(COHORT_DESIGNS)}"
+        )
     _resolve_counts(counts)
 
     out_dir = Path(out_dir)
@@ -937,10 +972,8 @@ def generate_cohort(
         n_subjects + 1
     )
     rng = np.random.default_rng(covariate_seq)
-    ages = np.round(rng.uniform(lo, hi, size=n_subjects), 1).clip(lo, hi)
     n_neuro = int(math.floor(status_fraction * n_subjects + 0.5))
-    statuses = np.array(["control"] * (n_subjects - n_neuro) + [STATUSES[1]] * n_neuro)
-    statuses = statuses[rng.permutation(n_subjects)]
+    ages, statuses = _cohort_covariates(n_subjects, n_neuro, lo, hi, design, rng)
     seeds = [int(s.generate_state(1)[0]) for s in subject_seqs]
 
     rows, written = [], {}

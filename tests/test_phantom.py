@@ -294,6 +294,29 @@ def test_cohort(tmp_path):
     assert {p: os.path.getmtime(p) for p in tmp_path.rglob("*")} == before
 
 
+def test_cohort_balanced_design(tmp_path):
+    out = generate_cohort(
+        8, tmp_path, age_range=(20, 90), seed=5, counts=2, design="balanced"
+    )
+    with open(out["participants"], newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["status"], []).append(float(r["age"]))
+    assert sorted(len(g) for g in groups.values()) == [4, 4]
+    step = 70 / 4
+    for ages in groups.values():
+        ages = np.sort(ages)
+        # evenly spaced over the range, one per step
+        np.testing.assert_allclose(np.diff(ages), step, atol=0.11)
+        assert 20 <= ages[0] < 20 + step and 90 - step <= ages[-1] <= 90
+    # age and status uncorrelated: group means within one step
+    means = [np.mean(g) for g in groups.values()]
+    assert abs(means[0] - means[1]) < step
+    with pytest.raises(InputError, match="cohort design"):
+        generate_cohort(2, tmp_path / "x", design="stratified")
+
+
 def test_cohort_bad_values(tmp_path):
     with pytest.raises(InputError, match="n_subjects"):
         generate_cohort(0, tmp_path)

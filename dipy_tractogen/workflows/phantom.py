@@ -25,6 +25,7 @@ class GeneratePhantomFlow(TractogenFlow):
         n_subjects=0,
         streamlines_per_bundle=0,
         status_fraction=0.5,
+        cohort_design="random",
         fmt="",
         out_dir="",
         out_tractogram=_DEFAULT_TRACTOGRAM,
@@ -62,6 +63,10 @@ class GeneratePhantomFlow(TractogenFlow):
             FiberCup-like defaults (7,833 streamlines in all).
         status_fraction : float, optional
             Fraction of neurodegeneration subjects in a cohort.
+        cohort_design : string, optional
+            How a cohort's covariates are assigned: random (uniform ages,
+            patients chosen at random) or balanced (each status group spans
+            the age range evenly, so age and status are uncorrelated).
         fmt : string, optional
             Tractogram format: trx, trk or tck (default: the extension of
             ``out_tractogram``, trx for a cohort).
@@ -99,6 +104,7 @@ class GeneratePhantomFlow(TractogenFlow):
                 status_fraction=status_fraction,
                 seed=seed,
                 counts=counts,
+                design=cohort_design,
                 fmt=fmt or "trx",
                 force=self.force,
             )
