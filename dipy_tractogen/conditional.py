@@ -13,13 +13,17 @@ bank records the seeds' conditions):
    Several values make a sweep: every combination gets an equal share of
    the streamlines (:func:`~dipy_tractogen.conditions.condition_grid`).
    Conditions left out are drawn, per streamline, from the seeds that match
-   the requested categories (their empirical joint distribution).
+   the requested categories, weighed by the closeness of their continuous
+   conditions to the requested values (their empirical joint distribution).
 2. **Latents.** ``latent="prior"``: from the model's prior (``N(0, I)`` for
    the VAE family, the requested bundle's component for the AAE, with the
    AR-VAE's attribute dimensions set from the requested values);
-   ``latent="kde"``: a Gaussian KDE on the seeds of the matching condition
-   (same categories, the nearest seeds in the continuous conditions), which
-   also serves models without a prior (the plain FINTA autoencoder).
+   ``latent="kde"`` (the default when the model carries seeds): a
+   conditional KDE, a Gaussian KDE on the seeds of the requested categories
+   weighed by a Gaussian kernel on the distance of their continuous
+   conditions to the requested values (a Nadaraya-Watson-style estimate of
+   ``p(z | c)`` that mixes neighbouring subjects rather than copying one),
+   which also serves models without a prior (the plain FINTA autoencoder).
 3. **Decoding** with the condition rows (conditional decoders), in chunks.
 4. **Filters**: length and white-matter mask (the FINTA latent filter does
    not apply: the latent codes of a conditional model do not identify the
@@ -307,15 +311,24 @@ class ConditionalSampler:
     combos : list of dict
         From :func:`resolve_request`.
     latent : {"auto", "prior", "kde"}, optional
-        Latent source; ``"auto"``: the prior when the model has one
-        (VAE family, AAE), else the KDE of matching seeds.
+        Latent source; ``"auto"``: the conditional KDE of the seeds when the
+        model carries seeds with conditions (every model trained by
+        :func:`~dipy_tractogen.nn.training.train_autoencoder` does), else
+        the prior. The KDE is the default because it measured better on the
+        phantom cohort (``doc/model-comparison.md``): sampling the prior of
+        a VAE trained at the default ``beta`` lands away from the aggregate
+        posterior, hence from plausible streamlines.
     bandwidth : float, optional
         KDE bandwidth (``latent="kde"``).
-    n_neighbors : float, optional
-        With ``latent="kde"`` and continuous requested values, the KDE uses
-        the seeds nearest to the requested values: this fraction of the
-        seeds of the matching categories (at least ``min_seeds``).
-    min_seeds : int, optional
+    condition_bandwidth : float, optional
+        With continuous requested values, the seeds of the matching
+        categories are weighed by a Gaussian kernel of this width (a fraction
+        of each condition's training range) around the requested values: a
+        conditional KDE (``latent="kde"``), and the distribution the
+        conditions left out of the request are drawn from.
+    min_seeds : float, optional
+        Smallest effective number of weighted seeds; the kernel is widened
+        until it is reached.
     extrapolate : bool, optional
         Encode out-of-range requested values.
 
@@ -333,15 +346,15 @@ class ConditionalSampler:
         *,
         latent="auto",
         bandwidth=0.025,
-        n_neighbors=0.1,
-        min_seeds=30,
+        condition_bandwidth=0.1,
+        min_seeds=100,
         extrapolate=False,
     ):
         self.model = model
         self.combos = combos
         self.latent = latent
         self.bandwidth = bandwidth
-        self.n_neighbors = n_neighbors
+        self.condition_bandwidth = condition_bandwidth
         self.min_seeds = min_seeds
         self.extrapolate = extrapolate
         self._prepare()
@@ -353,16 +366,16 @@ class ConditionalSampler:
                 f"{', '.join(LATENT_SOURCES)}"
             )
         has_prior = hasattr(self.model, "sample_latent")
+        bank = getattr(self.model, "seed_bank", None) or {}
         latent = self.latent
         if latent == "auto":
-            latent = "prior" if has_prior else "kde"
+            latent = "kde" if "conditions" in bank or not has_prior else "prior"
         if latent == "prior" and not has_prior:
             raise ConditionError(
                 f"a {type(self.model).__name__} has no prior: use latent='kde'"
             )
         self.latent_ = latent
         self.encoder_ = model_condition_encoder(self.model)
-        bank = getattr(self.model, "seed_bank", None) or {}
         self._bank = _seed_bank_arrays(self.model) if "conditions" in bank else None
         if self._bank is None and (latent == "kde" or not self._complete()):
             _seed_bank_arrays(self.model)  # raises the explanation
@@ -383,7 +396,23 @@ class ConditionalSampler:
         return np.asarray(cols, int), np.asarray(vals, np.float32)
 
     def _matching(self, combo):
-        """Seed-bank rows of the same categories, nearest in continuous ones."""
+        """Seed-bank rows of the same categories and their kernel weights.
+
+        Seeds of other categories are left out; within the requested
+        categories, each seed is weighed by a Gaussian kernel on the distance
+        between its continuous conditions and the requested values
+        (``condition_bandwidth`` of each condition's training range). The
+        bandwidth is widened (x 1.5 at a time) until the weights' effective
+        sample size ``(sum w)^2 / sum w^2`` reaches ``min_seeds`` (or every
+        matching seed), so that a request between two training subjects
+        mixes their seeds rather than copying one.
+
+        Returns
+        -------
+        rows : ndarray of int
+        weights : ndarray of float or None
+            None when no continuous condition is requested.
+        """
         Z, labels, C = self._bank
         keep = np.ones(len(C), bool)
         for name, value in combo.items():
@@ -410,13 +439,22 @@ class ConditionalSampler:
             for k, v in combo.items()
             if self.encoder_.spec(k).kind == "continuous"
         ]
-        if cont:
-            k = int(max(self.min_seeds, np.ceil(self.n_neighbors * rows.size)))
-            d = np.zeros(rows.size)
-            for col, value in cont:
-                d += (C[rows, col] - value) ** 2
-            rows = rows[np.argsort(d, kind="stable")[: min(k, rows.size)]]
-        return rows
+        if not cont:
+            return rows, None
+        d2 = np.zeros(rows.size)
+        for col, value in cont:
+            d2 += (C[rows, col].astype(np.float64) - value) ** 2
+        d2 -= d2.min()  # the nearest seeds weigh 1 (no underflow far away)
+        # encoded continuous conditions span [-1, 1]: the range is 2 units
+        h = 2.0 * float(self.condition_bandwidth)
+        need = min(float(self.min_seeds), rows.size)
+        while True:
+            w = np.exp(-0.5 * d2 / h**2)
+            if w.sum() ** 2 / np.sum(w**2) >= need - 1e-9 or h > 1e3:
+                break
+            h *= 1.5
+        keep = w >= 1e-4 * w.max()
+        return rows[keep], w[keep]
 
     def condition_rows(self, index, n, rng):
         """``n`` encoded condition rows for combination ``index``."""
@@ -425,14 +463,9 @@ class ConditionalSampler:
         if self._complete():
             rows = np.zeros((n, self.encoder_.n_features_), np.float32)
         else:
-            candidates = self._matching(
-                {
-                    k: v
-                    for k, v in combo.items()
-                    if self.encoder_.spec(k).kind == "categorical"
-                }
-            )
-            rows = self._bank[2][rng.choice(candidates, size=n)].copy()
+            candidates, w = self._matching(combo)
+            p = None if w is None else w / w.sum()
+            rows = self._bank[2][rng.choice(candidates, size=n, p=p)].copy()
         rows[:, cols] = vals
         return rows
 
@@ -440,9 +473,9 @@ class ConditionalSampler:
         from dipy_tractogen.sampling import KDESampler
 
         if index not in self._kde:
-            rows = self._matching(self.combos[index])
+            rows, w = self._matching(self.combos[index])
             self._kde[index] = KDESampler(bandwidth=self.bandwidth).fit(
-                self._bank[0][rows]
+                self._bank[0][rows], sample_weight=w
             )
         return self._kde[index]
 
@@ -570,7 +603,7 @@ def iter_conditional_generate(
         yield X, rows[:, d:], labels
 
 
-def _sampler(model, request, latent, bandwidth, extrapolate, n_neighbors=0.1):
+def _sampler(model, request, latent, bandwidth, extrapolate, condition_bandwidth=0.1):
     if isinstance(request, ConditionalSampler):
         return request
     _, combos = resolve_request(model, request, extrapolate=extrapolate)
@@ -580,7 +613,7 @@ def _sampler(model, request, latent, bandwidth, extrapolate, n_neighbors=0.1):
         latent=latent,
         bandwidth=bandwidth,
         extrapolate=extrapolate,
-        n_neighbors=n_neighbors,
+        condition_bandwidth=condition_bandwidth,
     )
 
 
@@ -603,7 +636,7 @@ def generate_conditional_streamlines(
     *,
     latent="auto",
     bandwidth=0.025,
-    n_neighbors=0.1,
+    condition_bandwidth=0.1,
     extrapolate=False,
     filters=None,
     chunk_size=10000,
@@ -622,10 +655,10 @@ def generate_conditional_streamlines(
         Total count (shared equally by the combinations).
     latent : {"auto", "prior", "kde"}, optional
     bandwidth : float, optional
-    n_neighbors : float, optional
-        With ``latent="kde"``: the fraction of the seeds of the matching
-        categories, nearest in the requested continuous values, that the KDE
-        uses (1: all of them; see :class:`ConditionalSampler`).
+    condition_bandwidth : float, optional
+        Width of the kernel that weighs the seeds by the closeness of their
+        continuous conditions to the requested values, as a fraction of each
+        condition's training range (see :class:`ConditionalSampler`).
     extrapolate : bool, optional
     filters : FilterPipeline or None, optional
         None: no filter (see :func:`generate_conditional_tractogram` for
@@ -646,7 +679,9 @@ def generate_conditional_streamlines(
     from dipy_tractogen.models import resolve_model
 
     model = resolve_model(model)
-    sampler = _sampler(model, request, latent, bandwidth, extrapolate, n_neighbors)
+    sampler = _sampler(
+        model, request, latent, bandwidth, extrapolate, condition_bandwidth
+    )
     report = GenerationReport(requested={})
     t0 = time.time()
     parts = list(
@@ -693,7 +728,7 @@ def generate_conditional_tractogram(
     n_streamlines=10000,
     latent="auto",
     bandwidth=0.025,
-    n_neighbors=0.1,
+    condition_bandwidth=0.1,
     extrapolate=False,
     min_length=20.0,
     max_length=220.0,
@@ -727,8 +762,9 @@ def generate_conditional_tractogram(
         Latent source (see :class:`ConditionalSampler`).
     bandwidth : float, optional
         KDE bandwidth for ``latent="kde"``.
-    n_neighbors : float, optional
-        Fraction of the matching seeds the KDE uses (``latent="kde"``).
+    condition_bandwidth : float, optional
+        Kernel width over the continuous conditions (fraction of their
+        training range) weighing the seeds (see :class:`ConditionalSampler`).
     extrapolate : bool, optional
         Allow continuous values outside the training range.
     min_length, max_length : float, optional
@@ -787,7 +823,9 @@ def generate_conditional_tractogram(
     )
     model_arg = model
     model = resolve_model(model)
-    sampler = _sampler(model, request, latent, bandwidth, extrapolate, n_neighbors)
+    sampler = _sampler(
+        model, request, latent, bandwidth, extrapolate, condition_bandwidth
+    )
     enc = sampler.encoder_
 
     space = model_reference(model)
@@ -830,7 +868,7 @@ def generate_conditional_tractogram(
         "latent": {
             "source": sampler.latent_,
             "bandwidth": bandwidth,
-            "n_neighbors": n_neighbors,
+            "condition_bandwidth": condition_bandwidth,
         },
         "conditions": {
             "request": [dict(c) for c in sampler.combos],

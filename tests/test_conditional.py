@@ -185,6 +185,42 @@ def test_kde_latent_uses_seeds_of_the_matching_condition():
 _sample_latent = StubModel.sample_latent
 
 
+def test_kde_weighs_seeds_by_closeness_of_their_covariates():
+    model = StubModel()
+    bank = dict(model.seed_bank)
+    ages = model.condition_encoder.inverse_transform(bank["conditions"])["age"]
+    # latent 0 is the seed's age: the conditional KDE must follow the request
+    lat = bank["latents"].copy()
+    lat[:, 0] = ages
+    bank["latents"] = lat
+    model.seed_bank = bank
+    _, combos = resolve_request(model, {"bundle": "up", "age": [25, 55, 85]})
+    sampler = ConditionalSampler(
+        model, combos, latent="kde", condition_bandwidth=0.05, min_seeds=10
+    )
+    rows, labels = sampler.sample({0: 400, 1: 400, 2: 400}, random_state=0)
+    means = [rows[labels == i, 0].mean() for i in range(3)]
+    np.testing.assert_allclose(means, [25, 55, 85], atol=6)
+    # the weights: same categories only, more weight nearer the request
+    idx, w = sampler._matching(combos[1])
+    assert set(bank["labels"][idx]) == {0}
+    near = np.abs(ages[idx] - 55)
+    assert w[np.argmin(near)] == pytest.approx(w.max())
+    assert np.corrcoef(near, w)[0, 1] < -0.5
+    ess = w.sum() ** 2 / np.sum(w**2)
+    assert ess >= 10
+    # a narrow kernel is widened until the effective sample size is reached
+    wide = ConditionalSampler(
+        model, combos, latent="kde", condition_bandwidth=1e-4, min_seeds=40
+    )
+    _, w = wide._matching(combos[1])
+    assert w.sum() ** 2 / np.sum(w**2) >= 40
+    # categorical-only requests weigh every matching seed equally
+    _, combos = resolve_request(model, {"bundle": "up"})
+    idx, w = ConditionalSampler(model, combos, latent="kde")._matching(combos[0])
+    assert w is None and len(idx) == np.sum(bank["labels"] == 0)
+
+
 def test_tractogram_has_conditions_per_streamline_and_provenance(tmp_path):
     from dipy.io.streamline import load_tractogram
 

@@ -111,9 +111,10 @@ class GenerateTractogramFlow(TractogenFlow):
         length : string, optional
             Requested streamline length(s) in mm, as for age.
         latent : string, optional
-            Latent codes of conditional generation: auto (the model's prior
-            when it has one), prior, or kde (KDE of the seeds of the
-            matching condition).
+            Latent codes of conditional generation: auto (kde when the model
+            carries seeds with conditions, else its prior), prior, or kde
+            (KDE of the seeds of the requested categories, weighed by the
+            closeness of their covariates to the requested values).
         seeds : string, optional
             Tractogram whose bundles seed the sampling (default: the seeds
             stored in the model).
