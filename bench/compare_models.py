@@ -4,9 +4,15 @@ Trains ``ae``, ``vae``, ``cvae`` (and one with ``beta=20``), ``arvae``,
 ``aae`` (and one whose discriminator sees every condition) on the same
 phantom cohort, each for the same CPU budget, conditioned on ``bundle, age,
 status, length``; evaluates each with latent codes from its prior (when it
-has one) and from the KDE of the seeds of the matching condition; measures
+has one) and from the conditional KDE of its seeds (the seeds of the
+requested categories, weighed by a Gaussian kernel on the distance of their
+continuous conditions to the requested values); measures
 against the phantom's ground truth and writes ``doc/model-comparison.md``
 (generated, not hand-written) and a JSON file of every number.
+
+The cohort has a balanced design (each status group spans the age range,
+so that age and status are not confounded); the test subjects are the
+middle-aged subject(s) of each status.
 
 What is measured (no plausibility filter anywhere: the raw decoder output
 is judged):
@@ -56,7 +62,7 @@ in the budget (``max_minutes`` is a safety stop at 1.3 x).
 Run (the full comparison takes about ``7 x (minutes + 3)`` minutes on 2
 cores; ``--reuse`` re-evaluates the models already trained in ``--out``)::
 
-    python bench/compare_models.py --minutes 10 --out /tmp/compare
+    python bench/compare_models.py --minutes 4 --out /tmp/compare
     python bench/compare_models.py --quick          # a 2-minute smoke run
 
 XLA is off (``jit_compile=False``): at 64 points, batch 64 on the 2 loaded
@@ -119,7 +125,7 @@ def make_cohort(out, n_subjects, counts, seed):
 
     folder = Path(out) / "cohort"
     if not (folder / "participants.tsv").is_file():
-        generate_cohort(n_subjects, folder, counts=counts, seed=seed)
+        generate_cohort(n_subjects, folder, counts=counts, seed=seed, design="balanced")
     return folder
 
 
@@ -131,7 +137,21 @@ def load_cohort(folder, n_points, n_test):
 
     table = read_participants(folder / "participants.tsv")
     subjects = sorted(table)
-    test_subjects = subjects[-n_test:]
+    # test subjects: the middle-aged ones of each status, in turn (so that
+    # neither status nor the age range loses its extremes)
+    groups = {}
+    for s in sorted(subjects, key=lambda s: table[s]["age"]):
+        groups.setdefault(table[s]["status"], []).append(s)
+    order = {
+        st: sorted(g, key=lambda s, g=g: abs(g.index(s) - (len(g) - 1) / 2))
+        for st, g in groups.items()
+    }
+    test_subjects = []
+    while len(test_subjects) < n_test and any(order.values()):
+        for st in sorted(order):
+            if order[st] and len(test_subjects) < n_test:
+                test_subjects.append(order[st].pop(0))
+    test_subjects = sorted(test_subjects)
     X, b, subj, names = [], [], [], None
     files = {}
     for s in subjects:
@@ -269,7 +289,7 @@ def evaluate(model, card, data, *, latent, n_gen, n_cond, seed):
     X, bundle, test = data["X"], data["bundle"], data["test"]
     res = {}
 
-    def gen(request, n, s, n_neighbors=0.1):
+    def gen(request, n, s, condition_bandwidth=0.1):
         G, values, _ = generate_conditional_streamlines(
             model,
             request,
@@ -277,7 +297,7 @@ def evaluate(model, card, data, *, latent, n_gen, n_cond, seed):
             latent=latent,
             seed=s,
             extrapolate=True,
-            n_neighbors=n_neighbors,
+            condition_bandwidth=condition_bandwidth,
         )
         return G, values
 
@@ -353,7 +373,7 @@ def evaluate(model, card, data, *, latent, n_gen, n_cond, seed):
                     {"bundle": name, "age": age, "status": "control"},
                     n_cond,
                     seed + 700 + k,
-                    n_neighbors=1.0,
+                    condition_bandwidth=100.0,
                 )
                 acc.append(measure_spread(G))
         truth = spread_scale(AGES[-1]) / spread_scale(AGES[0])
@@ -569,9 +589,9 @@ def main(argv=None):
     p.add_argument("--out", default="/tmp/compare_models")
     p.add_argument("--doc", default=str(ROOT / "doc" / "model-comparison.md"))
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--subjects", type=int, default=14)
+    p.add_argument("--subjects", type=int, default=16)
     p.add_argument("--test-subjects", type=int, default=2)
-    p.add_argument("--counts", type=int, default=40)
+    p.add_argument("--counts", type=int, default=60)
     p.add_argument("--n-points", type=int, default=64)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--batch-size", type=int, default=64)
