@@ -49,7 +49,6 @@ References
    2019. doi:10.1007/978-3-030-32245-8_91
 """
 
-import os
 import time
 
 import numpy as np
@@ -470,14 +469,35 @@ class ConditionalSampler:
         return rows
 
     def _kde_for(self, index):
+        """The weighted KDE of combination ``index`` (and its seed rows)."""
         from dipy_tractogen.sampling import KDESampler
 
         if index not in self._kde:
             rows, w = self._matching(self.combos[index])
-            self._kde[index] = KDESampler(bandwidth=self.bandwidth).fit(
+            kde = KDESampler(bandwidth=self.bandwidth).fit(
                 self._bank[0][rows], sample_weight=w
             )
+            self._kde[index] = (kde, rows, w)
         return self._kde[index]
+
+    def _joint_kde_rows(self, index, n, rng):
+        """``n`` draws ``[z, c]`` from the weighted KDE of the seeds.
+
+        Each draw picks one seed (in proportion to its weight) and takes its
+        latent code plus Gaussian noise of the KDE bandwidth *and* that
+        seed's conditions (the requested ones overwritten), so that the
+        conditions a request leaves out (a bundle, a length) stay those of
+        the seed the code came from.
+        """
+        kde, rows, w = self._kde_for(index)
+        p = None if w is None else w / w.sum()
+        pick = rng.choice(rows, size=n, p=p)
+        Z = self._bank[0][pick]
+        Z = Z + kde.bandwidth_ * rng.standard_normal(Z.shape).astype(Z.dtype)
+        C = self._bank[2][pick].copy()
+        cols, vals = self._fixed_columns(self.combos[index])
+        C[:, cols] = vals
+        return Z, C
 
     def sample(self, request, random_state=None):
         """Draw ``request[i]`` rows ``[z, c]`` for each combination ``i``.
@@ -494,11 +514,11 @@ class ConditionalSampler:
             n = int(n)
             if n <= 0:
                 continue
-            C = self.condition_rows(int(index), n, rng)
             if self.latent_ == "prior":
+                C = self.condition_rows(int(index), n, rng)
                 Z = self.model.sample_latent(C, random_state=rng)
             else:
-                Z = self._kde_for(int(index)).sample(n, random_state=rng)
+                Z, C = self._joint_kde_rows(int(index), n, rng)
             parts.append(np.concatenate([np.asarray(Z, np.float32), C], axis=1))
             labels.append(np.full(n, int(index)))
         if not parts:
@@ -522,24 +542,6 @@ class ConditionalSampler:
 
 def _fmt(value):
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _filters(
-    model, space, *, min_length, max_length, wm_mask, min_wm_fraction, max_curvature
-):
-    from dipy_tractogen.generation import default_filters
-    from dipy_tractogen.models import model_wm_mask
-
-    mask, affine = model_wm_mask(model, wm_mask, space)
-    return default_filters(
-        min_length=min_length,
-        max_length=max_length,
-        wm_mask=mask,
-        affine=affine,
-        min_wm_fraction=min_wm_fraction,
-        max_curvature=max_curvature,
-        latent_filter=False,
-    )
 
 
 def iter_conditional_generate(
@@ -704,20 +706,7 @@ def generate_conditional_streamlines(
     else:
         X = np.zeros((0, model.n_points, 3), np.float32)
         C = np.zeros((0, enc.n_features_), np.float32)
-    return X, enc.inverse_transform(C), _named(report, sampler)
-
-
-def _named(report, sampler):
-    from dipy_tractogen.generation import GenerationReport
-
-    return GenerationReport(
-        requested={sampler.describe(k): v for k, v in report.requested.items()},
-        produced={sampler.describe(k): v for k, v in report.produced.items()},
-        n_drawn=report.n_drawn,
-        rejected=dict(report.rejected),
-        reason=report.reason,
-        seconds=report.seconds,
-    )
+    return X, enc.inverse_transform(C), report.renamed(sampler.describe)
 
 
 def generate_conditional_tractogram(
@@ -802,53 +791,39 @@ def generate_conditional_tractogram(
     InputError, ModelError, OutputExistsError
         On other bad input; nothing is written then.
     """
-    from dipy_tractogen.generation import GenerationReport, _filters_provenance
-    from dipy_tractogen.io import reference_info, same_space
-    from dipy_tractogen.models import (
-        model_bundle_names,
-        model_reference,
-        resolve_model,
+    from dipy_tractogen.generation import (
+        GenerationReport,
+        _filters_provenance,
+        check_outputs,
+        generation_filters,
+        output_space,
+        write_generated,
     )
-    from dipy_tractogen.outputs import check_writable
+    from dipy_tractogen.models import model_bundle_names, resolve_model
     from dipy_tractogen.provenance import model_provenance, package_version
-    from dipy_tractogen.streaming import TractogramStreamWriter
 
     t0 = time.time()
-    if isinstance(n_streamlines, bool) or int(n_streamlines) != n_streamlines:
-        raise InputError(f"n_streamlines must be an integer, got {n_streamlines!r}")
-    if n_streamlines <= 0:
-        raise InputError(f"n_streamlines must be > 0, got {n_streamlines}")
-    check_writable(
-        [out_path, os.path.splitext(str(out_path))[0] + ".json"], force=force
-    )
+    check_outputs(out_path, n_streamlines, force=force)
     model_arg = model
     model = resolve_model(model)
     sampler = _sampler(
         model, request, latent, bandwidth, extrapolate, condition_bandwidth
     )
     enc = sampler.encoder_
-
-    space = model_reference(model)
-    if reference is not None:
-        if space is not None and not same_space(reference, space):
-            raise InputError(
-                f"reference {reference} does not match the model's space "
-                "(affine, dimensions or voxel sizes differ)"
-            )
-        space = reference_info(reference)
-    if space is None:
-        raise InputError("the model records no reference space: pass reference=")
-    pipeline = None
-    if apply_filters:
-        pipeline = _filters(
-            model,
-            space,
-            min_length=min_length,
-            max_length=max_length,
-            wm_mask=wm_mask,
-            min_wm_fraction=min_wm_fraction,
-            max_curvature=max_curvature,
-        )
+    space = output_space(model, reference)
+    # the FINTA latent filter does not apply: a conditional model's latent
+    # codes do not identify the bundle, its label does
+    pipeline = generation_filters(
+        model,
+        space,
+        apply_filters=apply_filters,
+        wm_mask=wm_mask,
+        min_length=min_length,
+        max_length=max_length,
+        min_wm_fraction=min_wm_fraction,
+        max_curvature=max_curvature,
+        latent_filter=False,
+    )
 
     has_bundle = "bundle" in enc.condition_names
     names = (
@@ -885,17 +860,8 @@ def generate_conditional_tractogram(
         "n_requested": int(n_streamlines),
     }
     report = GenerationReport(requested={})
-    bar = _progress(progress, int(n_streamlines))
-    with TractogramStreamWriter(
-        out_path,
-        space,
-        data_per_streamline=dps,
-        group_names=names if has_bundle else None,
-        group_by="bundle" if has_bundle else None,
-        metadata=provenance,
-        positions_dtype=positions_dtype,
-        force=force,
-    ) as writer:
+    chunks = (
+        (X, _dps_values(enc, C))
         for X, C, _ in iter_conditional_generate(
             model,
             sampler,
@@ -905,25 +871,32 @@ def generate_conditional_tractogram(
             budget=budget,
             random_state=seed,
             report=report,
-        ):
-            values = _decoded_values(enc, C)
-            data = {}
-            for name, v in values.items():
-                data["bundle" if name == "bundle" else f"condition_{name}"] = v
-            writer.write(X, **data)
-            bar.update(len(X))
-        report.seconds = time.time() - t0
-        named = _named(report, sampler)
-        writer.metadata["report"] = named.to_dict()
-    bar.close()
-    named.seconds = time.time() - t0
-    return named
+        )
+    )
+    return write_generated(
+        out_path,
+        space,
+        chunks,
+        report,
+        name=sampler.describe,
+        provenance=provenance,
+        data_per_streamline=dps,
+        group_names=names if has_bundle else None,
+        group_by="bundle" if has_bundle else None,
+        total=int(n_streamlines),
+        positions_dtype=positions_dtype,
+        force=force,
+        progress=progress,
+        t0=t0,
+    )
 
 
-def _progress(enabled, total):
-    from dipy_tractogen.generation import _progress as progress
-
-    return progress(enabled, total)
+def _dps_values(encoder, C):
+    """data_per_streamline arrays of encoded condition rows ``C``."""
+    return {
+        name if name == "bundle" else f"condition_{name}": v
+        for name, v in _decoded_values(encoder, C).items()
+    }
 
 
 # --------------------------------------------------------------------------

@@ -53,6 +53,10 @@ __all__ = [
     "default_filters",
     "volume_filter",
     "iter_generate",
+    "check_outputs",
+    "output_space",
+    "generation_filters",
+    "write_generated",
     "generate_streamlines",
     "generate_tractogram",
 ]
@@ -101,6 +105,17 @@ class GenerationReport:
         out["n_produced"] = self.n_produced
         out["complete"] = self.complete
         return out
+
+    def renamed(self, name):
+        """A copy keyed by ``name(key)`` (bundle names, combination labels)."""
+        return GenerationReport(
+            requested={name(k): v for k, v in self.requested.items()},
+            produced={name(k): v for k, v in self.produced.items()},
+            n_drawn=self.n_drawn,
+            rejected=dict(self.rejected),
+            reason=self.reason,
+            seconds=self.seconds,
+        )
 
     def summary(self):
         """One line for the user."""
@@ -454,6 +469,151 @@ def seeds_from_tractogram(model, path, *, reference="same"):
     return Z, np.concatenate([labels, labels])
 
 
+def check_outputs(out_path, n_streamlines, *, force=False):
+    """Validate a requested count and that ``out_path`` (and its JSON
+    sidecar) may be written, before any work is done."""
+    from dipy_tractogen.outputs import check_writable
+
+    if isinstance(n_streamlines, bool) or int(n_streamlines) != n_streamlines:
+        raise InputError(f"n_streamlines must be an integer, got {n_streamlines!r}")
+    if n_streamlines <= 0:
+        raise InputError(f"n_streamlines must be > 0, got {n_streamlines}")
+    check_writable(
+        [out_path, os.path.splitext(str(out_path))[0] + ".json"], force=force
+    )
+
+
+def output_space(model, reference=None):
+    """The space generated streamlines are written in.
+
+    The model's training space, or ``reference`` (which must describe the
+    same space when the model records one).
+
+    Returns
+    -------
+    space : tuple (affine, dimensions, voxel_sizes, voxel_order)
+
+    Raises
+    ------
+    InputError
+        If ``reference`` does not match, or neither gives a space.
+    """
+    from dipy_tractogen.io import reference_info, same_space
+
+    space = model_reference(model)
+    if reference is not None:
+        if space is not None and not same_space(reference, space):
+            raise InputError(
+                f"reference {reference} does not match the model's space "
+                "(affine, dimensions or voxel sizes differ)"
+            )
+        space = reference_info(reference)
+    if space is None:
+        raise InputError("the model records no reference space: pass reference=")
+    return space
+
+
+def generation_filters(model, space, *, apply_filters=True, wm_mask=None, **kwargs):
+    """The filters of a generation run in ``space``.
+
+    Always the ``in_volume`` filter (:func:`volume_filter`); with
+    ``apply_filters``, :func:`default_filters` with the white-matter mask
+    ``wm_mask`` (None: the model's own, when it carries one) and ``kwargs``.
+    """
+    from dipy_tractogen.filtering import FilterPipeline
+
+    if not apply_filters:
+        return FilterPipeline([volume_filter(space[0], space[1])])
+    mask, mask_affine = model_wm_mask(model, wm_mask, space)
+    return default_filters(
+        volume=(space[0], space[1]), wm_mask=mask, affine=mask_affine, **kwargs
+    )
+
+
+def write_generated(
+    out_path,
+    space,
+    chunks,
+    report,
+    *,
+    name,
+    provenance,
+    data_per_streamline,
+    group_names=None,
+    group_by=None,
+    total=None,
+    positions_dtype="float32",
+    force=False,
+    progress=False,
+    t0=None,
+):
+    """Write generated chunks as they come; the report, renamed.
+
+    Parameters
+    ----------
+    out_path : str or path-like
+    space : tuple
+        From :func:`output_space`.
+    chunks : iterable of (ndarray (K, P, 3), dict)
+        Streamlines and their data_per_streamline arrays.
+    report : GenerationReport
+        Filled by the generator of ``chunks`` as it runs.
+    name : callable
+        Report key -> name (:meth:`GenerationReport.renamed`).
+    provenance : dict
+        The file's metadata (the renamed report is added as ``report``).
+    data_per_streamline : dict of str to dtype
+    group_names, group_by : optional
+        TRX groups (see :class:`~dipy_tractogen.streaming.TractogramStreamWriter`).
+    total : int, optional
+        Progress bar length.
+    positions_dtype, force, progress : optional
+    t0 : float, optional
+        Start time of the run (``time.time()``) for the report.
+
+    Returns
+    -------
+    report : GenerationReport
+
+    Raises
+    ------
+    GenerationError
+        If no streamline passed the filters (no file is left then).
+    """
+    from dipy_tractogen.streaming import TractogramStreamWriter
+
+    t0 = time.time() if t0 is None else t0
+    bar = _progress(progress, total)
+    try:
+        with TractogramStreamWriter(
+            out_path,
+            space,
+            data_per_streamline=data_per_streamline,
+            group_names=group_names,
+            group_by=group_by,
+            metadata=provenance,
+            positions_dtype=positions_dtype,
+            force=force,
+        ) as writer:
+            for X, data in chunks:
+                writer.write(X, **data)
+                bar.update(len(X))
+            if writer.n_streamlines == 0:  # nothing worth a file: leave none
+                raise GenerationError(
+                    f"no streamline passed the filters ({report.n_drawn} "
+                    f"candidates, rejected {_rejections(report)}): "
+                    f"{report.reason}; check the model's quality or loosen the "
+                    "filters"
+                )
+            report.seconds = time.time() - t0
+            named = report.renamed(name)
+            writer.metadata["report"] = named.to_dict()
+    finally:
+        bar.close()
+    named.seconds = time.time() - t0
+    return named
+
+
 def generate_tractogram(
     out_path,
     *,
@@ -545,35 +705,14 @@ def generate_tractogram(
     InputError, ConditionError, ModelError, OutputExistsError
         On bad input; nothing is written then.
     """
-    from dipy_tractogen.io import reference_info, same_space
-    from dipy_tractogen.outputs import check_writable
-    from dipy_tractogen.streaming import TractogramStreamWriter
-
     t0 = time.time()
-    if isinstance(n_streamlines, bool) or int(n_streamlines) != n_streamlines:
-        raise InputError(f"n_streamlines must be an integer, got {n_streamlines!r}")
-    if n_streamlines <= 0:
-        raise InputError(f"n_streamlines must be > 0, got {n_streamlines}")
-    check_writable(
-        [out_path, os.path.splitext(str(out_path))[0] + ".json"], force=force
-    )
+    check_outputs(out_path, n_streamlines, force=force)
     _check_precision(precision)
     model_arg = model
     model = resolve_model(model)
     names = model_bundle_names(model)
     wanted = resolve_bundles(bundles, names)
-
-    # reference space
-    space = model_reference(model)
-    if reference is not None:
-        if space is not None and not same_space(reference, space):
-            raise InputError(
-                f"reference {reference} does not match the model's space "
-                "(affine, dimensions or voxel sizes differ)"
-            )
-        space = reference_info(reference)
-    if space is None:
-        raise InputError("the model records no reference space: pass reference=")
+    space = output_space(model, reference)
 
     # seeds and sampler
     if seeds is not None:
@@ -590,26 +729,20 @@ def generate_tractogram(
     )
     weights = {i: int(np.sum(y_seed == i)) for i in wanted}
     counts = allocate_counts(int(n_streamlines), weights)
-
-    # filters
-    mask, mask_affine = model_wm_mask(model, wm_mask, space)
-    from dipy_tractogen.filtering import FilterPipeline
-
-    pipeline = FilterPipeline([volume_filter(space[0], space[1])])
-    if apply_filters:
-        pipeline = default_filters(
-            volume=(space[0], space[1]),
-            seeds=Z_seed if latent_filter else None,
-            seed_labels=y_seed,
-            min_length=min_length,
-            max_length=max_length,
-            wm_mask=mask,
-            affine=mask_affine,
-            min_wm_fraction=min_wm_fraction,
-            max_curvature=max_curvature,
-            latent_filter=latent_filter,
-            sampler=sampler_obj,
-        )
+    pipeline = generation_filters(
+        model,
+        space,
+        apply_filters=apply_filters,
+        wm_mask=wm_mask,
+        seeds=Z_seed if latent_filter else None,
+        seed_labels=y_seed,
+        min_length=min_length,
+        max_length=max_length,
+        min_wm_fraction=min_wm_fraction,
+        max_curvature=max_curvature,
+        latent_filter=latent_filter,
+        sampler=sampler_obj,
+    )
 
     provenance = {
         "generator": "dipy_tractogen.generation.generate_tractogram",
@@ -624,17 +757,8 @@ def generate_tractogram(
         "precision": precision,
     }
     report = GenerationReport(requested=dict(counts))
-    bar = _progress(progress, int(n_streamlines))
-    with TractogramStreamWriter(
-        out_path,
-        space,
-        data_per_streamline={"bundle": "int16"},
-        group_names=names,
-        group_by="bundle",
-        metadata=provenance,
-        positions_dtype=positions_dtype,
-        force=force,
-    ) as writer:
+    chunks = (
+        (X, {"bundle": ids})
         for X, ids, _ in iter_generate(
             _decoder(model, precision),
             sampler_obj,
@@ -644,22 +768,24 @@ def generate_tractogram(
             budget=budget,
             random_state=seed,
             report=report,
-        ):
-            writer.write(X, bundle=ids)
-            bar.update(len(ids))
-        if writer.n_streamlines == 0:  # nothing worth a file: leave none
-            bar.close()
-            raise GenerationError(
-                f"no streamline passed the filters ({report.n_drawn} candidates, "
-                f"rejected {_rejections(report)}): {report.reason}; check the "
-                "model's quality or loosen the filters"
-            )
-        report.seconds = time.time() - t0
-        named = _named_report(report, names)
-        writer.metadata["report"] = named.to_dict()
-    bar.close()
-    named.seconds = time.time() - t0
-    return named
+        )
+    )
+    return write_generated(
+        out_path,
+        space,
+        chunks,
+        report,
+        name=names.__getitem__,
+        provenance=provenance,
+        data_per_streamline={"bundle": "int16"},
+        group_names=names,
+        group_by="bundle",
+        total=int(n_streamlines),
+        positions_dtype=positions_dtype,
+        force=force,
+        progress=progress,
+        t0=t0,
+    )
 
 
 def generate_streamlines(
@@ -730,7 +856,7 @@ def generate_streamlines(
     else:
         X = np.zeros((0, model.n_points, 3), np.float32)
         ids = np.zeros(0, int)
-    return X, ids, _named_report(report, names)
+    return X, ids, report.renamed(names.__getitem__)
 
 
 def _check_precision(precision):
@@ -750,18 +876,6 @@ def _decoder(model, precision):
 
 def _rejections(report):
     return ", ".join(f"{k}: {v}" for k, v in report.rejected.items()) or "none"
-
-
-def _named_report(report, names):
-    named = GenerationReport(
-        requested={names[k]: v for k, v in report.requested.items()},
-        produced={names[k]: v for k, v in report.produced.items()},
-        n_drawn=report.n_drawn,
-        rejected=dict(report.rejected),
-        reason=report.reason,
-        seconds=report.seconds,
-    )
-    return named
 
 
 def _filters_provenance(pipeline):
