@@ -190,31 +190,10 @@ class ConditionalTrainingData(nndata.TrainingData):
         """As :meth:`TrainingData.seed_sample
         <dipy_tractogen.nn.data.TrainingData.seed_sample>`, optionally with
         the encoded conditions of the chosen rows (a third array)."""
-        part = self.train
-        if isinstance(part, tuple):
-            ds, members = part
-            if isinstance(members, str):
-                members = ds.indices(members)
-            members = np.asarray(members)
-            labels = np.asarray(ds.labels(members)).astype(np.int32)
-        else:
-            members = np.arange(len(part))
-            labels = np.asarray(self.train_labels).astype(np.int32)
-        rng = np.random.default_rng(seed)
-        pos = []
-        for b in np.unique(labels):
-            where = np.flatnonzero(labels == b)
-            if where.size > max_per_bundle:
-                where = np.sort(rng.choice(where, max_per_bundle, replace=False))
-            pos.append(where)
-        pos = np.sort(np.concatenate(pos))
-        if isinstance(part, tuple):
-            X = np.asarray(part[0].read(members[pos]), dtype=np.float32)
-        else:
-            X = np.asarray(part[pos], dtype=np.float32)
+        X, labels, pos = self._seed_rows(max_per_bundle, seed)
         if not with_conditions:
-            return X, labels[pos]
-        return X, labels[pos], self.split_conditions("train")[pos]
+            return X, labels
+        return X, labels, self.split_conditions("train")[pos]
 
     def training_callbacks(self, model, *, seed=0):
         """Callbacks a conditional run adds: the AAE's collapse guard

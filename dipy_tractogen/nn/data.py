@@ -350,6 +350,11 @@ class TrainingData:
         streamlines : ndarray (M, P, 3) float32
         labels : ndarray (M,) int
         """
+        X, labels, _ = self._seed_rows(max_per_bundle, seed)
+        return X, labels
+
+    def _seed_rows(self, max_per_bundle, seed):
+        """:meth:`seed_sample` and the chosen rows' positions in ``train``."""
         part = self.train
         if isinstance(part, tuple):
             ds, members = part
@@ -376,7 +381,7 @@ class TrainingData:
             X = np.asarray(part[0].read(members[pos]), dtype=np.float32)
         else:
             X = np.asarray(part[pos], dtype=np.float32)
-        return X, labels[pos]
+        return X, labels[pos], pos
 
     def sequence(self, which, **kwargs):
         """A PyDataset over ``train``, ``valid`` or ``test``."""

@@ -74,7 +74,6 @@ __all__ = [
     "streamline_squared_error",
     "streamline_errors",
     "reconstruction_errors",
-    "plot_loss_curve",
     "training_paths",
     "train_autoencoder",
     "DEFAULTS",
@@ -494,43 +493,6 @@ def _write_csv(history, path):
                 writer.writerow({k: row.get(k, "") for k in _CSV_FIELDS})
 
 
-def plot_loss_curve(history, path, *, force=True):
-    """Plot training / validation loss and learning rate against epochs.
-
-    Parameters
-    ----------
-    history : list of dict
-        One dict per epoch with ``epoch``, ``streamline_loss``, optionally
-        ``val_streamline_loss`` and ``learning_rate`` (the CSV log's rows).
-    path : str or path-like
-        Output image (PNG), written atomically.
-    force : bool, optional
-        Allow overwriting ``path``.
-    """
-    from matplotlib.figure import Figure  # no pyplot: no backend switching
-
-    epochs = [r["epoch"] for r in history]
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(epochs, [r["streamline_loss"] for r in history], label="train")
-    if any(r.get("val_streamline_loss") not in (None, "") for r in history):
-        ax.plot(epochs, [r.get("val_streamline_loss") for r in history], label="valid")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss per streamline")
-    ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right")
-    if any("learning_rate" in r for r in history):
-        ax2 = ax.twinx()
-        ax2.plot(
-            epochs, [r.get("learning_rate") for r in history], color="0.6", ls="--"
-        )
-        ax2.set_ylabel("learning rate (dashed)")
-    fig.tight_layout()
-    with atomic_output(path, force=force) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-
-
 def training_paths(out_path):
     """Files written next to the final model ``out_path``.
 
@@ -589,8 +551,10 @@ def _write_json(obj, path):
 
 def _safe_plot(history, path):
     """Draw the loss curve; a failed plot must never kill a training run."""
+    from dipy_tractogen.plots import plot_loss_curves
+
     try:
-        plot_loss_curve(history, path, force=True)
+        plot_loss_curves(history, path, force=True)
     except Exception as exc:
         from dipy.utils.logging import logger
 
