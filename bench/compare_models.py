@@ -278,11 +278,6 @@ def evaluate(model, card, data, *, latent, n_gen, n_cond, seed):
     )
     from dipy_tractogen.metrics import coverage, novelty, plausibility
     from dipy_tractogen.nn.training import streamline_errors
-    from dipy_tractogen.phantom import (
-        AFFECTED_BUNDLES,
-        measure_spread,
-        spread_scale,
-    )
 
     enc = model_condition_encoder(model)
     names = data["names"]
@@ -333,6 +328,20 @@ def evaluate(model, card, data, *, latent, n_gen, n_cond, seed):
     res["novelty_0.5mm"] = float(np.mean(nov))
     res["coverage_2mm"] = float(np.mean(cov))
 
+    trained_on = set(enc.condition_names)
+    if {"age", "status"} <= trained_on:
+        res.update(_age_status(gen, model, names, latent, n_cond, seed))
+    if "length" in trained_on:
+        res["length_mae_pct"] = _length_mae(gen, enc, data, names, n_cond, seed)
+    res.update(_diversity(model, card, data, enc, latent, n_gen, seed))
+    return res
+
+
+def _age_status(gen, model, names, latent, n_cond, seed):
+    """Age R² and effect ratios, status effect (ground truth: phantom)."""
+    from dipy_tractogen.phantom import AFFECTED_BUNDLES, measure_spread, spread_scale
+
+    res = {}
     # age: relative spread per bundle vs ground truth
     rel_gen, rel_true, per_age = [], [], {}
     for k, name in enumerate(names):
@@ -402,7 +411,14 @@ def evaluate(model, card, data, *, latent, n_gen, n_cond, seed):
     res["status_effect_unaffected"] = float(np.mean(np.abs(others)))
     res["status_effect_per_bundle"] = {k: round(float(v), 3) for k, v in eff.items()}
 
-    # length: requested at per-bundle percentiles
+    return res
+
+
+def _length_mae(gen, enc, data, names, n_cond, seed):
+    """Length requested at per-bundle percentiles: MAE in % of the range."""
+    from dipy_tractogen.attributes import streamline_length
+
+    bundle, test = data["bundle"], data["test"]
     spec = enc.spec("length")
     span = spec.high - spec.low
     errors = []
@@ -415,11 +431,14 @@ def evaluate(model, card, data, *, latent, n_gen, n_cond, seed):
                 max(20, n_cond // 3),
                 seed + 900 + k * 10 + q,
             )
-            from dipy_tractogen.attributes import streamline_length
-
             errors.append(np.abs(streamline_length(G) - want))
-    res["length_mae_pct"] = float(100 * np.mean(np.concatenate(errors)) / span)
+    return float(100 * np.mean(np.concatenate(errors)) / span)
 
+
+def _diversity(model, card, data, enc, latent, n_gen, seed):
+    """Diversity within one condition; what the latent space encodes."""
+    X, bundle, test = data["X"], data["bundle"], data["test"]
+    res = {}
     # diversity within one condition, with this row's latent source (the
     # card's check uses the model's default source)
     from dipy_tractogen.conditional import diversity_check

@@ -110,6 +110,9 @@ def main(argv=None):
     data = load_training_data(
         (arr, ph.bundle_ids), n_points=DEFAULTS["n_points"], valid_fraction=0.2
     )
+    # the phantom's space: the trainer then stores seeds, space and mask in
+    # the model, which is generation-ready (scripts/make_default_model.py)
+    data.reference = (ph.affine, ph.dimensions, ph.voxel_sizes, "RAS")
     data.summary.update(
         source="phantom",
         bundles=dict(
@@ -200,6 +203,7 @@ def main(argv=None):
         callbacks=[Evaluate()],
         force=True,
         verbose=2,
+        wm_mask=ph.wm_mask.astype(bool),
     )
     _plot(rows, out / "accuracy_vs_time.png")
     err = card["heldout_errors_mm"]

@@ -4,7 +4,9 @@ Reproduces ``dipy_tractogen/data/default_model.keras``:
 
 1. ``dipy_generate_phantom --seed 0`` (7,833 streamlines, 7 bundles);
 2. ``dipy_train_tractoencoder phantom.trx --wm_mask wm_mask.nii.gz`` with the
-   published recipe (``--epochs``; skipped with ``--trained PATH``);
+   published recipe (``--epochs``; skipped with ``--trained PATH``, for
+   example the model of ``bench/train_to_accuracy.py``, which is then given
+   the training phantom's seeds, space and white-matter mask);
 3. evaluation on a *fresh* phantom (``--test_seed``, never trained on):
    reconstruction MDF (mean, p95, endpoints, length bias), then generation of
    ``--factor`` x the phantom's streamline count with default settings,
@@ -81,6 +83,26 @@ def main():
             ]
         )
     model = load_model(trained)
+    if "latents" not in (model.seed_bank or {}):
+        # a model trained on arrays (bench/train_to_accuracy.py): give it the
+        # training phantom's space, white-matter mask and seeds
+        from dipy_tractogen.models import attach_seed_bank
+
+        train_ph = generate_phantom(seed=0)
+        assert list(train_ph.bundle_names) == model.card.get("bundle_names")
+        attach_seed_bank(
+            model,
+            resample_streamlines(train_ph.streamlines, model.n_points),
+            train_ph.bundle_ids,
+            (
+                train_ph.affine,
+                train_ph.dimensions,
+                train_ph.voxel_sizes,
+                "RAS",
+            ),
+            wm_mask=train_ph.wm_mask.astype(bool),
+        )
+        print("attached the training phantom's seeds, space and WM mask")
 
     # fresh phantom: reconstruction
     test_dir = work / f"test_seed{args.test_seed}"

@@ -55,6 +55,7 @@ class GenerateTractogramFlow(TractogenFlow):
         status="",
         length="",
         latent="auto",
+        condition_bandwidth=0.1,
         seeds="",
         sampler="kde",
         bandwidth="0.025",
@@ -115,6 +116,10 @@ class GenerateTractogramFlow(TractogenFlow):
             carries seeds with conditions, else its prior), prior, or kde
             (KDE of the seeds of the requested categories, weighed by the
             closeness of their covariates to the requested values).
+        condition_bandwidth : float, optional
+            Width of that closeness kernel, as a fraction of each
+            continuous condition's training range (widened when too few
+            seeds fall inside).
         seeds : string, optional
             Tractogram whose bundles seed the sampling (default: the seeds
             stored in the model).
@@ -195,6 +200,7 @@ class GenerateTractogramFlow(TractogenFlow):
                 n_streamlines=n_streamlines,
                 latent=latent,
                 bandwidth=_bandwidth(bandwidth),
+                condition_bandwidth=condition_bandwidth,
                 extrapolate=extrapolate,
                 min_length=min_length,
                 max_length=max_length,
