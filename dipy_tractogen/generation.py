@@ -200,7 +200,7 @@ def default_filters(
     affine=None,
     min_wm_fraction=0.95,
     max_curvature=None,
-    latent_percentile=99.0,
+    latent_percentile=95.0,
     latent_filter=True,
     sampler=None,
     n_calibration=2000,
@@ -227,7 +227,12 @@ def default_filters(
     max_curvature : float, optional
         Largest discrete curvature (1/mm); None for no curvature filter.
     latent_percentile : float, optional
-        Percentile defining the latent thresholds (see ``sampler``).
+        Percentile defining the latent thresholds (see ``sampler``). 95
+        (reject the sampler's outer 5 %): on the shipped model, generating
+        10 times the phantom's count, the 99th percentile let the KDE's tail
+        spill beyond the real bundles (density Dice 0.843 and 0.847 for arch
+        and diagonal); the 95th gave 0.852 and 0.854 with novelty (0.5 mm)
+        still >= 0.878 in every bundle.
     latent_filter : bool, optional
         Add the latent filter when seeds are given.
     sampler : PerClassSampler, optional
@@ -629,6 +634,7 @@ def generate_tractogram(
     min_wm_fraction=0.95,
     max_curvature=None,
     latent_filter=True,
+    latent_percentile=95.0,
     apply_filters=True,
     chunk_size=10000,
     budget=20.0,
@@ -674,6 +680,9 @@ def generate_tractogram(
     latent_filter : bool, optional
         Apply FINTA's latent-distance filter (nearest seed's bundle must be
         the requested one, distance within the bundle's threshold).
+    latent_percentile : float, optional
+        The latent filter's threshold: this percentile of the sampler's own
+        nearest-seed distances, per bundle (see :func:`default_filters`).
     apply_filters : bool, optional
         False disables every filter.
     chunk_size : int, optional
@@ -741,6 +750,7 @@ def generate_tractogram(
         min_wm_fraction=min_wm_fraction,
         max_curvature=max_curvature,
         latent_filter=latent_filter,
+        latent_percentile=latent_percentile,
         sampler=sampler_obj,
     )
 

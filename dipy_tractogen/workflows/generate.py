@@ -66,6 +66,7 @@ class GenerateTractogramFlow(TractogenFlow):
         max_curvature=0.0,
         no_filter=False,
         no_latent_filter=False,
+        latent_percentile=95.0,
         chunk_size=10000,
         budget=20.0,
         seed=0,
@@ -141,6 +142,10 @@ class GenerateTractogramFlow(TractogenFlow):
             Keep every decoded streamline (no plausibility filter).
         no_latent_filter : bool, optional
             Skip the FINTA latent-distance filter.
+        latent_percentile : float, optional
+            Latent filter threshold: this percentile, per bundle, of the
+            sampler's own distances to the nearest seed (rejects the
+            sampler's outer tail).
         chunk_size : int, optional
             Streamlines decoded per round (bounds memory).
         budget : float, optional
@@ -231,6 +236,7 @@ class GenerateTractogramFlow(TractogenFlow):
                 min_wm_fraction=min_wm_fraction,
                 max_curvature=max_curvature or None,
                 latent_filter=not no_latent_filter,
+                latent_percentile=latent_percentile,
                 apply_filters=not no_filter,
                 chunk_size=chunk_size,
                 budget=budget,
