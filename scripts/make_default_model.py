@@ -156,7 +156,8 @@ def main():
     card["name"] = "default"
     card["description"] = (
         "FINTA autoencoder trained on the procedural FiberCup-like phantom "
-        "(seed 0, 7 bundles, 7,833 streamlines) with the published recipe; "
+        "(seed 0, 7 bundles, 7,833 streamlines; see training_data for the "
+        "split) with the published recipe; "
         "the embedded default of dipy_generate_tractogram"
     )
     card["measured_quality"] = quality
