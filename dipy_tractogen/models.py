@@ -42,7 +42,7 @@ __all__ = [
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 #: name -> file name inside :data:`DATA_DIR`
-SHIPPED_MODELS = {"default": "default_model.keras"}
+SHIPPED_MODELS = {"default": "default_model.keras", "cohort": "cohort_model.keras"}
 
 
 def _one_line(exc, limit=200):

@@ -215,6 +215,18 @@ def test_kde_weighs_seeds_by_closeness_of_their_covariates():
     )
     _, w = wide._matching(combos[1])
     assert w.sum() ** 2 / np.sum(w**2) >= 40
+    # conditions left out of a request stay those of the seed of each code
+    lat[:, 1] = 100.0 * bank["labels"]
+    model.seed_bank = dict(bank, latents=lat)
+    _, combos = resolve_request(model, {"age": 60})
+    rows, _ = ConditionalSampler(model, combos, latent="kde").sample(
+        {0: 300}, random_state=2
+    )
+    drawn = model.condition_encoder.inverse_transform(rows[:, 2:])["bundle"]
+    seed_bundle = np.where(rows[:, 1] > 50, "down", "up")
+    assert set(drawn) == {"up", "down"}
+    np.testing.assert_array_equal(drawn, seed_bundle)
+    model.seed_bank = bank
     # categorical-only requests weigh every matching seed equally
     _, combos = resolve_request(model, {"bundle": "up"})
     idx, w = ConditionalSampler(model, combos, latent="kde")._matching(combos[0])
@@ -637,3 +649,50 @@ def test_collapse_monitor_stops_and_training_fails_loudly(cohort):
     data._monitor = bad
     with pytest.raises(ModelError, match="mode collapse at epoch 2"):
         data.finish_model(collapsed, {})
+
+
+def test_shipped_cohort_model(tmp_path, monkeypatch, capsys):
+    """``--model cohort --age 75 --status neurodegeneration`` works offline."""
+    from dipy.io.streamline import load_tractogram
+
+    from dipy_tractogen.conditional import model_condition_encoder
+    from dipy_tractogen.models import SHIPPED_MODELS, load_model, resolve_model_path
+
+    assert SHIPPED_MODELS["cohort"] == "cohort_model.keras"
+    model = load_model("cohort")
+    assert resolve_model_path("cohort").parent.name == "data"
+    assert model.card["name"] == "cohort"
+    enc = model_condition_encoder(model)
+    assert enc.condition_names == ["bundle", "age", "status"]
+    assert list(enc.spec("status").categories) == ["control", "neurodegeneration"]
+    quality = model.card["measured_quality"]
+    assert quality["bundle_accuracy"] >= 0.95
+    assert quality["diversity"] >= 0.5
+    status = _command(
+        monkeypatch,
+        "dipy_generate_tractogram",
+        "--model",
+        "cohort",
+        "--age",
+        75,
+        "--status",
+        "neurodegeneration",
+        "--n_streamlines",
+        70,
+        "--no_snapshot",
+        "--out_dir",
+        tmp_path,
+    )
+    assert status == 0, capsys.readouterr().err
+    sft = load_tractogram(
+        str(tmp_path / "generated.trx"), "same", bbox_valid_check=False
+    )
+    assert len(sft) == 70
+    dps = sft.data_per_streamline
+    np.testing.assert_allclose(np.asarray(dps["condition_age"]).ravel(), 75.0)
+    assert set(np.asarray(dps["condition_status"]).ravel()) == {1}
+    assert len(set(np.asarray(dps["bundle"]).ravel())) == 7
+    side = json.loads((tmp_path / "generated.json").read_text())
+    meta = side.get("metadata", side)
+    assert meta["model"]["name"] == "cohort"
+    assert meta["latent"]["source"] == "kde"
