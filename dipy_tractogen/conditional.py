@@ -526,8 +526,11 @@ class ConditionalSampler:
             return np.zeros((0, width), np.float32), np.zeros(0, int)
         return np.concatenate(parts), np.concatenate(labels)
 
-    def decode(self, rows, *, batch_size=4096):
+    def decode(self, rows, *, batch_size=None):
         """Decode ``[z, c]`` rows to streamlines in mm."""
+        from dipy_tractogen.generation import DECODE_BATCH_SIZE
+
+        batch_size = batch_size or DECODE_BATCH_SIZE
         d = self.model.latent_dim
         Z, C = rows[:, :d], rows[:, d:]
         if _is_conditional_decoder(self.model):
