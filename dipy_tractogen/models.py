@@ -29,6 +29,7 @@ __all__ = [
     "build_card",
     "render_card_markdown",
     "save_model",
+    "install_shipped_model",
     "load_model",
     "attach_seed_bank",
     "resolve_model",
@@ -356,6 +357,33 @@ def save_model(model, path, *, card=None, force=False, include_optimizer=False):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(render_card_markdown(full_card))
     return [path, json_path, md_path]
+
+
+def install_shipped_model(model, name, *, description, measured_quality):
+    """Save ``model`` as the shipped model ``name`` with its measured quality.
+
+    Used by ``scripts/make_default_model.py`` and
+    ``scripts/make_cohort_model.py``: the card gets ``name``,
+    ``description`` and ``measured_quality``; the optimizer state is not
+    saved (see :func:`save_model`).
+
+    Parameters
+    ----------
+    model : keras.Model
+    name : str
+        A key of :data:`SHIPPED_MODELS`.
+    description : str
+    measured_quality : dict
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    card = dict(getattr(model, "card", None) or {})
+    card.update(name=name, description=description, measured_quality=measured_quality)
+    out = DATA_DIR / SHIPPED_MODELS[name]
+    save_model(model, out, card=card, force=True)
+    return out
 
 
 def _inference_copy(model):

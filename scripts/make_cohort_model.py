@@ -76,7 +76,7 @@ def main(argv=None):
 
     from compare_models import evaluate, load_cohort, make_cohort
 
-    from dipy_tractogen.models import DATA_DIR, SHIPPED_MODELS, load_model, save_model
+    from dipy_tractogen.models import install_shipped_model, load_model
     from dipy_tractogen.nn.training import train_autoencoder
 
     work = Path(args.work)
@@ -129,16 +129,17 @@ def main(argv=None):
         json.dump(quality, f, indent=2, default=lambda o: np.asarray(o).tolist())
     if args.no_install:
         return 0
-    card["name"] = "cohort"
-    card["description"] = (
-        f"{args.model_type} on the FINTA backbone trained on a balanced phantom "
-        f"cohort ({args.subjects - args.test_subjects} subjects, ages 20-90, "
-        "control and neurodegeneration) conditioned on bundle, age and status; "
-        "the shipped conditional model of dipy_generate_tractogram --model cohort"
+    out = install_shipped_model(
+        model,
+        "cohort",
+        description=(
+            f"{args.model_type} on the FINTA backbone trained on a balanced phantom "
+            f"cohort ({args.subjects - args.test_subjects} subjects, ages 20-90, "
+            "control and neurodegeneration) conditioned on bundle, age and status; "
+            "the shipped conditional model of dipy_generate_tractogram --model cohort"
+        ),
+        measured_quality=quality,
     )
-    card["measured_quality"] = quality
-    out = DATA_DIR / SHIPPED_MODELS["cohort"]
-    save_model(model, out, card=card, force=True)
     print(f"installed {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 

@@ -56,7 +56,7 @@ def main():
     from dipy_tractogen.evaluation import evaluate_tractogram
     from dipy_tractogen.generation import generate_tractogram
     from dipy_tractogen.io import resample_streamlines
-    from dipy_tractogen.models import DATA_DIR, SHIPPED_MODELS, load_model, save_model
+    from dipy_tractogen.models import install_shipped_model, load_model
     from dipy_tractogen.nn.training import reconstruction_errors
     from dipy_tractogen.phantom import generate_phantom, write_phantom
 
@@ -152,17 +152,17 @@ def main():
         json.dump(quality, f, indent=2, default=lambda o: np.asarray(o).tolist())
     if args.no_install:
         return
-    card = dict(model.card)
-    card["name"] = "default"
-    card["description"] = (
-        "FINTA autoencoder trained on the procedural FiberCup-like phantom "
-        "(seed 0, 7 bundles, 7,833 streamlines; see training_data for the "
-        "split) with the published recipe; "
-        "the embedded default of dipy_generate_tractogram"
+    out = install_shipped_model(
+        model,
+        "default",
+        description=(
+            "FINTA autoencoder trained on the procedural FiberCup-like phantom "
+            "(seed 0, 7 bundles, 7,833 streamlines; see training_data for the "
+            "split) with the published recipe; "
+            "the embedded default of dipy_generate_tractogram"
+        ),
+        measured_quality=quality,
     )
-    card["measured_quality"] = quality
-    out = DATA_DIR / SHIPPED_MODELS["default"]
-    save_model(model, out, card=card, force=True)
     print(f"installed {out} ({out.stat().st_size / 2**20:.1f} MiB)")
 
 
