@@ -287,14 +287,23 @@ def _scatter_coloured(ax, P, values, names, cname):
         ax.legend(fontsize=7, markerscale=2, loc="best")
         return
     numeric = np.issubdtype(values.dtype, np.number) and len(np.unique(values)) > 8
+    order = np.random.default_rng(0).permutation(len(P))  # no subject on top
     if numeric:
-        sc = ax.scatter(P[:, 0], P[:, 1], c=values, cmap="viridis", **kw)
+        sc = ax.scatter(P[order, 0], P[order, 1], c=values[order], cmap="viridis", **kw)
         ax.figure.colorbar(sc, ax=ax, shrink=0.8, label=cname)
         return
-    for k, cat in enumerate(np.unique(values)):
-        m = values == cat
-        ax.scatter(P[m, 0], P[m, 1], color=_bundle_colour(k), label=str(cat), **kw)
-    ax.legend(fontsize=7, markerscale=2, loc="best", title=cname, title_fontsize=7)
+    # categories overlap: one scatter in random order (no category drawn over
+    # the others), with one legend entry per category
+    from matplotlib.lines import Line2D
+
+    cats, codes = np.unique(values, return_inverse=True)
+    colours = np.array([_bundle_colour(k) for k in range(len(cats))])
+    ax.scatter(P[order, 0], P[order, 1], c=colours[codes[order]], **kw)
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=4, color=colours[k], label=str(c))
+        for k, c in enumerate(cats)
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="best", title=cname, title_fontsize=7)
 
 
 # --------------------------------------------------------------------------

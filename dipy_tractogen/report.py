@@ -28,7 +28,12 @@ import numpy as np
 
 from dipy_tractogen.errors import InputError
 
-__all__ = ["write_html_report", "read_report_numbers", "write_generation_report"]
+__all__ = [
+    "write_html_report",
+    "read_report_numbers",
+    "write_generation_report",
+    "write_training_report",
+]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em;
@@ -396,3 +401,190 @@ def write_generation_report(
             sections=sections,
             force=force,
         )
+
+
+def _training_tables(card):
+    """(model, data, per-bundle) tables of a model card."""
+    hyper = card.get("hyperparameters") or {}
+    model = {
+        "model": card.get("model_type"),
+        "task": card.get("task"),
+        "parameters": card.get("n_parameters"),
+        "latent size": card.get("latent_dim"),
+        "points per streamline": card.get("n_points"),
+        "Keras backend": card.get("keras_backend"),
+        "precision": hyper.get("precision"),
+        "epochs (schedule)": hyper.get("epochs"),
+        "batch size": hyper.get("batch_size"),
+        "seed": card.get("seed"),
+        "training time (min)": (card.get("training_time_s") or 0) / 60,
+        "wall time (min)": (card.get("wall_time_s") or 0) / 60,
+    }
+    data = card.get("training_data") or {}
+    summary = {
+        k: data[k]
+        for k in (
+            "source",
+            "n_streamlines",
+            "n_train",
+            "n_valid",
+            "n_test",
+            "split",
+            "participants",
+        )
+        if k in data
+    }
+    if data.get("files"):
+        summary["files"] = len(data["files"])
+    bundles = data.get("bundles")
+    per_bundle = None
+    if isinstance(bundles, dict):
+        per_bundle = [{"bundle": k, "streamlines": v} for k, v in bundles.items()]
+    return (
+        {k: v for k, v in model.items() if v is not None},
+        summary,
+        per_bundle,
+    )
+
+
+def _conditional_tables(card):
+    """Rows of the conditional checks a card holds (may be empty)."""
+    tables = []
+    diversity = card.get("diversity_check") or {}
+    if diversity.get("per_bundle"):
+        tables.append(
+            [
+                {
+                    "bundle": name,
+                    "real spread (mm)": row.get("real_mdf_mm"),
+                    "generated spread (mm)": row.get("generated_mdf_mm"),
+                    "ratio": row.get("ratio"),
+                }
+                for name, row in diversity["per_bundle"].items()
+            ]
+        )
+    r2 = card.get("latent_attribute_r2") or {}
+    rows = []
+    for name, row in r2.items():
+        if not isinstance(row, dict):
+            continue
+        metric = "r2" if "r2" in row else "accuracy"
+        rows.append(
+            {
+                "condition": name,
+                "read from z": metric,
+                "value": row.get(metric),
+                "evaluated on": row.get("evaluated_on"),
+            }
+        )
+    if rows:
+        tables.append(rows)
+    return tables
+
+
+def write_training_report(
+    path, card, *, model_path=None, loss_plot=None, latent_plot=None, force=False
+):
+    """The HTML report of ``dipy_train_tractoencoder``.
+
+    Sections: the model and run, the training data (per bundle), the losses
+    with their curves, the held-out reconstruction error in mm, the latent
+    space (PCA / t-SNE projections), the checks of a conditional model
+    (diversity within one condition, what the latent code says of each
+    condition) and the hyperparameters. The model card (``.card.json``)
+    holds the same numbers.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.html`` file to write.
+    card : dict
+        The model card (:func:`dipy_tractogen.models.build_card`).
+    model_path : str or path-like, optional
+        The model file, named in the title.
+    loss_plot, latent_plot : str or path-like, optional
+        PNG pictures of the loss curves
+        (:func:`dipy_tractogen.plots.plot_loss_curves`) and of the latent
+        projections (:func:`dipy_tractogen.plots.plot_latent_projection`).
+    force : bool, optional
+        Allow overwriting ``path``.
+
+    Returns
+    -------
+    path : str
+    """
+    model, data, per_bundle = _training_tables(card)
+    losses = dict(card.get("losses") or {})
+    units = losses.pop("units", None)
+    sections = [
+        {"title": "Model", "table": model},
+        {
+            "title": "Training data",
+            "tables": [data] + ([per_bundle] if per_bundle else []),
+        },
+        {
+            "title": "Losses",
+            "text": f"Losses in {units}." if units else None,
+            "table": losses,
+            "image": None if loss_plot is None else (loss_plot, "loss curves"),
+        },
+    ]
+    errors = card.get("heldout_errors_mm")
+    sections.append(
+        {
+            "title": "Held-out reconstruction (mm)",
+            "text": "MDF: mean distance between corresponding points of a "
+            "streamline and its reconstruction (the better of both "
+            "orientations); endpoints: the two end points only; length bias: "
+            "reconstructed minus real length."
+            if errors
+            else "No held-out streamlines (valid_fraction 0 and no test split).",
+            "table": errors or None,
+        }
+    )
+    if latent_plot is not None:
+        sections.append(
+            {
+                "title": "Latent space",
+                "text": "2-D projections (PCA, t-SNE) of the latent codes of the "
+                "training seeds stored in the model, one orientation each, "
+                "coloured by bundle and by each condition the model knows.",
+                "image": (latent_plot, "latent projections"),
+            }
+        )
+    conditional = _conditional_tables(card)
+    if conditional:
+        sections.append(
+            {
+                "title": "Conditional checks",
+                "text": "Spread of streamlines generated for one condition "
+                "against the real bundle's (a ratio far below 1 means mode "
+                "collapse), and how well each condition can be read back from "
+                "the latent code.",
+                "tables": conditional,
+            }
+        )
+    sections.append(
+        {"title": "Hyperparameters", "numbers": card.get("hyperparameters") or {}}
+    )
+    sections.append(
+        {
+            "title": "Numbers",
+            "numbers": {
+                "losses": card.get("losses"),
+                "heldout_errors_mm": errors,
+                "training_time_s": card.get("training_time_s"),
+                "wall_time_s": card.get("wall_time_s"),
+                "seed": card.get("seed"),
+            },
+        }
+    )
+    name = card.get("name") or card.get("model_type") or "model"
+    if model_path is not None:
+        name = Path(model_path).name
+    return write_html_report(
+        path,
+        title=f"dipy_train_tractoencoder: {name}",
+        sections=sections,
+        force=force,
+    )

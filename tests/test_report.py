@@ -111,3 +111,48 @@ def test_generation_report(tmp_path, png):
     assert "against the seed tractogram" in text
     numbers = read_report_numbers(out)[0]
     assert numbers["n_produced"] == 50 and numbers["complete"] is False
+
+
+def test_training_report_of_the_shipped_cohort_model(tmp_path):
+    """The latent codes of a conditional model come with their conditions."""
+    pytest.importorskip("keras")
+    from dipy_tractogen.models import load_model, model_bundle_names
+    from dipy_tractogen.nn.training import report_latents
+    from dipy_tractogen.plots import plot_latent_projection
+    from dipy_tractogen.report import write_training_report
+
+    model = load_model("cohort")
+    Z, ids, covariates = report_latents(model)
+    bank = model.seed_bank
+    n = len(bank["latents"]) // 2
+    np.testing.assert_array_equal(Z, bank["latents"][:n])  # one orientation
+    np.testing.assert_array_equal(ids, bank["labels"][:n])
+    assert set(covariates) == {"age", "status"}  # the bundle is the colour
+    low, high = model.card["covariate_ranges"]["age"]
+    assert covariates["age"].min() >= low - 1e-3
+    assert covariates["age"].max() <= high + 1e-3
+    assert covariates["age"].std() > 10  # the cohort spans decades
+    assert set(covariates["status"]) == {"control", "neurodegeneration"}
+    latent = plot_latent_projection(
+        Z,
+        tmp_path / "latent.png",
+        bundle_ids=ids,
+        bundle_names=model_bundle_names(model),
+        covariates=covariates,
+        methods=["pca"],
+    )
+    out = write_training_report(
+        tmp_path / "report.html",
+        model.card,
+        model_path="cohort_model.keras",
+        latent_plot=latent,
+    )
+    text = open(out, encoding="utf-8").read()
+    assert "cohort_model.keras" in text and "Conditional checks" in text
+    assert text.count("data:image/png;base64,") == 1
+    numbers = read_report_numbers(out)
+    assert numbers[0]["model_type"] == "aae"  # the hyperparameters
+    held = numbers[-1]["heldout_errors_mm"]
+    assert held == pytest.approx(model.card["heldout_errors_mm"])
+    with pytest.raises(OutputExistsError):
+        write_training_report(out, model.card)

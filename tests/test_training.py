@@ -252,7 +252,15 @@ def test_short_training_lowers_loss_and_writes_outputs(tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     assert hist[-1]["streamline_loss"] < 0.5 * hist[0]["streamline_loss"]
     assert hist[-1]["val_streamline_loss"] < hist[0]["val_streamline_loss"]
-    for name in ("ae.keras", "ae.card.json", "ae.card.md", "ae_log.csv", "ae_loss.png"):
+    for name in (
+        "ae.keras",
+        "ae.card.json",
+        "ae.card.md",
+        "ae_log.csv",
+        "ae_loss.png",
+        "ae_latent.png",
+        "ae_report.html",
+    ):
         assert (tmp_path / name).is_file(), name
     assert not (tmp_path / "ae_checkpoint").exists()
     assert len(_read_csv(tmp_path / "ae_log.csv")) == 3
@@ -274,6 +282,17 @@ def test_short_training_lowers_loss_and_writes_outputs(tmp_path):
     again = load_model(out)
     x = arr[:4]
     np.testing.assert_allclose(again.reconstruct(x), model.reconstruct(x), atol=1e-4)
+    # the report: the card's numbers, both pictures embedded
+    from dipy_tractogen.report import read_report_numbers
+
+    html = (tmp_path / "ae_report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    assert "Latent space" in html and "Held-out reconstruction" in html
+    numbers = read_report_numbers(tmp_path / "ae_report.html")[-1]
+    held = numbers["heldout_errors_mm"]
+    assert held["mdf_mean_mm"] == pytest.approx(
+        saved["heldout_errors_mm"]["mdf_mean_mm"]
+    )
     # never overwritten without force
     with pytest.raises(OutputExistsError):
         training.train_autoencoder((arr, ids), out, epochs=3, **TINY)
@@ -316,8 +335,10 @@ def test_resume_after_interruption(tmp_path):
             seen.append((epoch, int(self.model.optimizer.iterations)))
 
     model, card = training.train_autoencoder(
-        (arr, ids), out, epochs=4, callbacks=[Spy()], **TINY
+        (arr, ids), out, epochs=4, callbacks=[Spy()], report=False, **TINY
     )
+    assert not (tmp_path / "ae_report.html").exists()
+    assert not (tmp_path / "ae_latent.png").exists()
     assert seen == [(2, 8), (3, 12)]  # resumed at epoch 3 with the schedule's step
     rows = _read_csv(tmp_path / "ae_log.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]

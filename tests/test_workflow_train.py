@@ -110,6 +110,9 @@ def test_interrupted_run_resumes_then_refuses_to_overwrite(
     assert set(card["training_data"]["bundles"]) == {"arc", "line"}
     assert card["heldout_errors_mm"]["mdf_mean_mm"] > 0
     assert not (out / "ae_checkpoint").exists()
+    html = (out / "ae_report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # loss curves, latent space
+    assert (out / "ae_latent.png").stat().st_size > 10_000
     # the model carries its generation seeds (both orientations) and its space
     from dipy_tractogen.models import load_model
 

@@ -76,6 +76,7 @@ __all__ = [
     "reconstruction_errors",
     "training_paths",
     "train_autoencoder",
+    "report_latents",
     "DEFAULTS",
 ]
 
@@ -504,7 +505,8 @@ def training_paths(out_path):
     Returns
     -------
     paths : dict of Path
-        ``model``, ``log`` (``<stem>_log.csv``), ``plot`` (``<stem>_loss.png``)
+        ``model``, ``log`` (``<stem>_log.csv``), ``plot`` (``<stem>_loss.png``),
+        ``latent`` (``<stem>_latent.png``), ``report`` (``<stem>_report.html``)
         and ``checkpoint`` (the ``<stem>_checkpoint`` folder, removed once
         the model is saved).
     """
@@ -514,6 +516,8 @@ def training_paths(out_path):
         "model": out,
         "log": out.with_name(f"{stem}_log.csv"),
         "plot": out.with_name(f"{stem}_loss.png"),
+        "latent": out.with_name(f"{stem}_latent.png"),
+        "report": out.with_name(f"{stem}_report.html"),
         "checkpoint": out.with_name(f"{stem}_checkpoint"),
     }
 
@@ -559,6 +563,100 @@ def _safe_plot(history, path):
         from dipy.utils.logging import logger
 
         logger.warning(f"could not draw {path}: {exc}")
+
+
+def report_latents(model, tdata=None, *, seed=0, max_per_bundle=1000):
+    """Latent codes to picture a trained model's latent space.
+
+    The training seeds the model carries (one orientation of each), or,
+    for a model that carries none, an even subsample of ``tdata``'s
+    training streamlines encoded now.
+
+    Parameters
+    ----------
+    model : FintaAutoencoder or VariationalAutoencoder
+    tdata : TrainingData, optional
+        Needed only when the model carries no seeds.
+    seed : int, optional
+        Seed of the subsample.
+    max_per_bundle : int, optional
+        Streamlines per bundle encoded when the model carries no seeds.
+
+    Returns
+    -------
+    latents : ndarray (n, latent_dim)
+    bundle_ids : ndarray (n,) int
+    covariates : dict of str to ndarray (n,)
+        Raw values of each condition the model knows, other than the bundle
+        (empty without conditions).
+    """
+    from dipy_tractogen.conditional import _encode, model_condition_encoder
+
+    bank = getattr(model, "seed_bank", None) or {}
+    if "latents" in bank:
+        n = len(bank["latents"]) // 2  # both orientations are stored
+        Z = np.asarray(bank["latents"][:n])
+        ids = np.asarray(bank["labels"][:n])
+        C = bank.get("conditions")
+        C = None if C is None else np.asarray(C[:n])
+    elif tdata is None:
+        raise InputError("the model carries no seeds: pass its training data")
+    else:
+        if hasattr(tdata, "encoder"):  # conditional data
+            X, ids, C = tdata.seed_sample(
+                max_per_bundle=max_per_bundle, seed=seed, with_conditions=True
+            )
+        else:
+            (X, ids), C = (
+                tdata.seed_sample(max_per_bundle=max_per_bundle, seed=seed),
+                None,
+            )
+        Z = _encode(model, X, C, 1024)
+    covariates = {}
+    enc = model_condition_encoder(model)
+    if enc is not None and C is not None:
+        covariates = {
+            k: np.asarray(v)
+            for k, v in enc.inverse_transform(C).items()
+            if k != "bundle"
+        }
+    return Z, ids, covariates
+
+
+def _safe_report(model, tdata, paths, seed):
+    """The latent picture and the HTML report; failing them must not fail a run
+    whose model is already saved."""
+    from dipy.utils.logging import logger
+
+    from dipy_tractogen.models import model_bundle_names
+    from dipy_tractogen.plots import plot_latent_projection
+    from dipy_tractogen.report import write_training_report
+
+    latent = None
+    try:
+        Z, ids, covariates = report_latents(model, tdata, seed=seed)
+        latent = plot_latent_projection(
+            Z,
+            paths["latent"],
+            bundle_ids=ids,
+            bundle_names=model_bundle_names(model),
+            covariates=covariates,
+            seed=seed,
+            force=True,
+        )
+    except Exception as exc:
+        logger.warning(f"could not draw {paths['latent']}: {exc}")
+    try:
+        write_training_report(
+            paths["report"],
+            model.card,
+            model_path=paths["model"],
+            loss_plot=paths["plot"] if paths["plot"].exists() else None,
+            latent_plot=latent,
+            force=True,
+        )
+    except Exception as exc:
+        logger.warning(f"could not write {paths['report']}: {exc}")
 
 
 class _EpochSetter(keras.callbacks.Callback):
@@ -786,6 +884,7 @@ def train_autoencoder(
     participants=None,
     beta=1.0,
     model_options=None,
+    report=True,
 ):
     """Train a FINTA autoencoder with the published recipe; resumable.
 
@@ -798,8 +897,9 @@ def train_autoencoder(
     out_path : str or path-like
         Final model (``.keras``), saved with its card by
         :func:`dipy_tractogen.models.save_model`. Next to it:
-        ``<stem>_log.csv``, ``<stem>_loss.png`` and, while training, the
-        ``<stem>_checkpoint`` folder.
+        ``<stem>_log.csv``, ``<stem>_loss.png``, with ``report`` the
+        ``<stem>_latent.png`` and ``<stem>_report.html``, and while
+        training the ``<stem>_checkpoint`` folder (:func:`training_paths`).
     epochs : int, optional
         Number of epochs (the length of the OneCycle cycle).
     batch_size : int, optional
@@ -882,6 +982,12 @@ def train_autoencoder(
         Other arguments of the model class (``gamma``, ``delta``,
         ``adversarial_weight``, ``prior_radius``, ``batch_norm``...); the
         loss weights ``gamma`` and ``adversarial_weight`` are in mm² too.
+    report : bool, optional
+        After saving the model, also write ``<stem>_latent.png`` (PCA and
+        t-SNE of the seeds' latent codes by bundle and by each condition,
+        :func:`report_latents`) and ``<stem>_report.html`` (model, data,
+        losses, held-out error, latent space, conditional checks). A failure
+        there is a warning: the model is already saved.
 
     Notes
     -----
@@ -956,7 +1062,8 @@ def train_autoencoder(
     ckpt = paths["checkpoint"]
     state = _read_state(ckpt) if resume else None
     if state is None:
-        check_writable([paths["log"], paths["plot"]], force=force)
+        extras = ["log", "plot"] + (["latent", "report"] if report else [])
+        check_writable([paths[k] for k in extras], force=force)
 
     if conditions:
         from dipy_tractogen.nn.conditioning import load_conditional_data
@@ -1133,6 +1240,8 @@ def train_autoencoder(
 
     save_model(model, paths["model"], card=card, force=force)
     shutil.rmtree(ckpt, ignore_errors=True)
+    if report:
+        _safe_report(model, tdata, paths, seed)
     return model, model.card
 
 

@@ -46,6 +46,7 @@ class TrainTractoencoderFlow(TractogenFlow):
         participants="",
         beta=1.0,
         no_normalize=False,
+        no_report=False,
         restart=False,
         out_dir="",
         out_model="model.keras",
@@ -61,8 +62,10 @@ class TrainTractoencoderFlow(TractogenFlow):
         every epoch: rerunning the same command after an interruption
         resumes where it stopped. Writes the model (.keras) with its model
         card (.card.json, .card.md: data, hyperparameters, losses, held-out
-        reconstruction error in mm), ``<model>_log.csv`` and
-        ``<model>_loss.png``. doi:10.1016/j.media.2021.102126
+        reconstruction error in mm), ``<model>_log.csv``,
+        ``<model>_loss.png``, ``<model>_latent.png`` (PCA and t-SNE of the
+        latent space by bundle and condition) and ``<model>_report.html``.
+        doi:10.1016/j.media.2021.102126
 
         Parameters
         ----------
@@ -121,6 +124,8 @@ class TrainTractoencoderFlow(TractogenFlow):
             squared error per nat.
         no_normalize : bool, optional
             Train on raw mm coordinates as the reference code does.
+        no_report : bool, optional
+            Do not write the latent-space picture and the HTML report.
         restart : bool, optional
             Discard the checkpoint of an interrupted run and start over.
         out_dir : string, optional
@@ -161,6 +166,11 @@ class TrainTractoencoderFlow(TractogenFlow):
             "log": str(paths["log"]),
             "plot": str(paths["plot"]),
         }
+        if not no_report:
+            self.flat_outputs += [str(paths["latent"]), str(paths["report"])]
+            self.last_generated_outputs.update(
+                latent=str(paths["latent"]), report=str(paths["report"])
+            )
         data = files[0] if len(files) == 1 else files
         net, card = train_autoencoder(
             data,
@@ -187,6 +197,7 @@ class TrainTractoencoderFlow(TractogenFlow):
             force=self.force,
             max_minutes=max_minutes or None,
             verbose=1,
+            report=not no_report,
         )
         losses = card.get("losses") or {}
         errors = card.get("heldout_errors_mm") or {}
