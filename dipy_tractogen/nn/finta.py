@@ -72,6 +72,7 @@ __all__ = [
     "build_finta_encoder",
     "build_finta_decoder",
     "FintaAutoencoder",
+    "run_batched",
 ]
 
 #: channels of the stride-2 encoder blocks e1..e5
@@ -431,7 +432,7 @@ class FintaAutoencoder(Model):
         z : ndarray (N, latent_dim) float32
         """
         x = self.normalize(self._streamline_array(streamlines))
-        return _run_batched(self.encoder, x, (self.latent_dim,), batch_size)
+        return run_batched(self.encoder, x, (self.latent_dim,), batch_size)
 
     def decode(self, z, *, batch_size=4096):
         """Decode latent vectors to streamlines in mm.
@@ -453,7 +454,7 @@ class FintaAutoencoder(Model):
             raise InputError(
                 f"latent vectors must have shape (N, {self.latent_dim}), got {z.shape}"
             )
-        x = _run_batched(self.decoder, z, (self.n_points, 3), batch_size)
+        x = run_batched(self.decoder, z, (self.n_points, 3), batch_size)
         return self.denormalize(x)
 
     def with_precision(self, precision="mixed_bfloat16", **kwargs):
@@ -505,14 +506,49 @@ def _resample_with_dipy(streamlines, n_points=256):
     return np.asarray(np.stack(resampled), dtype=np.float32)
 
 
-def _run_batched(net, x, out_shape, batch_size):
-    """Run ``net`` on ``x`` in batches with its compiled predict function."""
+def run_batched(net, inputs, out_shape, batch_size):
+    """Run ``net`` on ``inputs`` in batches with its compiled predict function.
+
+    Parameters
+    ----------
+    net : keras.Model
+        A built network (an encoder or a decoder); a network with several
+        outputs contributes its first.
+    inputs : ndarray or list of ndarray
+        One input array, or aligned arrays for a network with several inputs
+        (latent codes and conditions).
+    out_shape : tuple of int
+        Shape of one output row.
+    batch_size : int
+        Rows per forward pass (bounds memory, not the result).
+
+    Returns
+    -------
+    out : ndarray, shape (N,) + out_shape, float32
+
+    Notes
+    -----
+    Under a ``tf.distribute`` strategy with several replicas this goes
+    through ``predict``, which splits each batch over the replicas;
+    ``predict_on_batch`` there gives every replica the whole batch and
+    returns all their outputs.
+    """
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     batch_size = int(batch_size)
-    n = len(x)
+    arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    n = len(arrays[0])
+    strategy = getattr(net, "distribute_strategy", None)  # TensorFlow backend
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        y = net.predict(
+            arrays if len(arrays) > 1 else arrays[0], batch_size=batch_size, verbose=0
+        )
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        return np.asarray(y, dtype=np.float32).reshape(n, *out_shape)
     out = np.empty((n, *out_shape), dtype=np.float32)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        out[start:stop] = net.predict_on_batch(x[start:stop])
+        part = [a[start:stop] for a in arrays]
+        y = net.predict_on_batch(part if len(part) > 1 else part[0])
+        out[start:stop] = np.asarray(y[0] if isinstance(y, (list, tuple)) else y)
     return out

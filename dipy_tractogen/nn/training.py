@@ -28,8 +28,11 @@ each replica sums the loss over its share of the batch and Keras sums the
 replicas' gradients (``reduction="sum"`` is not rescaled by the number of
 replicas), so the gradient is the one of the global-batch sum, as on one
 device, and the L2 term is added once, after the all-reduce, in the
-optimiser. Nothing here has a per-backend train step: training is the
-standard ``compile``/``fit``.
+optimiser; the VAE family's regularisers are sums too
+(:meth:`~dipy_tractogen.nn.variational.VariationalAutoencoder.add_summed_loss`).
+Nothing here has a per-backend train step: training is the standard
+``compile``/``fit``, under the caller's strategy scope, and
+``tests/test_distribute.py`` checks that two replicas train like one device.
 
 :func:`train_autoencoder` runs the recipe with a resumable checkpoint written
 by atomic renames after every epoch, a CSV log, a loss-curve PNG, optional
@@ -1213,6 +1216,11 @@ def train_autoencoder(
             initial_epoch=int(state["epoch"]),
             callbacks=cbs,
             verbose=verbose,
+            # the sequences order their rows from (seed, epoch); Keras'
+            # own shuffle would reorder the batches with Python's global
+            # ``random`` state (not restored on resume, consumed differently
+            # under tf.distribute)
+            shuffle=False,
         )
     if state.get("best_weights"):
         with np.load(ckpt / state["best_weights"]) as f:

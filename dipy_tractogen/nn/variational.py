@@ -87,6 +87,7 @@ from dipy_tractogen.nn.finta import (
     bottleneck_length,
     build_finta_decoder,
     build_finta_encoder,
+    run_batched,
 )
 
 __all__ = [
@@ -356,21 +357,6 @@ def _check_weight(value, name):
     return value
 
 
-def _run_batched(net, inputs, out_shape, batch_size):
-    """``net`` on a list of aligned arrays, in batches (predict_on_batch)."""
-    batch_size = _check_int(batch_size, "batch_size")
-    n = len(inputs[0])
-    out = np.empty((n, *out_shape), dtype=np.float32)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        part = [a[start:stop] for a in inputs]
-        y = net.predict_on_batch(part if len(part) > 1 else part[0])
-        if isinstance(y, (list, tuple)):
-            y = y[0]
-        out[start:stop] = np.asarray(y)
-    return out
-
-
 @register_serializable(package=_PACKAGE)
 class VariationalAutoencoder(FintaAutoencoder):
     """beta-VAE on the FINTA backbone (the base of the conditional models).
@@ -574,13 +560,33 @@ class VariationalAutoencoder(FintaAutoencoder):
     def _regularize(self, x, c, mu, log_var, z, training):
         """Add the model's extra loss terms (subclasses)."""
 
+    def add_summed_loss(self, value):
+        """``add_loss`` for a term summed over the batch, like the recipe's
+        reconstruction error.
+
+        Keras takes ``add_loss`` terms for batch means: under a
+        ``tf.distribute`` strategy it divides them by the number of replicas
+        before the replicas' gradients are summed. A term summed over the
+        replica's share of the batch must not be divided, or its weight
+        would fall as 1 / replicas against the (summed) reconstruction term;
+        this multiplies it back.
+
+        Parameters
+        ----------
+        value : tensor
+            The term, summed over the batch.
+        """
+        strategy = getattr(self, "distribute_strategy", None)  # TensorFlow only
+        replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
+        self.add_loss(value * replicas if replicas > 1 else value)
+
     def call(self, inputs, training=False):
         ops = _ops()
         x, c = self._split_inputs(inputs)
         mu, log_var = self._posterior(x, c, training)
         z = self.sampling([mu, log_var], training=training)
         if self.beta:
-            self.add_loss(self.beta * ops.sum(gaussian_kl(mu, log_var)))
+            self.add_summed_loss(self.beta * ops.sum(gaussian_kl(mu, log_var)))
         self._regularize(x, c, mu, log_var, z, training)
         return self.decoder(self._decoder_inputs(z, c), training=training)
 
@@ -642,7 +648,7 @@ class VariationalAutoencoder(FintaAutoencoder):
         x = self.normalize(self._streamline_array(streamlines))
         c = self._condition_array(conditions, len(x), self._encoder_columns())
         inputs = [x] if c is None else [x, c]
-        return _run_batched(self.encoder, inputs, (self.latent_dim,), batch_size)
+        return run_batched(self.encoder, inputs, (self.latent_dim,), batch_size)
 
     def decode(self, z, conditions=None, *, batch_size=4096):
         """Decode latent codes (with their conditions) to streamlines in mm.
@@ -666,7 +672,7 @@ class VariationalAutoencoder(FintaAutoencoder):
             )
         c = self._condition_array(conditions, len(z), self._decoder_columns())
         inputs = [z] if c is None else [z, c]
-        x = _run_batched(self.decoder, inputs, (self.n_points, 3), batch_size)
+        x = run_batched(self.decoder, inputs, (self.n_points, 3), batch_size)
         return self.denormalize(x)
 
     def reconstruct(self, streamlines, conditions=None, *, batch_size=4096):
@@ -810,7 +816,7 @@ class AttributeRegularizedVAE(VariationalAutoencoder):
                 z[:, j], c[:, col], delta=self.delta
             )
         batch = ops.cast(ops.shape(z)[0], z.dtype)
-        self.add_loss(self.gamma * batch * total)
+        self.add_summed_loss(self.gamma * batch * total)
 
     def get_config(self):
         config = super().get_config()
@@ -1018,7 +1024,7 @@ class AdversarialAutoencoder(VariationalAutoencoder):
             fake_g = disc(d_input(z), frozen=True)
             loss_d = ops.sum(ops.softplus(-real)) + ops.sum(ops.softplus(fake_d))
             loss_g = ops.sum(ops.softplus(-fake_g))
-            self.add_loss(self.adversarial_weight * (loss_d + loss_g))
+            self.add_summed_loss(self.adversarial_weight * (loss_d + loss_g))
         return self.decoder(self._decoder_inputs(z, c), training=training)
 
     def encode(self, streamlines, conditions=None, *, batch_size=4096):
