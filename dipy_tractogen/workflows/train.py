@@ -1,5 +1,6 @@
 """``dipy_train_tractoencoder``: train a FINTA autoencoder on streamlines."""
 
+import sys
 from pathlib import Path
 
 from dipy_tractogen.errors import InputError
@@ -196,7 +197,9 @@ class TrainTractoencoderFlow(TractogenFlow):
             resume=not restart,
             force=self.force,
             max_minutes=max_minutes or None,
-            verbose=1,
+            # a bar per epoch on a terminal, a line per epoch in a log file
+            # (Keras redraws its bar with control characters even there)
+            verbose=1 if sys.stdout.isatty() else 2,
             report=not no_report,
         )
         losses = card.get("losses") or {}
