@@ -353,6 +353,41 @@ def test_resume_after_interruption(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_epochs_auto_fits_the_schedule_to_the_budget_and_resumes_the_plan(
+    tmp_path,
+):
+    arr, ids = _toy_bundles(64)
+    out = tmp_path / "ae.keras"
+    with pytest.raises(InputError, match="max_minutes"):
+        training.train_autoencoder((arr, ids), out, epochs="auto", **TINY)
+    with pytest.raises(KeyboardInterrupt):  # killed in its second epoch
+        training.train_autoencoder(
+            (arr, ids),
+            out,
+            epochs="auto",
+            max_minutes=0.5,
+            callbacks=[_Crash(1)],
+            report=False,
+            **TINY,
+        )
+    state = json.loads((tmp_path / "ae_checkpoint" / "state.json").read_text())
+    plan = state["epochs_budget"]
+    assert state["epochs"] == plan["epochs"] >= 2
+    assert plan["budget_s"] == 30.0 and plan["probe_step_s"] > 0
+    # the plan: 85 % of the budget left after compiling, in estimated epochs
+    left = plan["budget_s"] - plan["probe_compile_s"]
+    assert plan["epochs"] == max(1, int(0.85 * left / plan["estimated_epoch_s"]))
+    # resumed with another budget: the plan (and the schedule) stay
+    model, card = training.train_autoencoder(
+        (arr, ids), out, epochs="auto", max_minutes=5.0, report=False, **TINY
+    )
+    hyper = card["hyperparameters"]
+    assert hyper["epochs"] == plan["epochs"] and hyper["epochs_requested"] == "auto"
+    assert hyper["epochs_budget"] == plan
+    assert card["losses"]["epochs_run"] == plan["epochs"]
+    assert card["losses"]["iterations"] == 4 * plan["epochs"]
+
+
 def test_bad_hyperparameters_and_inputs(tmp_path):
     arr, _ = _toy_bundles(8)
     out = tmp_path / "m.keras"

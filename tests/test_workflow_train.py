@@ -135,7 +135,8 @@ def test_interrupted_run_resumes_then_refuses_to_overwrite(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--epochs", 0], "epochs"),
+        (["--epochs", -1], "epochs"),
+        (["--epochs", 0], "give --max_minutes"),
         (["--batch_size", 0], "batch_size"),
         (["--learning_rate", 0], "learning_rate"),
         (["--max_learning_rate", -1], "max_learning_rate"),

@@ -768,6 +768,10 @@ class _Checkpointer(keras.callbacks.Callback):
 
 def _check_hyperparameters(**kw):
     positive_int = ("epochs", "batch_size", "latent_dim", "n_points")
+    if kw["epochs"] == "auto":
+        if kw["max_minutes"] is None:
+            raise InputError("epochs='auto' fits the schedule to max_minutes: give it")
+        positive_int = positive_int[1:]
     for key in positive_int:
         value = kw[key]
         if isinstance(value, bool) or int(value) != value or int(value) <= 0:
@@ -854,6 +858,54 @@ def _build_model(
     return model
 
 
+#: fraction of the time budget the fitted schedule plans to fill
+_BUDGET_SAFETY = 0.85
+
+
+def _epochs_for_budget(
+    make_model, batch, *, steps, valid_steps, seconds, probe_steps=6, warmup=2
+):
+    """Epochs of training that fit in ``seconds``, from a probe of the step time.
+
+    A throwaway copy of the model (``make_model()``, compiled as the real
+    one) runs ``warmup`` steps (compilation) then ``probe_steps`` timed steps
+    on a real batch. An epoch costs ``steps`` training steps, ``valid_steps``
+    validation steps (about a third of a training step each) and about 2 s of
+    checkpointing; the real run compiles once more. The plan fills
+    ``_BUDGET_SAFETY`` of what is left.
+
+    Returns
+    -------
+    epochs : int
+    info : dict
+        What the estimate used (for the model card).
+    """
+    probe = make_model()
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        probe.train_on_batch(*batch)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(probe_steps):
+        t = time.perf_counter()
+        probe.train_on_batch(*batch)
+        times.append(time.perf_counter() - t)
+    del probe
+    step_s = float(np.median(times))
+    per_epoch = steps * step_s + valid_steps * step_s / 3.0 + 2.0
+    left = float(seconds) - compile_s
+    epochs = max(1, int(_BUDGET_SAFETY * left / per_epoch))
+    info = {
+        "budget_s": float(seconds),
+        "probe_step_s": round(step_s, 4),
+        "probe_compile_s": round(compile_s, 1),
+        "estimated_epoch_s": round(per_epoch, 1),
+        "safety": _BUDGET_SAFETY,
+        "epochs": epochs,
+    }
+    return epochs, info
+
+
 def train_autoencoder(
     data,
     out_path,
@@ -903,8 +955,14 @@ def train_autoencoder(
         ``<stem>_log.csv``, ``<stem>_loss.png``, with ``report`` the
         ``<stem>_latent.png`` and ``<stem>_report.html``, and while
         training the ``<stem>_checkpoint`` folder (:func:`training_paths`).
-    epochs : int, optional
-        Number of epochs (the length of the OneCycle cycle).
+    epochs : int or "auto", optional
+        Number of epochs (the length of the OneCycle cycle). ``"auto"`` (needs
+        ``max_minutes``) fits the whole schedule into ``max_minutes``: a
+        throwaway copy of the model times a few steps, and the plan fills
+        85 % of the budget. The plan is kept in the checkpoint (a resumed run
+        follows it) and the card (``hyperparameters.epochs_budget``); it
+        depends on the machine's speed, so pass the recorded ``epochs`` to
+        repeat a run exactly.
     batch_size : int, optional
         Global batch size.
     learning_rate : float, optional
@@ -1146,26 +1204,6 @@ def train_autoencoder(
             f"checkpoint {ckpt} was made with other settings ({', '.join(diff)}); "
             "rerun with the same settings, or resume=False to start over"
         )
-    keras.utils.set_random_seed(int(seed))
-    model = _build_model(
-        latent_dim,
-        n_points,
-        centre,
-        scale,
-        precision,
-        model_type=model_type,
-        model_options=(model_options or {}).get("model"),
-    )
-    if max_learning_rate:
-        lr = OneCycleSchedule(
-            max_learning_rate,
-            total_steps=int(epochs) * steps,
-            pct_start=DEFAULTS["pct_start"],
-            div_factor=DEFAULTS["div_factor"],
-            final_div_factor=DEFAULTS["final_div_factor"],
-        )
-    else:
-        lr = float(learning_rate)
     loss_scale = float(scale) if loss_units == "mm" else 1.0
     from dipy_tractogen.nn.precision import resolve_jit_compile, training_optimizer
 
@@ -1173,19 +1211,65 @@ def train_autoencoder(
         jit = _resolve_jit(jit_compile)
     else:  # the XLA choice measured for each precision
         jit = resolve_jit_compile(precision, "train", jit_compile=jit_compile)
-    model.compile(
-        optimizer=training_optimizer(
-            AdamL2(learning_rate=lr, l2=float(weight_decay)), precision
-        ),
-        loss=StreamlineSquaredError(scale=loss_scale),
-        metrics=[StreamlineLoss(scale=loss_scale)],
-        jit_compile=jit,
-    )
+
+    def make_model(total_steps):
+        model = _build_model(
+            latent_dim,
+            n_points,
+            centre,
+            scale,
+            precision,
+            model_type=model_type,
+            model_options=(model_options or {}).get("model"),
+        )
+        if max_learning_rate:
+            lr = OneCycleSchedule(
+                max_learning_rate,
+                total_steps=total_steps,
+                pct_start=DEFAULTS["pct_start"],
+                div_factor=DEFAULTS["div_factor"],
+                final_div_factor=DEFAULTS["final_div_factor"],
+            )
+        else:
+            lr = float(learning_rate)
+        model.compile(
+            optimizer=training_optimizer(
+                AdamL2(learning_rate=lr, l2=float(weight_decay)), precision
+            ),
+            loss=StreamlineSquaredError(scale=loss_scale),
+            metrics=[StreamlineLoss(scale=loss_scale)],
+            jit_compile=jit,
+        )
+        return model
+
+    budget = None
+    if epochs == "auto":
+        if state is not None and state.get("epochs"):  # resumed: the same plan
+            epochs, budget = int(state["epochs"]), state.get("epochs_budget")
+        else:
+            epochs, budget = _epochs_for_budget(
+                lambda: make_model(steps),
+                train_seq[0],
+                steps=steps,
+                valid_steps=0 if valid_seq is None else len(valid_seq),
+                seconds=60.0 * float(max_minutes),
+            )
+            from dipy.utils.logging import logger
+
+            logger.info(
+                f"epochs=auto: {epochs} epochs of about "
+                f"{budget['estimated_epoch_s']:.0f} s fit {float(max_minutes):g} "
+                "minutes"
+            )
+    keras.utils.set_random_seed(int(seed))
+    model = make_model(int(epochs) * steps)
     if state is None:
         if ckpt.exists():
             shutil.rmtree(ckpt)
         ckpt.mkdir(parents=True)
         state = {"config": config, "epoch": 0, "history": [], "best": None}
+        if budget is not None:
+            state.update(epochs=int(epochs), epochs_budget=budget)
         _write_json(state, ckpt / _STATE)
     elif state.get("weights"):
         model.optimizer.build(model.trainable_variables)
@@ -1238,6 +1322,12 @@ def train_autoencoder(
         model = with_precision(model, "float32")
     card = _make_card(model, tdata, state, config, hyper, wall0, seed)
     card["hyperparameters"]["precision"] = precision
+    if state.get("epochs_budget"):  # epochs="auto": what was planned, and why
+        card["hyperparameters"].update(
+            epochs=int(state["epochs"]),
+            epochs_requested="auto",
+            epochs_budget=state["epochs_budget"],
+        )
     from dipy_tractogen.models import attach_seed_bank, save_model
 
     if hasattr(tdata, "finish_model"):  # seeds with conditions, checks in card

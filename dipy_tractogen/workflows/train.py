@@ -79,7 +79,9 @@ class TrainTractoencoderFlow(TractogenFlow):
             aae (see doc/conditional.md); cvae, arvae and aae need
             --condition_on.
         epochs : int, optional
-            Number of epochs (the length of the OneCycle schedule).
+            Number of epochs (the length of the OneCycle schedule); 0 fits
+            the whole schedule into --max_minutes (a few timed steps of a
+            throwaway copy choose the epochs; the card records them).
         batch_size : int, optional
             Streamlines per batch.
         learning_rate : float, optional
@@ -146,6 +148,10 @@ class TrainTractoencoderFlow(TractogenFlow):
             )
         if max_minutes < 0:
             raise InputError(f"max_minutes must be >= 0, got {max_minutes}")
+        if epochs == 0 and not max_minutes:
+            raise InputError(
+                "--epochs 0 fits the schedule to a time budget: give --max_minutes"
+            )
         if max_learning_rate < 0:
             raise InputError(f"max_learning_rate must be >= 0, got {max_learning_rate}")
         if not str(out_model).endswith(".keras"):
@@ -176,7 +182,7 @@ class TrainTractoencoderFlow(TractogenFlow):
         net, card = train_autoencoder(
             data,
             out_path,
-            epochs=epochs,
+            epochs="auto" if epochs == 0 else epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
             max_learning_rate=max_learning_rate or None,
