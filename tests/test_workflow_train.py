@@ -73,6 +73,10 @@ def test_short_name_and_docstring_parse():
     assert parser.positional_parameters[0][0] == "input_files"
     outs = [p[0] for p in parser.output_parameters]
     assert outs == ["out_dir", "out_model"]
+    options = {p[0] for p in parser.optional_parameters}
+    assert {"no_report", "max_minutes", "epochs", "restart"} <= options
+    args = parser.parse_args(["x.trx", "--no_report", "--epochs", "0"])
+    assert args.no_report is True and args.epochs == 0
 
 
 def test_interrupted_run_resumes_then_refuses_to_overwrite(
