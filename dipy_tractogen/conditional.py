@@ -61,6 +61,7 @@ __all__ = [
     "CONDITIONAL_CLASSES",
     "model_file_conditions",
     "model_condition_encoder",
+    "encode_streamlines",
     "attach_conditional_seed_bank",
     "ConditionalSampler",
     "resolve_request",
@@ -154,7 +155,23 @@ def _is_conditional_decoder(model):
     return bool(getattr(model, "is_conditional", False))
 
 
-def _encode(model, X, C, batch_size):
+def encode_streamlines(model, X, C=None, batch_size=4096):
+    """Latent codes of streamlines, with their conditions where the model
+    takes them.
+
+    Parameters
+    ----------
+    model : FintaAutoencoder or VariationalAutoencoder
+    X : ndarray (N, P, 3)
+        Streamlines in mm.
+    C : ndarray (N, d), optional
+        Encoded conditions (used only by a model with conditions).
+    batch_size : int, optional
+
+    Returns
+    -------
+    z : ndarray (N, latent_dim)
+    """
     if _is_conditional_decoder(model) or getattr(model, "n_conditions", 0):
         return model.encode(X, C, batch_size=batch_size)
     return model.encode(X, batch_size=batch_size)
@@ -210,8 +227,8 @@ def attach_conditional_seed_bank(
         raise InputError("no streamlines to encode as seeds")
     Z = np.concatenate(
         [
-            _encode(model, X, C, batch_size),
-            _encode(model, np.ascontiguousarray(X[:, ::-1]), C, batch_size),
+            encode_streamlines(model, X, C, batch_size),
+            encode_streamlines(model, np.ascontiguousarray(X[:, ::-1]), C, batch_size),
         ]
     )
     affine, dims, vox, order = reference_info(reference)
@@ -1080,10 +1097,10 @@ def latent_attribute_r2(
     from sklearn.model_selection import cross_val_score
 
     C = np.asarray(conditions, np.float32)
-    Z = _encode(model, streamlines, C, 4096)
+    Z = encode_streamlines(model, streamlines, C, 4096)
     if test is not None:
         Ct = np.asarray(test[1], np.float32)
-        Zt = _encode(model, test[0], Ct, 4096)
+        Zt = encode_streamlines(model, test[0], Ct, 4096)
     out = {}
     for spec in encoder.specs_:
         block = C[:, encoder.slices_[spec.name]]

@@ -593,7 +593,7 @@ def report_latents(model, tdata=None, *, seed=0, max_per_bundle=1000):
         Raw values of each condition the model knows, other than the bundle
         (empty without conditions).
     """
-    from dipy_tractogen.conditional import _encode, model_condition_encoder
+    from dipy_tractogen.conditional import encode_streamlines, model_condition_encoder
 
     bank = getattr(model, "seed_bank", None) or {}
     if "latents" in bank:
@@ -610,11 +610,9 @@ def report_latents(model, tdata=None, *, seed=0, max_per_bundle=1000):
                 max_per_bundle=max_per_bundle, seed=seed, with_conditions=True
             )
         else:
-            (X, ids), C = (
-                tdata.seed_sample(max_per_bundle=max_per_bundle, seed=seed),
-                None,
-            )
-        Z = _encode(model, X, C, 1024)
+            X, ids = tdata.seed_sample(max_per_bundle=max_per_bundle, seed=seed)
+            C = None
+        Z = encode_streamlines(model, X, C, batch_size=1024)
     covariates = {}
     enc = model_condition_encoder(model)
     if enc is not None and C is not None:
