@@ -417,9 +417,10 @@ def _training_tables(card):
         "epochs (schedule)": hyper.get("epochs"),
         "batch size": hyper.get("batch_size"),
         "seed": card.get("seed"),
-        "training time (min)": (card.get("training_time_s") or 0) / 60,
-        "wall time (min)": (card.get("wall_time_s") or 0) / 60,
     }
+    for key, label in (("training_time_s", "training"), ("wall_time_s", "wall")):
+        if card.get(key) is not None:
+            model[f"{label} time (min)"] = card[key] / 60
     data = card.get("training_data") or {}
     summary = {
         k: data[k]
