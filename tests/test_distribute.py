@@ -80,6 +80,18 @@ SCRIPT = textwrap.dedent(
             "loss": [l1, l2],
             "mdf": [e1, e2],
         }
+    from dipy_tractogen.errors import InputError
+
+    try:  # a first batch that two replicas cannot share evenly
+        with mirrored.scope():
+            training.train_autoencoder(
+                (arr, ids), os.path.join(out, "odd.keras"), epochs=1,
+                batch_size=15, latent_dim=8, n_points=64, jit_compile=False,
+                verbose=0, report=False,
+            )
+        result["odd_batch"] = "no error"
+    except InputError as exc:
+        result["odd_batch"] = str(exc)
     print("RESULT " + json.dumps(result))
     """
 )
@@ -115,6 +127,8 @@ def test_two_replicas_train_like_one_device(tmp_path):
     result = _compare(tmp_path, "ae", "aae")
     _check(result, "ae")
     _check(result, "aae")
+    # Keras would fail deep in fit on uneven shards of the first batch
+    assert "does not split evenly over 2 replicas" in result["odd_batch"]
 
 
 @pytest.mark.slow

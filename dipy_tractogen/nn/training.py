@@ -856,6 +856,29 @@ def _build_model(
     return model
 
 
+def _check_replica_split(model, *sequences):
+    """Refuse first batches that a ``tf.distribute`` strategy splits unevenly.
+
+    Under a strategy, Keras 3 averages the replicas' shards of the first
+    batch of each dataset to build the model's metrics, which fails, deep in
+    ``fit``, when the shards differ in size.
+    """
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow only
+    replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
+    if replicas == 1:
+        return
+    for seq in sequences:
+        if seq is None:
+            continue
+        first = min(seq.batch_size, seq.n)
+        if first % replicas:
+            raise InputError(
+                f"the first batch of {first} streamlines does not split evenly "
+                f"over {replicas} replicas: use a batch_size that is a multiple of "
+                f"{replicas}, and at least one full batch of validation streamlines"
+            )
+
+
 #: fraction of the time budget the fitted schedule plans to fill
 _BUDGET_SAFETY = 0.85
 
@@ -1261,6 +1284,7 @@ def train_autoencoder(
             )
     keras.utils.set_random_seed(int(seed))
     model = make_model(int(epochs) * steps)
+    _check_replica_split(model, train_seq, valid_seq)
     if state is None:
         if ckpt.exists():
             shutil.rmtree(ckpt)
