@@ -6,10 +6,10 @@ minutes of training on a 2-core CPU.
 What it does:
 
 1. generates the FiberCup-like phantom (7,833 streamlines, 256 points);
-2. measures training throughput (streamlines/s) with a short probe of the
-   same network and settings, and chooses the number of epochs so that the
-   whole OneCycle schedule (warm-up *and* anneal) fits in the remaining
-   time (a cycle cut short by the time budget never anneals);
+2. lets the trainer choose the number of epochs so that the whole OneCycle
+   schedule (warm-up *and* anneal) fits in the remaining time
+   (``epochs="auto"``: a short probe of a throwaway copy of the network; a
+   cycle cut short by the time budget never anneals);
 3. trains with :func:`dipy_tractogen.nn.training.train_autoencoder` (80/20
    split, the default recipe, ``max_minutes`` as a safety stop), evaluating
    the held-out reconstruction error in mm (MDF mean / median / p95,
@@ -44,40 +44,6 @@ def _load():
         return float("nan")
 
 
-def probe_throughput(n_points, latent_dim, batch_size, jit, *, steps=8, warmup=2):
-    """Median training throughput (streamlines/s) of the recipe's train step."""
-    import keras
-
-    from dipy_tractogen.nn.finta import FintaAutoencoder
-    from dipy_tractogen.nn.training import (
-        AdamL2,
-        StreamlineLoss,
-        StreamlineSquaredError,
-        _resolve_jit,
-    )
-
-    keras.utils.set_random_seed(0)
-    model = FintaAutoencoder(latent_dim=latent_dim, n_points=n_points, scale=64.0)
-    model.compile(
-        optimizer=AdamL2(1e-5, l2=0.13),
-        loss=StreamlineSquaredError(scale=64.0),
-        metrics=[StreamlineLoss(scale=64.0)],
-        jit_compile=_resolve_jit(jit),
-    )
-    x = np.random.default_rng(0).normal(size=(batch_size, n_points, 3))
-    x = x.astype(np.float32) * 0.5
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        model.train_on_batch(x, x)
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        model.train_on_batch(x, x)
-        times.append(time.perf_counter() - t)
-    return batch_size / float(np.median(times)), compile_s
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=30.0, help="wall-time budget")
@@ -85,7 +51,6 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=float, default=60.0, help="seconds")
     p.add_argument("--epochs", type=int, default=0, help="0: fit the budget")
-    p.add_argument("--safety", type=float, default=0.85, help="epoch margin")
     p.add_argument("--jit", default="auto", help="auto, 1 or 0")
     args = p.parse_args(argv)
 
@@ -128,24 +93,7 @@ def main(argv=None):
         flush=True,
     )
 
-    epochs = args.epochs
-    if epochs <= 0:
-        rate, compile_s = probe_throughput(
-            DEFAULTS["n_points"], DEFAULTS["latent_dim"], DEFAULTS["batch_size"], jit
-        )
-        left = args.minutes * 60 - (time.time() - t_start)
-        # per epoch: the training pass, a validation pass (forward only, about
-        # a third of a training step), and about 2 s of checkpoint/evaluation;
-        # minus the compilations of the real run (measured by the probe, x2)
-        per_epoch = n_train / rate + n_valid / (3 * rate) + 2.0
-        epochs = max(1, int(args.safety * (left - 2 * compile_s) / per_epoch))
-        print(
-            f"probe: {rate:.0f} streamlines/s (median of 8 steps of "
-            f"{DEFAULTS['batch_size']}), compile {compile_s:.0f} s, load "
-            f"{_load():.2f} -> {epochs} epochs of ~{per_epoch:.0f} s in "
-            f"{left / 60:.1f} min",
-            flush=True,
-        )
+    epochs = args.epochs if args.epochs > 0 else "auto"
 
     rows = []
     csv_path = out / "accuracy_vs_time.csv"
@@ -193,13 +141,15 @@ def main(argv=None):
                 w.writerows(rows)
 
     minutes_left = args.minutes - (time.time() - t_start) / 60
+    # the budget covers the final evaluation and the seed bank too (~1 min)
+    budget = max(minutes_left - 1.0, 0.5)
     model, card = train_autoencoder(
         data,
         model_path,
         epochs=epochs,
         seed=args.seed,
         jit_compile=jit,
-        max_minutes=max(minutes_left, 0.5),
+        max_minutes=budget,
         callbacks=[Evaluate()],
         force=True,
         verbose=2,
@@ -208,6 +158,14 @@ def main(argv=None):
     _plot(rows, out / "accuracy_vs_time.png")
     err = card["heldout_errors_mm"]
     losses = card["losses"]
+    plan = card["hyperparameters"].get("epochs_budget")
+    if plan:
+        print(
+            f"plan: {plan['epochs']} epochs of ~{plan['estimated_epoch_s']:.0f} s "
+            f"(probe {card['hyperparameters']['batch_size'] / plan['probe_step_s']:.0f}"
+            f" streamlines/s, compile {plan['probe_compile_s']:.0f} s) in "
+            f"{plan['budget_s'] / 60:.1f} min"
+        )
     wall = time.time() - t_start
     print(
         f"\nfinal (best-validation weights, epoch {losses['best_epoch']} of "
