@@ -21,7 +21,9 @@ of this process (user + system time of all its threads). The machines are
 shared, so wall-clock rates move with the other users' load; the CPU-second
 rates (and "idle est." = cores x rate per CPU-second) are what a quiet
 machine would show if the threads scale. ``--levers`` also sweeps inference
-batch size and XLA for decoding.
+batch size and XLA for decoding; ``--layers`` prints only a per-layer profile
+(each convolution block and dense layer alone, forward and forward + backward,
+XLA, time and GFLOP/s).
 """
 
 import argparse
@@ -61,6 +63,80 @@ def forward_flops(model):
                 c_in, c_out = layer.kernel.shape
                 flops[part] += 2 * c_in * c_out
     return flops
+
+
+def layer_profile(model, batch=128, repeats=7, inner=5):
+    """Per-layer time of a forward and a forward + backward pass (XLA).
+
+    Each convolution block and dense layer of ``model`` runs alone on random
+    input of its own input shape, compiled with XLA; the backward pass takes
+    the gradients with respect to the input and the layer's weights, as
+    training does. Returns rows (layer, input shape, forward ms, GFLOP/s,
+    forward + backward ms, GFLOP/s) and prints them; TensorFlow backend.
+    """
+    import keras
+    import tensorflow as tf
+
+    rows = []
+    for net in (model.encoder, model.decoder):
+        for layer in net.layers:
+            conv = getattr(layer, "conv", None)
+            if conv is None and not isinstance(layer, keras.layers.Dense):
+                continue
+            if conv is not None:
+                k, c_in, c_out = conv.kernel.shape
+                length = layer.output.shape[1] // getattr(layer, "factor", 1)
+                flops = 2 * length * k * c_in * c_out * batch
+            else:
+                c_in, c_out = layer.kernel.shape
+                flops = 2 * c_in * c_out * batch
+            x = tf.random.normal((batch, *layer.input.shape[1:]))
+            weights = layer.trainable_variables
+
+            def forward(x, layer=layer):
+                return layer(x)
+
+            def step(x, layer=layer, weights=weights):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = layer(x)
+                    loss = tf.reduce_sum(y * y)
+                return tape.gradient(loss, [x, *weights])
+
+            times = []
+            for fn in (forward, step):
+                fn = tf.function(fn, jit_compile=True)
+                fn(x)  # compile
+                samples = []
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    for _ in range(inner):
+                        out = fn(x)
+                    np.asarray(tf.nest.flatten(out)[0])  # wait for the result
+                    samples.append((time.perf_counter() - t) / inner)
+                times.append(float(np.median(samples)))
+            rows.append(
+                (
+                    layer.name,
+                    tuple(layer.input.shape[1:]),
+                    1e3 * times[0],
+                    flops / times[0] / 1e9,
+                    1e3 * times[1],
+                    3 * flops / times[1] / 1e9,
+                )
+            )
+    total = sum(r[4] for r in rows)
+    print(
+        f"layers (XLA, batch {batch}, medians of {repeats}): forward ms / GFLOP/s,"
+        " forward + backward ms / GFLOP/s, share of the forward + backward time"
+    )
+    for name, shape, f_ms, f_gf, b_ms, b_gf in rows:
+        print(
+            f"  {name:<4} in {str(shape):<12} {f_ms:7.2f} {f_gf:7.1f}   {b_ms:7.2f}"
+            f" {b_gf:7.1f}   {100 * b_ms / total:4.1f} %"
+        )
+    print(f"  sum: {total:.1f} ms per batch -> {1e3 * batch / total:.0f} streamlines/s")
+    return rows
 
 
 def cpu_seconds():
@@ -156,6 +232,9 @@ def main(argv=None):
     parser.add_argument("--train-steps", type=int, default=8)
     parser.add_argument("--batch-train", type=int, default=128)
     parser.add_argument("--levers", action="store_true")
+    parser.add_argument(
+        "--layers", action="store_true", help="only the per-layer profile"
+    )
     args = parser.parse_args(argv)
 
     import keras
@@ -172,6 +251,9 @@ def main(argv=None):
 
     from dipy_tractogen.nn.finta import FintaAutoencoder
 
+    if args.layers:
+        layer_profile(FintaAutoencoder(), batch=args.batch_train)
+        return
     rng = np.random.default_rng(0)
     n, b = args.n_infer, args.batch_train
     x_infer = rng.normal(size=(n, 256, 3)).astype(np.float32)
