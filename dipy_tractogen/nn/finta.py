@@ -73,6 +73,7 @@ __all__ = [
     "build_finta_decoder",
     "FintaAutoencoder",
     "run_batched",
+    "replica_count",
 ]
 
 #: channels of the stride-2 encoder blocks e1..e5
@@ -506,6 +507,24 @@ def _resample_with_dipy(streamlines, n_points=256):
     return np.asarray(np.stack(resampled), dtype=np.float32)
 
 
+def replica_count(model):
+    """Replicas a ``tf.distribute`` strategy runs ``model`` on (1 otherwise).
+
+    Read from the model's ``distribute_strategy`` (TensorFlow backend: the
+    strategy whose scope built it); other backends have none.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    replicas : int
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    return 1 if strategy is None else int(strategy.num_replicas_in_sync)
+
+
 def run_batched(net, inputs, out_shape, batch_size):
     """Run ``net`` on ``inputs`` in batches with its compiled predict function.
 
@@ -538,8 +557,7 @@ def run_batched(net, inputs, out_shape, batch_size):
     batch_size = int(batch_size)
     arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     n = len(arrays[0])
-    strategy = getattr(net, "distribute_strategy", None)  # TensorFlow backend
-    if strategy is not None and strategy.num_replicas_in_sync > 1:
+    if replica_count(net) > 1:
         y = net.predict(
             arrays if len(arrays) > 1 else arrays[0], batch_size=batch_size, verbose=0
         )

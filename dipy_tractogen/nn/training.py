@@ -863,8 +863,9 @@ def _check_replica_split(model, *sequences):
     batch of each dataset to build the model's metrics, which fails, deep in
     ``fit``, when the shards differ in size.
     """
-    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow only
-    replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
+    from dipy_tractogen.nn.finta import replica_count
+
+    replicas = replica_count(model)
     if replicas == 1:
         return
     for seq in sequences:
@@ -1266,7 +1267,7 @@ def train_autoencoder(
     budget = None
     if epochs == "auto":
         if state is not None and state.get("epochs"):  # resumed: the same plan
-            epochs, budget = int(state["epochs"]), state.get("epochs_budget")
+            epochs = int(state["epochs"])
         else:
             epochs, budget = _epochs_for_budget(
                 lambda: make_model(steps),

@@ -87,6 +87,7 @@ from dipy_tractogen.nn.finta import (
     bottleneck_length,
     build_finta_decoder,
     build_finta_encoder,
+    replica_count,
     run_batched,
 )
 
@@ -576,8 +577,7 @@ class VariationalAutoencoder(FintaAutoencoder):
         value : tensor
             The term, summed over the batch.
         """
-        strategy = getattr(self, "distribute_strategy", None)  # TensorFlow only
-        replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
+        replicas = replica_count(self)
         self.add_loss(value * replicas if replicas > 1 else value)
 
     def call(self, inputs, training=False):
