@@ -1,0 +1,507 @@
+"""Model files: save and load autoencoders with their model cards.
+
+A model is one ``.keras`` file (Keras 3's zip format: configuration and
+weights, no pickles, loadable with ``safe_mode=True``) plus a model card, a
+JSON dict describing what the model is and how it was trained. The card is
+written twice: inside the ``.keras`` file (in the model's configuration, so a
+model file describes itself) and next to it as ``<stem>.card.json`` with a
+short Markdown rendering ``<stem>.card.md`` for people.
+
+Keras is imported only when a model is saved or loaded.
+"""
+
+import datetime
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from dipy_tractogen._json import jsonable
+from dipy_tractogen._text import one_line
+from dipy_tractogen.errors import InputError, ModelError
+from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.provenance import file_provenance
+
+__all__ = [
+    "SHIPPED_MODELS",
+    "DATA_DIR",
+    "resolve_model_path",
+    "card_paths",
+    "build_card",
+    "render_card_markdown",
+    "save_model",
+    "install_shipped_model",
+    "load_model",
+    "resolve_model",
+    "model_provenance",
+]
+
+#: folder of the models shipped with the package
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+#: name -> file name inside :data:`DATA_DIR`
+SHIPPED_MODELS = {"default": "default_model.keras", "cohort": "cohort_model.keras"}
+
+
+def resolve_model_path(model=None):
+    """Turn a shipped model name or a path into an existing file path.
+
+    Parameters
+    ----------
+    model : str or path-like or None, optional
+        A key of :data:`SHIPPED_MODELS` (``None`` means ``"default"``) or the
+        path of a ``.keras`` file.
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Raises
+    ------
+    ModelError
+        If the named model is not shipped (yet) or the file does not exist.
+    """
+    if model is None:
+        model = "default"
+    if isinstance(model, str) and model in SHIPPED_MODELS:
+        path = DATA_DIR / SHIPPED_MODELS[model]
+        if not path.is_file():
+            raise ModelError(
+                f"no {model!r} model is shipped yet (looked for {path}); "
+                "pass the path of a trained .keras model"
+            )
+        return path
+    path = Path(model)
+    if not path.exists():
+        names = ", ".join(sorted(SHIPPED_MODELS))
+        raise ModelError(f"model file not found: {path} (shipped model names: {names})")
+    if not path.is_file():
+        raise ModelError(f"model path is not a file: {path}")
+    return path
+
+
+def card_paths(path):
+    """Paths of the model card files that go with a ``.keras`` file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.keras`` model path.
+
+    Returns
+    -------
+    json_path, md_path : pathlib.Path
+        ``<stem>.card.json`` and ``<stem>.card.md`` in the same folder.
+    """
+    path = Path(path)
+    stem = path.name[: -len(".keras")] if path.name.endswith(".keras") else path.stem
+    return path.with_name(f"{stem}.card.json"), path.with_name(f"{stem}.card.md")
+
+
+def _card_jsonable(value):
+    """A deep copy of card fields made of JSON types (numpy and paths converted)."""
+    try:
+        return jsonable(value, strict=True)
+    except TypeError as exc:
+        raise InputError(f"model card is not JSON serialisable: {exc}") from None
+
+
+def _package_versions():
+    import importlib.metadata as metadata
+
+    versions = {}
+    for dist in (
+        "dipy-tractogen",
+        "dipy",
+        "keras",
+        "tensorflow",
+        "torch",
+        "jax",
+        "numpy",
+        "nibabel",
+        "h5py",
+    ):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _layer_table(model):
+    """Rows (name, class, output shape, parameters) of the model's sub-networks."""
+    rows = []
+    for net in model.layers:
+        for layer in getattr(net, "layers", [net]):
+            if layer.__class__.__name__ == "InputLayer":
+                continue
+            try:
+                shape = list(layer.output.shape[1:])
+            except (AttributeError, ValueError):
+                shape = None
+            rows.append(
+                {
+                    "network": net.name,
+                    "layer": layer.name,
+                    "class": layer.__class__.__name__,
+                    "output_shape": shape,
+                    "parameters": int(layer.count_params()),
+                }
+            )
+    return rows
+
+
+def build_card(model, card=None):
+    """Merge a trainer's card with what the model itself knows.
+
+    Parameters
+    ----------
+    model : StreamlineAutoencoder
+        The model (its current :attr:`card` is the starting point).
+    card : dict or None, optional
+        Fields from the caller (bundle names, covariate ranges, reference
+        space, training data summary, hyperparameters, losses, held-out
+        errors in mm, wall time, seed...): any JSON-serialisable dict; numpy
+        values are converted.
+
+    Returns
+    -------
+    card : dict
+        ``model.card`` updated with ``card``, then with the fields the model
+        knows (model type, architecture and parameter count, n_points,
+        latent_dim, normalisation, Keras backend, package versions, save
+        time), which override stale values.
+
+    Raises
+    ------
+    ModelError
+        If ``model`` is not a dipy-tractogen autoencoder.
+    InputError
+        If ``card`` is not JSON-serialisable.
+    """
+    import keras
+
+    from dipy_tractogen.models.base import StreamlineAutoencoder
+
+    if not isinstance(model, StreamlineAutoencoder):
+        raise ModelError(
+            f"a model card describes a dipy-tractogen autoencoder "
+            f"(StreamlineAutoencoder), not a {type(model).__name__}"
+        )
+    merged = dict(model.card)
+    merged.update(_card_jsonable(card or {}))
+    n_params = int(model.count_params())
+    known = {
+        "format": "dipy-tractogen model card 1",
+        "model_type": type(model).__name__,
+        "architecture": {
+            "summary": model.architecture_summary
+            or (type(model).__doc__ or "").strip().split("\n")[0],
+            "parameters": n_params,
+            "layers": _layer_table(model),
+        },
+        "n_parameters": n_params,
+        "n_points": int(model.n_points),
+        "latent_dim": int(model.latent_dim),
+        "keras_backend": keras.backend.backend(),
+        "package_versions": {
+            **merged.get("package_versions", {}),
+            **_package_versions(),
+        },
+        "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "normalization": {
+            "center": [float(c) for c in model.center],
+            "scale": float(model.scale),
+            "formula": "x_norm = (x_mm - center) / scale",
+        },
+    }
+    merged.update(_card_jsonable(known))
+    return merged
+
+
+def _md_value(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, separators=(", ", ": "))
+        return f"`{text}`" if len(text) <= 300 else f"`{text[:297]}...`"
+    return str(value)
+
+
+_MD_FIRST = (
+    "model_type",
+    "n_parameters",
+    "n_points",
+    "latent_dim",
+    "normalization",
+    "bundle_names",
+    "covariate_ranges",
+    "reference",
+    "training_data",
+    "hyperparameters",
+    "losses",
+    "heldout_errors_mm",
+    "wall_time_s",
+    "seed",
+    "keras_backend",
+    "package_versions",
+    "saved_at",
+)
+
+
+def render_card_markdown(card, *, title=None):
+    """Render a model card as a short Markdown document.
+
+    Parameters
+    ----------
+    card : dict
+        A card from :func:`build_card`.
+    title : str or None, optional
+        Heading (default: the model type).
+
+    Returns
+    -------
+    text : str
+    """
+    title = title or f"Model card: {card.get('model_type', 'model')}"
+    lines = [f"# {title}", ""]
+    arch = card.get("architecture", {})
+    if arch.get("summary"):
+        lines += [arch["summary"], ""]
+    lines += ["| field | value |", "|---|---|"]
+    keys = [k for k in _MD_FIRST if k in card]
+    keys += [k for k in card if k not in keys and k not in ("architecture", "format")]
+    for key in keys:
+        value = _md_value(card[key]).replace("|", "\\|")
+        lines.append(f"| {key} | {value} |")
+    if arch.get("layers"):
+        lines += [
+            "",
+            f"## Architecture ({arch.get('parameters', 0):,} parameters)",
+            "",
+            "| network | layer | class | output | parameters |",
+            "|---|---|---|---|---|",
+        ]
+        for row in arch["layers"]:
+            shape = " x ".join(str(s) for s in row["output_shape"] or [])
+            lines.append(
+                f"| {row['network']} | {row['layer']} | {row['class']} | "
+                f"{shape} | {row['parameters']:,} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def save_model(model, path, *, card=None, force=False, include_optimizer=False):
+    """Save a model to a ``.keras`` file with its model card.
+
+    Writes ``path`` (``model.save``), ``<stem>.card.json`` and
+    ``<stem>.card.md`` next to it, each through a temporary file renamed on
+    success, and embeds the card in the ``.keras`` file's configuration.
+
+    Parameters
+    ----------
+    model : StreamlineAutoencoder
+        The model to save; its :attr:`card` is replaced by the merged card.
+    path : str or path-like
+        Destination; must end with ``.keras``.
+    card : dict or None, optional
+        Fields to add to the card (see :func:`build_card`).
+    force : bool, optional
+        Overwrite existing files.
+    include_optimizer : bool, optional
+        Also store the optimizer state (Adam moments triple the file: 57 MB
+        instead of 19 MB for FINTA). Resuming training uses the trainer's
+        own checkpoints, so a finished model does not need it.
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+        The model file, the JSON card and the Markdown card.
+
+    Raises
+    ------
+    InputError
+        If ``path`` does not end with ``.keras`` or the card is not
+        JSON-serialisable.
+    ModelError
+        If ``model`` is not a dipy-tractogen autoencoder.
+    OutputExistsError
+        If one of the files exists and ``force`` is False (nothing written).
+    """
+    from dipy_tractogen.models.backend import require_keras
+
+    require_keras()
+    path = Path(path)
+    if not path.name.endswith(".keras") or path.name == ".keras":
+        raise InputError(f"a model file name must end with .keras, got {path}")
+    json_path, md_path = card_paths(path)
+    check_writable([path, json_path, md_path], force=force)
+    full_card = build_card(model, card)
+    model.card = full_card
+    to_save = model
+    # Keras sets ``optimizer`` only when the model is compiled
+    if not include_optimizer and getattr(model, "optimizer", None) is not None:
+        to_save = _inference_copy(model)
+    with atomic_output(path, force=force) as tmp:
+        to_save.save(tmp)
+    with atomic_output(json_path, force=force) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(full_card, f, indent=2)
+            f.write("\n")
+    with atomic_output(md_path, force=force) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(render_card_markdown(full_card))
+    return [path, json_path, md_path]
+
+
+def install_shipped_model(model, name, *, description, measured_quality):
+    """Save ``model`` as the shipped model ``name`` with its measured quality.
+
+    Used by ``scripts/make_default_model.py`` and
+    ``scripts/make_cohort_model.py``: the card gets ``name``,
+    ``description`` and ``measured_quality``; the optimizer state is not
+    saved (see :func:`save_model`).
+
+    Parameters
+    ----------
+    model : StreamlineAutoencoder
+    name : str
+        A key of :data:`SHIPPED_MODELS`.
+    description : str
+    measured_quality : dict
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    card = dict(model.card)
+    card.update(name=name, description=description, measured_quality=measured_quality)
+    out = DATA_DIR / SHIPPED_MODELS[name]
+    save_model(model, out, card=card, force=True)
+    return out
+
+
+def _inference_copy(model):
+    """The same model without its optimizer (weights, card and seed bank kept)."""
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    copy.card = model.card
+    copy.seed_bank = model.seed_bank
+    return copy
+
+
+def load_model(path=None, *, compile=False):
+    """Load a saved autoencoder and its model card.
+
+    Parameters
+    ----------
+    path : str or path-like or None, optional
+        A ``.keras`` file or the name of a shipped model (a key of
+        :data:`SHIPPED_MODELS`; ``None`` is ``"default"``).
+    compile : bool, optional
+        Restore the training configuration (optimizer, loss) too; it needs
+        every custom loss to be registered. Not needed for inference.
+
+    Returns
+    -------
+    model : StreamlineAutoencoder
+        A :class:`~dipy_tractogen.models.finta.FintaAutoencoder` or a model
+        of the variational family, with :attr:`card` filled from the file (or from the
+        ``<stem>.card.json`` sidecar when the file carries no card).
+
+    Raises
+    ------
+    ModelError
+        If the file is missing, not a Keras archive, truncated or corrupt,
+        does not hold a
+        :class:`~dipy_tractogen.models.base.StreamlineAutoencoder`, or if no
+        default model is shipped.
+    KerasUnavailableError
+        If Keras 3 is not installed.
+    """
+    from dipy_tractogen.models.backend import require_keras
+
+    require_keras()
+    import keras
+
+    from dipy_tractogen.models import variational  # noqa: F401 (registers VAE/AAE)
+    from dipy_tractogen.models.base import StreamlineAutoencoder
+    from dipy_tractogen.models.finta import FintaAutoencoder  # noqa: F401 (registers)
+
+    path = resolve_model_path(path)
+    if not path.name.endswith(".keras"):
+        raise ModelError(f"not a .keras model file (wrong extension): {path}")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(
+            f"not a Keras model file (not a zip archive, or truncated): {path}"
+        )
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for corrupt archives
+        raise ModelError(f"cannot load model {path}: {one_line(exc)}") from exc
+    if not isinstance(model, StreamlineAutoencoder):
+        raise ModelError(
+            f"{path} holds a {type(model).__name__}, not a dipy-tractogen "
+            "autoencoder (StreamlineAutoencoder: FintaAutoencoder, "
+            "VariationalAutoencoder...)"
+        )
+    if not model.card:
+        json_path, _ = card_paths(path)
+        if json_path.is_file():
+            try:
+                with open(json_path, encoding="utf-8") as f:
+                    model.card = json.load(f)
+            except (OSError, ValueError) as exc:
+                raise ModelError(
+                    f"cannot read model card {json_path}: {one_line(exc)}"
+                ) from exc
+    return model
+
+
+# ---------------------------------------------------------------------------
+# what a model file carries for generation and filtering
+# ---------------------------------------------------------------------------
+
+
+def resolve_model(model=None):
+    """A loaded model from a model, a ``.keras`` path or a shipped name.
+
+    Parameters
+    ----------
+    model : keras.Model, str, path-like or None
+        A model object is returned as it is; anything else goes through
+        :func:`load_model` (None: the shipped default).
+
+    Returns
+    -------
+    model
+    """
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    return model
+
+
+def model_provenance(model, source=None):
+    """How a model was obtained: class, card name, shipped name or file + md5.
+
+    Parameters
+    ----------
+    model : StreamlineAutoencoder
+        The loaded model.
+    source : str, path-like or None
+        What the user passed: a shipped model name, a path, or None (the
+        shipped default). A model object passed directly has no file.
+
+    Returns
+    -------
+    info : dict
+    """
+
+    card = model.card
+    info = {"class": type(model).__name__, "name": card.get("name")}
+    if source is None or isinstance(source, str) and source in SHIPPED_MODELS:
+        info["shipped"] = source or "default"
+    if source is None or isinstance(source, (str, os.PathLike)):
+        path = resolve_model_path(source)
+        info.update(file_provenance(path))
+    return info
