@@ -9,14 +9,14 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from dipy_tractogen.errors import InputError, ModelError, OutputExistsError  # noqa: E402
-from dipy_tractogen.models import (  # noqa: E402
+from dipy_tractogen.models.files import (  # noqa: E402
     SHIPPED_MODELS,
     card_paths,
     load_model,
     resolve_model_path,
     save_model,
 )
-from dipy_tractogen.nn.finta import FintaAutoencoder  # noqa: E402
+from dipy_tractogen.models.finta import FintaAutoencoder  # noqa: E402
 
 CARD = {
     "bundle_names": ["AF_L", "CST_R"],
@@ -152,7 +152,9 @@ def test_load_errors(saved, tmp_path):
         load_model(tmp_path / "junk.keras")
     seq = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     seq.save(tmp_path / "seq.keras")
-    with pytest.raises(ModelError, match="holds a Sequential, not a FintaAutoencoder"):
+    with pytest.raises(
+        ModelError, match="holds a Sequential, not a dipy-tractogen autoencoder"
+    ):
         load_model(tmp_path / "seq.keras")
     with pytest.raises(ModelError, match="not a file"):
         load_model(tmp_path)
@@ -176,8 +178,8 @@ def test_corrupt_weights(saved, tmp_path):
 def test_saved_model_has_no_optimizer_by_default(tmp_path):
     import keras
 
-    from dipy_tractogen.models import load_model, save_model
-    from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.models.files import load_model, save_model
+    from dipy_tractogen.models.finta import FintaAutoencoder
 
     model = FintaAutoencoder(latent_dim=4, n_points=64)
     model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
@@ -195,3 +197,260 @@ def test_saved_model_has_no_optimizer_by_default(tmp_path):
     for w1, w2 in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(w1, w2)
     np.testing.assert_array_equal(loaded.seed_bank["labels"], [0, 1])
+
+
+# --------------------------------------------------------------------------
+# the base interface (dipy_tractogen.models.base.StreamlineAutoencoder)
+# --------------------------------------------------------------------------
+
+PROPERTIES = (
+    "model_type",
+    "has_prior",
+    "center",
+    "scale",
+    "latent_dim",
+    "n_points",
+    "card",
+    "seed_bank",
+    "condition_encoder",
+    "n_conditions",
+    "is_conditional",
+)
+METHODS = (
+    "normalize",
+    "denormalize",
+    "encode",
+    "decode",
+    "reconstruct",
+    "sample_latent",
+    "with_precision",
+    "save_assets",
+    "load_assets",
+    "get_config",
+    "from_config",
+)
+#: model_type -> (class name, has_prior, is_conditional with conditions)
+FAMILY = {
+    "ae": ("FintaAutoencoder", False, False),
+    "vae": ("VariationalAutoencoder", True, False),
+    "cvae": ("ConditionalVAE", True, True),
+    "arvae": ("AttributeRegularizedVAE", True, True),
+    "aae": ("AdversarialAutoencoder", True, True),
+}
+
+
+def _conditions():
+    from dipy_tractogen.models.conditions import ConditionEncoder
+
+    enc = ConditionEncoder(["bundle", "age"], categories={"bundle": ["arc", "line"]})
+    enc.fit({"bundle": [0, 1, 0, 1], "age": [20.0, 80.0, 40.0, 60.0]})
+    rows = enc.transform({"bundle": [0, 1, 1], "age": [30.0, 50.0, 70.0]})
+    return enc, rows
+
+
+def _curves(n, n_points=64):
+    t = np.linspace(0, 1, n_points)[None, :, None]
+    shift = np.arange(n, dtype=np.float32)[:, None, None]
+    line = np.concatenate([40 * t - 20, 10 * np.sin(np.pi * t), 0 * t], axis=-1)
+    return (line + shift).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def family():
+    from dipy_tractogen.models.variational import MODEL_TYPES, build_model
+
+    assert tuple(FAMILY) == MODEL_TYPES
+    enc, rows = _conditions()
+    models = {}
+    for model_type in MODEL_TYPES:
+        keras.utils.set_random_seed(0)
+        kwargs = dict(latent_dim=4, n_points=64, center=(1.0, 2.0, 3.0), scale=10.0)
+        if model_type != "ae":
+            kwargs["conditions"] = enc.get_config()
+        models[model_type] = build_model(model_type, **kwargs)
+    return models, enc, rows
+
+
+@pytest.mark.parametrize("model_type", list(FAMILY))
+def test_every_model_answers_the_interface(family, model_type):
+    from dipy_tractogen.models.base import StreamlineAutoencoder
+    from dipy_tractogen.models.conditions import ConditionEncoder
+
+    models, enc, rows = family
+    model = models[model_type]
+    class_name, has_prior, conditional = FAMILY[model_type]
+    assert isinstance(model, StreamlineAutoencoder)
+    assert type(model).__name__ == class_name
+    # the registered name that .keras files record
+    assert keras.saving.get_registered_name(type(model)) == (
+        f"dipy_tractogen>{class_name}"
+    )
+    for name in PROPERTIES:
+        assert hasattr(model, name), name
+    for name in METHODS:
+        assert callable(getattr(model, name)), name
+    assert model.model_type == model_type
+    assert type(model).model_type == model_type  # a class attribute
+    assert model.has_prior is has_prior
+    assert model.is_conditional is conditional
+    center = model.center
+    assert isinstance(center, np.ndarray) and center.shape == (3,)
+    np.testing.assert_array_equal(center, [1.0, 2.0, 3.0])
+    center[0] = 99.0  # a copy
+    assert model.center[0] == 1.0
+    assert isinstance(model.scale, float) and model.scale == 10.0
+    assert (model.latent_dim, model.n_points) == (4, 64)
+    assert model.card == {} and isinstance(model.card, dict)
+    assert model.seed_bank == {} and isinstance(model.seed_bank, dict)
+    if model_type == "ae":
+        assert model.condition_encoder is None and model.n_conditions == 0
+    else:
+        assert isinstance(model.condition_encoder, ConditionEncoder)
+        assert model.condition_encoder.condition_names == ["bundle", "age"]
+        assert model.n_conditions == enc.n_features_ == rows.shape[1]
+    # every model takes conditions in mm inference (FINTA and the plain VAE
+    # ignore them), and keyword-only batch sizes
+    x = _curves(3)
+    z = model.encode(x, rows, batch_size=2)
+    assert z.shape == (3, 4) and z.dtype == np.float32
+    y = model.decode(z, rows, batch_size=2)
+    assert y.shape == (3, 64, 3) and y.dtype == np.float32
+    np.testing.assert_allclose(model.reconstruct(x, rows), y, atol=1e-4)
+    np.testing.assert_allclose(model.denormalize(model.normalize(x)), x, atol=1e-4)
+    config = model.get_config()
+    for key in ("latent_dim", "n_points", "center", "scale", "card"):
+        assert key in config
+    with pytest.raises(TypeError):
+        model.encode(x, rows, 2)  # batch_size is keyword-only
+
+
+@pytest.mark.parametrize("model_type", ["vae", "cvae", "arvae", "aae"])
+def test_models_with_a_prior_sample_latent(family, model_type):
+    models, _, rows = family
+    model = models[model_type]
+    z = model.sample_latent(rows, random_state=0)
+    assert z.shape == (3, 4) and z.dtype == np.float32
+    np.testing.assert_array_equal(model.sample_latent(rows, random_state=0), z)
+    assert model.sample_latent(n=5, random_state=1).shape == (5, 4)
+
+
+def test_finta_has_no_prior_and_ignores_conditions(family):
+    from dipy_tractogen.models.seed_bank import (
+        decoder_takes_conditions,
+        encode_streamlines,
+        model_condition_encoder,
+    )
+
+    models, enc, rows = family
+    model = models["ae"]
+    with pytest.raises(ModelError, match="FintaAutoencoder .*has no prior"):
+        model.sample_latent(rows)
+    with pytest.raises(ModelError, match="no prior"):
+        model.sample_latent(n=3, random_state=0)
+    x = _curves(3)
+    z = model.encode(x)
+    np.testing.assert_array_equal(model.encode(x, rows), z)
+    np.testing.assert_array_equal(model.decode(z, rows), model.decode(z))
+    np.testing.assert_array_equal(model.reconstruct(x, rows), model.reconstruct(x))
+    np.testing.assert_array_equal(encode_streamlines(model, x, rows), z)
+    assert decoder_takes_conditions(model) is False
+    assert model_condition_encoder(model) is None
+
+
+def test_finta_reads_the_conditions_its_card_records():
+    """A FINTA model trained alongside conditions knows them from its card."""
+    from dipy_tractogen.models.seed_bank import model_condition_encoder
+
+    enc, rows = _conditions()
+    model = FintaAutoencoder(latent_dim=4, n_points=64)
+    model.card = {"conditions": enc.get_config()}
+    assert model.condition_encoder.condition_names == ["bundle", "age"]
+    assert model.condition_encoder is model.condition_encoder  # parsed once
+    assert model_condition_encoder(model) is model.condition_encoder
+    assert model.n_conditions == rows.shape[1]
+    assert model.is_conditional is False  # its networks take none
+    np.testing.assert_array_equal(
+        model.decode(np.zeros((3, 4)), rows)[0], model.decode(np.zeros((1, 4)))[0]
+    )
+    model.card = None
+    assert model.card == {}
+    assert model.condition_encoder is None and model.n_conditions == 0
+
+
+def test_variational_condition_encoder_is_its_own(family):
+    """The VAE family's networks are built from their own conditions only."""
+    models, enc, _ = family
+    model = models["vae"]
+    assert model.condition_encoder.get_config() == enc.get_config()
+    from dipy_tractogen.models.variational import VariationalAutoencoder
+
+    plain = VariationalAutoencoder(latent_dim=4, n_points=64)
+    plain.card = {"conditions": enc.get_config()}
+    assert plain.condition_encoder is None and plain.n_conditions == 0
+
+
+def test_conditional_models_need_conditions_to_decode(family):
+    from dipy_tractogen.errors import ConditionError
+
+    models, _, rows = family
+    for model_type in ("cvae", "arvae", "aae"):
+        with pytest.raises(ConditionError, match="needs conditions"):
+            models[model_type].decode(np.zeros((2, 4)))
+        with pytest.raises(ConditionError, match="shape"):
+            models[model_type].decode(np.zeros((2, 4)), rows)  # 3 rows for 2
+
+
+def test_with_precision_keeps_the_interface(family):
+    models, _, rows = family
+    for model_type in ("ae", "cvae"):
+        model = models[model_type]
+        model.seed_bank = {"labels": np.array([0, 1])}
+        try:
+            copy = model.with_precision("float32", jit_compile=False)
+        finally:
+            bank = model.seed_bank
+            model.seed_bank = None
+        assert type(copy) is type(model) and copy is not model
+        np.testing.assert_array_equal(copy.seed_bank["labels"], bank["labels"])
+        assert copy.model_type == model_type
+        z = np.zeros((3, 4), np.float32)
+        np.testing.assert_allclose(
+            copy.decode(z, rows), model.decode(z, rows), atol=1e-5
+        )
+
+
+def test_save_card_refuses_foreign_models(tmp_path):
+    seq = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ModelError, match="not a Sequential"):
+        save_model(seq, tmp_path / "seq.keras")
+    assert not (tmp_path / "seq.keras").exists()
+
+
+@pytest.mark.parametrize("name", ["default", "cohort"])
+def test_shipped_models_load_unchanged(name):
+    """Both shipped files load (safe_mode) into the same classes and decode and
+    encode exactly as before the base class existed.
+
+    ``tests/data/shipped_model_outputs.npz`` was written by the package
+    before :class:`StreamlineAutoencoder` (commit 956f819): four seeds of
+    each model's own seed bank decoded (with their conditions), and the
+    decoded streamlines encoded again. Equal to float32 rounding: a
+    different CPU may order the sums differently.
+    """
+    from pathlib import Path
+
+    from dipy_tractogen.models.base import StreamlineAutoencoder
+
+    ref = np.load(Path(__file__).parent / "data" / "shipped_model_outputs.npz")
+    model = load_model(name)
+    assert isinstance(model, StreamlineAutoencoder)
+    expected = {"default": "FintaAutoencoder", "cohort": "AdversarialAutoencoder"}
+    assert type(model).__name__ == expected[name]
+    bank = model.seed_bank
+    rows = ref[f"{name}_rows"]
+    z0 = bank["latents"][rows]
+    C = bank["conditions"][rows] if model.is_conditional else None
+    y = model.decode(z0, C)
+    np.testing.assert_allclose(y, ref[f"{name}_decoded"], rtol=0, atol=1e-4)
+    z = model.encode(y, C)
+    np.testing.assert_allclose(z, ref[f"{name}_encoded"], rtol=0, atol=1e-4)
