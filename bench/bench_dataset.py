@@ -36,7 +36,7 @@ import numpy as np
 
 _CHILD_BUILD = """
 import json, resource, sys, time
-from dipy_tractogen.dataset import build_dataset
+from dipy_tractogen.io.dataset import build_dataset
 files, out, n_points, compression = json.loads(sys.argv[1])
 t = time.perf_counter()
 build_dataset(files, out, n_points=n_points, compression=compression, force=True,
@@ -107,7 +107,7 @@ def build_in_child(files, out, n_points, compression):
 
 
 def read_epoch(path, limit, batch_size=128):
-    from dipy_tractogen.dataset import StreamlineDataset
+    from dipy_tractogen.io.dataset import StreamlineDataset
 
     with StreamlineDataset(path) as ds:
         t = time.perf_counter()
@@ -120,7 +120,7 @@ def read_epoch(path, limit, batch_size=128):
 
 
 def read_random_access(path, n_batches, batch_size=128, *, random_order=False):
-    from dipy_tractogen.dataset import StreamlineDataset
+    from dipy_tractogen.io.dataset import StreamlineDataset
 
     with StreamlineDataset(path) as ds:
         total = ds.n_batches("train", batch_size)

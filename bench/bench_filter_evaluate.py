@@ -8,13 +8,13 @@ encoding costs the same trained or not), on the phantom written as ``.trx``:
 1. encode-only: ``model.encode`` on the already resampled array (the
    network's share);
 2. predict-only: nearest-reference search of
-   :class:`~dipy_tractogen.filtering.LatentDistanceFilter` against the seed
+   :class:`~dipy_tractogen.generation.filters.LatentDistanceFilter` against the seed
    bank (both orientations of every streamline);
-3. end to end: :func:`dipy_tractogen.plausibility.filter_tractogram` (read,
+3. end to end: :func:`dipy_tractogen.generation.plausibility.filter_tractogram` (read,
    resample, encode, predict, write kept and rejected ``.trx``), and the ratio
    of encode-only time to it.
 
-Evaluation: :func:`dipy_tractogen.evaluation.evaluate_tractogram` of two
+Evaluation: :func:`dipy_tractogen.evaluation.evaluate.evaluate_tractogram` of two
 phantoms (different seeds) with and without BUAN, and with
 ``max_streamlines`` (a quarter of each bundle).
 
@@ -53,12 +53,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from dipy_tractogen.evaluation import evaluate_tractogram
-    from dipy_tractogen.io import resample_streamlines, save_bundles
-    from dipy_tractogen.models import attach_seed_bank
-    from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.evaluation.evaluate import evaluate_tractogram
+    from dipy_tractogen.generation.plausibility import (
+        filter_tractogram,
+        fit_latent_filter,
+    )
+    from dipy_tractogen.measures.resampling import resample_streamlines
+    from dipy_tractogen.io.tractograms import save_bundles
+    from dipy_tractogen.models.finta import FintaAutoencoder
+    from dipy_tractogen.models.seed_bank import attach_seed_bank
     from dipy_tractogen.phantom import generate_phantom
-    from dipy_tractogen.plausibility import filter_tractogram, fit_latent_filter
 
     ph = generate_phantom(counts=args.per_bundle, seed=0)
     ph2 = generate_phantom(counts=args.per_bundle, seed=1)

@@ -191,7 +191,7 @@ def summed_mse_loss():
 def make_keras_trainer(jit_compile, seed=0):
     import keras
 
-    from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.models.finta import FintaAutoencoder
 
     keras.utils.set_random_seed(seed)
     model = FintaAutoencoder()
@@ -249,7 +249,7 @@ def main(argv=None):
         f"{os.getloadavg()[0]:.1f}, {args.repeats} repeats (medians)"
     )
 
-    from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.models.finta import FintaAutoencoder
 
     if args.layers:
         layer_profile(FintaAutoencoder(), batch=args.batch_train)

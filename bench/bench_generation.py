@@ -5,7 +5,7 @@ model, in one run, it measures
 
 1. decode-only throughput: ``model.decode`` on latent vectors drawn from the
    seeds (the network's share of the work);
-2. end-to-end throughput of :func:`dipy_tractogen.generation.generate_tractogram`
+2. end-to-end throughput of :func:`dipy_tractogen.generation.pipeline.generate_tractogram`
    (per-bundle KDE sampling + decode + default filters + streaming ``.trx``
    write) for ``--n`` streamlines, and the ratio to decode-only
    (issue target: >= 70 %);
@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 
 def decode_rate(model, n, repeats):
-    from dipy_tractogen.models import model_seeds
+    from dipy_tractogen.models.seed_bank import model_seeds
 
     Z, _ = model_seeds(model)
     rng = np.random.default_rng(0)
@@ -44,8 +44,8 @@ def decode_rate(model, n, repeats):
 
 
 def generate_rate(model_path, n, repeats):
-    from dipy_tractogen.generation import generate_tractogram
-    from dipy_tractogen.models import load_model
+    from dipy_tractogen.generation.pipeline import generate_tractogram
+    from dipy_tractogen.models.files import load_model
 
     model = load_model(model_path)
     rates, reports = [], []
@@ -75,7 +75,7 @@ def peak_rss(model_arg, n):
     """
     code = (
         "import sys, tempfile, os\n"
-        "from dipy_tractogen.generation import generate_tractogram\n"
+        "from dipy_tractogen.generation.pipeline import generate_tractogram\n"
         "d = tempfile.mkdtemp()\n"
         f"r = generate_tractogram(os.path.join(d, 'g.trx'), model={model_arg!r},"
         f" n_streamlines={n}, seed=0)\n"
@@ -101,7 +101,7 @@ def main():
     p.add_argument("--rss", type=int, default=0, help="streamlines for the RSS run")
     args = p.parse_args()
 
-    from dipy_tractogen.models import load_model
+    from dipy_tractogen.models.files import load_model
 
     model = load_model(args.model)
     print(f"model: {args.model or 'default'}; {os.cpu_count()} CPUs")

@@ -4,7 +4,7 @@ Run ``python bench/bench_precision.py [--model /tmp/finta_phantom/model.keras]``
 (a few minutes on 2 shared cores). In one run it measures
 
 1. **speed** (a random-weight FINTA model, the default 256 points and latent
-   32), each precision of :mod:`dipy_tractogen.nn.precision` with XLA off and
+   32), each precision of :mod:`dipy_tractogen.models.precision` with XLA off and
    on: decoding through ``FintaAutoencoder.decode`` (via ``with_precision``)
    and training steps (``train_on_batch``, batch 128, the recipe's loss and
    coupled-L2 Adam, loss scaling for float16); the PyTorch network of
@@ -20,7 +20,7 @@ Run ``python bench/bench_precision.py [--model /tmp/finta_phantom/model.keras]``
 3. with ``--model``, **generation**: end-to-end ``generate_tractogram`` (KDE
    sampling, decoding, default filters, ``.trx`` writing) per precision, its
    throughput, the filters' rejections and the quality metrics of
-   :func:`dipy_tractogen.metrics.evaluate_bundles` against the fresh phantom
+   :func:`dipy_tractogen.evaluation.metrics.evaluate_bundles` against the fresh phantom
    (plausibility, coverage, novelty, Dice, length ratio);
 4. with ``--model``, **training accuracy**: the gradient of one batch at the
    trained weights in each of ``--train-precisions`` against float32 (cosine,
@@ -151,13 +151,13 @@ def keras_trainer(precision, jit_compile, seed=0):
     """A FINTA model compiled with the recipe's loss and optimiser in ``precision``."""
     import keras
 
-    from dipy_tractogen.nn.finta import FintaAutoencoder
-    from dipy_tractogen.nn.precision import (
+    from dipy_tractogen.models.finta import FintaAutoencoder
+    from dipy_tractogen.models.precision import (
         pin_float32,
         precision_scope,
         training_optimizer,
     )
-    from dipy_tractogen.nn.training import AdamL2, StreamlineSquaredError
+    from dipy_tractogen.training.trainer import AdamL2, StreamlineSquaredError
 
     keras.utils.set_random_seed(seed)
     with precision_scope(precision):
@@ -207,8 +207,8 @@ def speed_section(args):
     import torch
     from torch_finta import TorchFinta
 
-    from dipy_tractogen.nn.finta import FintaAutoencoder
-    from dipy_tractogen.nn.precision import with_precision
+    from dipy_tractogen.models.finta import FintaAutoencoder
+    from dipy_tractogen.models.precision import with_precision
 
     cores = n_cores()
     torch.set_num_threads(cores)
@@ -335,7 +335,7 @@ KEYS = ("mdf_mean_mm", "mdf_p95_mm", "endpoint_mean_mm", "endpoint_p95_mm")
 
 
 def fresh_phantom(seed, n):
-    from dipy_tractogen.io import resample_streamlines
+    from dipy_tractogen.measures.resampling import resample_streamlines
     from dipy_tractogen.phantom import generate_phantom
 
     ph = generate_phantom(seed=seed)
@@ -348,8 +348,8 @@ def fresh_phantom(seed, n):
 
 
 def accuracy_section(model, precisions, X):
-    from dipy_tractogen.nn.precision import with_precision
-    from dipy_tractogen.nn.training import reconstruction_errors
+    from dipy_tractogen.models.precision import with_precision
+    from dipy_tractogen.training.trainer import reconstruction_errors
 
     print(f"\naccuracy against float32: {len(X)} phantom streamlines (seed 123)")
     base = reconstruction_errors(model, X)
@@ -407,7 +407,7 @@ def accuracy_section(model, precisions, X):
 
 def with_seeds(model, train_ph):
     """The model, with generation seeds from its training phantom if it has none."""
-    from dipy_tractogen.models import attach_seed_bank
+    from dipy_tractogen.models.seed_bank import attach_seed_bank
 
     if "latents" in (model.seed_bank or {}):
         return model
@@ -429,10 +429,11 @@ def roughness(streamlines):
 
 
 def generation_section(model, precisions, ph, n, n_eval, repeats):
-    from dipy_tractogen.generation import generate_tractogram, model_seeds
-    from dipy_tractogen.io import load_bundles, resample_streamlines
-    from dipy_tractogen.metrics import evaluate_bundles
-    from dipy_tractogen.nn.precision import with_precision
+    from dipy_tractogen.evaluation.metrics import evaluate_bundles
+    from dipy_tractogen.generation.pipeline import generate_tractogram, model_seeds
+    from dipy_tractogen.io.tractograms import load_bundles
+    from dipy_tractogen.measures.resampling import resample_streamlines
+    from dipy_tractogen.models.precision import with_precision
     from dipy_tractogen.phantom import generate_phantom
 
     train_ph = generate_phantom(seed=0)  # bench/train_to_accuracy.py's data
@@ -531,15 +532,15 @@ def training_accuracy_section(model, precisions, X, steps, batch):
     """Gradient agreement at the trained weights, and a short run from scratch."""
     import keras
 
-    from dipy_tractogen.nn.finta import FintaAutoencoder
-    from dipy_tractogen.nn.precision import (
+    from dipy_tractogen.models.finta import FintaAutoencoder
+    from dipy_tractogen.models.precision import (
         pin_float32,
         precision_scope,
         resolve_jit_compile,
         training_optimizer,
         with_precision,
     )
-    from dipy_tractogen.nn.training import (
+    from dipy_tractogen.training.trainer import (
         AdamL2,
         OneCycleSchedule,
         StreamlineSquaredError,
@@ -687,7 +688,7 @@ def main(argv=None):
     if "speed" in sections:
         speed_section(args)
     if args.model and sections & {"accuracy", "generation", "training-accuracy"}:
-        from dipy_tractogen.models import load_model
+        from dipy_tractogen.models.files import load_model
 
         model = load_model(args.model)
         ph, X, _ = fresh_phantom(123, args.n_accuracy)

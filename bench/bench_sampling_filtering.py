@@ -65,7 +65,7 @@ def arcs(n, P=256, seed=0):
 def bench_sampling(repeats, quick):
     from sklearn.neighbors import KernelDensity
 
-    from dipy_tractogen.sampling import (
+    from dipy_tractogen.generation.sampling import (
         KDESampler,
         RejectionSampler,
         gaussian_kde_logpdf,
@@ -113,7 +113,7 @@ def bench_sampling(repeats, quick):
 
 
 def bench_filters(repeats, quick):
-    from dipy_tractogen.filtering import (
+    from dipy_tractogen.generation.filters import (
         CropToMask,
         CurvatureFilter,
         FilterPipeline,
@@ -152,7 +152,7 @@ def bench_filters(repeats, quick):
 
 
 def bench_mdf(repeats, quick):
-    from dipy_tractogen.metrics import mdf_nearest
+    from dipy_tractogen.evaluation.metrics import mdf_nearest
 
     n = 5000 if quick else 10_000
     print(f"== mdf_nearest: {n:,} x {n:,} streamlines of 256 points ==")

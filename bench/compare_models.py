@@ -20,7 +20,7 @@ is judged):
 - **reconstruction**: held-out MDF (mean, mm) on the streamlines of the test
   subjects (subjects never seen in training), reconstructed with their own
   conditions;
-- **plausibility / novelty / coverage** (:mod:`dipy_tractogen.metrics`):
+- **plausibility / novelty / coverage** (:mod:`dipy_tractogen.evaluation.metrics`):
   ``n_gen`` streamlines per bundle, requested by bundle only (the other
   conditions drawn from the matching seeds): fraction within 3 mm MDF of a
   real streamline of that bundle (all subjects); fraction farther than
@@ -45,7 +45,7 @@ is judged):
   percentiles of its training lengths; mean absolute difference between the
   generated and requested lengths, in % of the training length range
   (the length condition's range);
-- **diversity**: :func:`dipy_tractogen.conditional.diversity_check` with
+- **diversity**: :func:`dipy_tractogen.evaluation.conditional.diversity_check` with
   the row's latent source (mean pairwise MDF of streamlines generated for
   one condition / that of the real bundle; minimum over bundles; a ratio far
   above 1 means samples scattered beyond the bundle: see plausibility);
@@ -131,9 +131,10 @@ def make_cohort(out, n_subjects, counts, seed):
 
 def load_cohort(folder, n_points, n_test):
     """Every streamline (resampled) with bundle, subject, age, status, length."""
-    from dipy_tractogen.attributes import streamline_length
-    from dipy_tractogen.covariates import read_participants
-    from dipy_tractogen.io import load_bundles, resample_streamlines
+    from dipy_tractogen.io.participants import read_participants
+    from dipy_tractogen.io.tractograms import load_bundles
+    from dipy_tractogen.measures.resampling import resample_streamlines
+    from dipy_tractogen.measures.attributes import streamline_length
 
     table = read_participants(folder / "participants.tsv")
     subjects = sorted(table)
@@ -206,8 +207,8 @@ def parse_spec(spec):
 
 def train(spec, data, out, *, minutes, n_points, batch_size, seed, reuse=False):
     """Train one model for ``minutes`` of its measured epoch time."""
-    from dipy_tractogen.models import load_model
-    from dipy_tractogen.nn.training import train_autoencoder
+    from dipy_tractogen.models.files import load_model
+    from dipy_tractogen.training.trainer import train_autoencoder
 
     model_type, name, options = parse_spec(spec)
     path = Path(out) / f"{name}.keras"
@@ -272,12 +273,10 @@ def _centroids(X, bundle, n_bundles):
 def evaluate(model, card, data, *, latent, n_gen, n_cond, seed):
     from dipy.tracking.distances import bundles_distances_mdf
 
-    from dipy_tractogen.conditional import (
-        generate_conditional_streamlines,
-        model_condition_encoder,
-    )
-    from dipy_tractogen.metrics import coverage, novelty, plausibility
-    from dipy_tractogen.nn.training import streamline_errors
+    from dipy_tractogen.evaluation.metrics import coverage, novelty, plausibility
+    from dipy_tractogen.generation.conditional import generate_conditional_streamlines
+    from dipy_tractogen.models.seed_bank import model_condition_encoder
+    from dipy_tractogen.training.trainer import streamline_errors
 
     enc = model_condition_encoder(model)
     names = data["names"]
@@ -416,7 +415,7 @@ def _age_status(gen, model, names, latent, n_cond, seed):
 
 def _length_mae(gen, enc, data, names, n_cond, seed):
     """Length requested at per-bundle percentiles: MAE in % of the range."""
-    from dipy_tractogen.attributes import streamline_length
+    from dipy_tractogen.measures.attributes import streamline_length
 
     bundle, test = data["bundle"], data["test"]
     spec = enc.spec("length")
@@ -441,7 +440,7 @@ def _diversity(model, card, data, enc, latent, n_gen, seed):
     res = {}
     # diversity within one condition, with this row's latent source (the
     # card's check uses the model's default source)
-    from dipy_tractogen.conditional import diversity_check
+    from dipy_tractogen.evaluation.conditional import diversity_check
 
     train = ~test
     raw = {

@@ -90,7 +90,7 @@ def keras_weights_from_torch(model):
     """Map TorchFinta parameters to Keras layer weights.
 
     Uses the package's published-checkpoint mapping
-    (:func:`dipy_tractogen.nn.convert.keras_weights_from_state_dict`).
+    (:func:`dipy_tractogen.models.convert.keras_weights_from_state_dict`).
 
     Parameters
     ----------
@@ -102,7 +102,7 @@ def keras_weights_from_torch(model):
         Keras layer name (``e1``..``e6``, ``fc1``, ``fc2``, ``d1``..``d6``) ->
         ``[kernel, bias]`` NumPy arrays in Keras layout.
     """
-    from dipy_tractogen.nn.convert import keras_weights_from_state_dict
+    from dipy_tractogen.models.convert import keras_weights_from_state_dict
 
     return keras_weights_from_state_dict(
         model.state_dict(),
@@ -117,8 +117,8 @@ def copy_torch_to_keras(torch_model, keras_model):
     Parameters
     ----------
     torch_model : TorchFinta
-    keras_model : dipy_tractogen.nn.finta.FintaAutoencoder
+    keras_model : dipy_tractogen.models.finta.FintaAutoencoder
     """
-    from dipy_tractogen.nn.convert import set_weights_from_state_dict
+    from dipy_tractogen.models.convert import set_weights_from_state_dict
 
     set_weights_from_state_dict(keras_model, torch_model.state_dict())

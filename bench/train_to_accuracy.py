@@ -10,7 +10,7 @@ What it does:
    schedule (warm-up *and* anneal) fits in the remaining time
    (``epochs="auto"``: a short probe of a throwaway copy of the network; a
    cycle cut short by the time budget never anneals);
-3. trains with :func:`dipy_tractogen.nn.training.train_autoencoder` (80/20
+3. trains with :func:`dipy_tractogen.training.trainer.train_autoencoder` (80/20
    split, the default recipe, ``max_minutes`` as a safety stop), evaluating
    the held-out reconstruction error in mm (MDF mean / median / p95,
    endpoint error, length bias) every ``--eval-every`` seconds of training;
@@ -56,13 +56,13 @@ def main(argv=None):
 
     import keras
 
-    from dipy_tractogen.nn.data import load_training_data
-    from dipy_tractogen.nn.training import (
+    from dipy_tractogen.phantom import generate_phantom
+    from dipy_tractogen.training.data import load_training_data
+    from dipy_tractogen.training.trainer import (
         DEFAULTS,
         reconstruction_errors,
         train_autoencoder,
     )
-    from dipy_tractogen.phantom import generate_phantom
 
     jit = {"auto": "auto", "1": True, "0": False}[args.jit]
     t_start = time.time()

@@ -5,49 +5,37 @@ A DIPY plugin. Importing the package is cheap: TensorFlow/Keras, FURY and
 functions are resolved lazily from their modules on first access.
 """
 
-import importlib
+from dipy_tractogen._lazy import lazy_attributes
 
 __version__ = "0.1.0.dev0"
 
 # public name -> module that defines it
-_LAZY = {
+_PUBLIC = {
     "TractogenError": "dipy_tractogen.errors",
-    "load_tractogram_checked": "dipy_tractogen.io",
-    "resample_streamlines": "dipy_tractogen.io",
-    "save_tractogram_atomic": "dipy_tractogen.io",
-    "save_bundles": "dipy_tractogen.io",
-    "load_bundles": "dipy_tractogen.io",
-    "build_dataset": "dipy_tractogen.dataset",
-    "StreamlineDataset": "dipy_tractogen.dataset",
+    "load_tractogram_checked": "dipy_tractogen.io.tractograms",
+    "resample_streamlines": "dipy_tractogen.measures.resampling",
+    "save_tractogram_atomic": "dipy_tractogen.io.tractograms",
+    "save_bundles": "dipy_tractogen.io.tractograms",
+    "load_bundles": "dipy_tractogen.io.tractograms",
+    "build_dataset": "dipy_tractogen.io.dataset",
+    "StreamlineDataset": "dipy_tractogen.io.dataset",
     "generate_phantom": "dipy_tractogen.phantom",
     "write_phantom": "dipy_tractogen.phantom",
     "generate_cohort": "dipy_tractogen.phantom",
-    "load_model": "dipy_tractogen.models",
-    "save_model": "dipy_tractogen.models",
-    "attach_seed_bank": "dipy_tractogen.models",
-    "train_autoencoder": "dipy_tractogen.nn.training",
-    "generate_tractogram": "dipy_tractogen.generation",
-    "generate_streamlines": "dipy_tractogen.generation",
-    "evaluate_bundles": "dipy_tractogen.metrics",
-    "evaluate_tractogram": "dipy_tractogen.evaluation",
-    "filter_tractogram": "dipy_tractogen.plausibility",
-    "render_tractogram": "dipy_tractogen.viz",
-    "render_comparison": "dipy_tractogen.viz",
-    "write_html_report": "dipy_tractogen.report",
-    "fetch_finta_weights": "dipy_tractogen.fetcher",
+    "load_model": "dipy_tractogen.models.files",
+    "save_model": "dipy_tractogen.models.files",
+    "attach_seed_bank": "dipy_tractogen.models.files",
+    "train_autoencoder": "dipy_tractogen.training.trainer",
+    "generate_tractogram": "dipy_tractogen.generation.pipeline",
+    "generate_streamlines": "dipy_tractogen.generation.pipeline",
+    "evaluate_bundles": "dipy_tractogen.evaluation.metrics",
+    "evaluate_tractogram": "dipy_tractogen.evaluation.evaluate",
+    "filter_tractogram": "dipy_tractogen.generation.plausibility",
+    "render_tractogram": "dipy_tractogen.viz.render",
+    "render_comparison": "dipy_tractogen.viz.render",
+    "write_html_report": "dipy_tractogen.viz.report",
+    "fetch_finta_weights": "dipy_tractogen.models.fetcher",
 }
 
-__all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dipy_tractogen' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(__all__)
+__all__ = ["__version__", *_PUBLIC]
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)

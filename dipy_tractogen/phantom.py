@@ -109,7 +109,12 @@ from pathlib import Path
 import numpy as np
 
 from dipy_tractogen.errors import ConditionError, InputError
-from dipy_tractogen.outputs import atomic_output, check_writable
+from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.tractograms import (
+    WRITABLE_EXTENSIONS,
+    save_bundles,
+    sidecar_path,
+)
 
 __all__ = [
     "AFFECTED_BUNDLES",
@@ -707,7 +712,6 @@ def generate_phantom(
 
 
 def _tractogram_suffix(fmt, path=None):
-    from dipy_tractogen.io import WRITABLE_EXTENSIONS
 
     suffix = "." + str(fmt).lower().lstrip(".")
     if suffix not in WRITABLE_EXTENSIONS:
@@ -721,7 +725,6 @@ def _tractogram_suffix(fmt, path=None):
 
 def _phantom_paths(out_dir, *, fmt, prefix, names):
     """The files :func:`write_phantom` writes, ``{role: Path}``."""
-    from dipy_tractogen.io import sidecar_path
 
     names = dict(names or {})
     unknown = [k for k in names if k not in ("tractogram", "reference", "wm_mask")]
@@ -752,7 +755,7 @@ def _phantom_paths(out_dir, *, fmt, prefix, names):
 def write_phantom(phantom, out_dir, *, fmt="trx", force=False, prefix="", names=None):
     """Write a phantom: tractogram (and its JSON sidecar), reference and mask.
 
-    The tractogram is written with :func:`dipy_tractogen.io.save_bundles`
+    The tractogram is written with :func:`dipy_tractogen.io.tractograms.save_bundles`
     (bundle ids as the ``bundle`` data-per-streamline and TRX groups, the id to
     name table and :attr:`Phantom.metadata` in the header and the sidecar, the
     ``length`` data-per-streamline), the two NIfTI images with nibabel; every
@@ -791,8 +794,6 @@ def write_phantom(phantom, out_dir, *, fmt="trx", force=False, prefix="", names=
         If the format or a name is invalid.
     """
     import nibabel as nib
-
-    from dipy_tractogen.io import save_bundles
 
     paths = _phantom_paths(out_dir, fmt=fmt, prefix=prefix, names=names)
     check_writable(paths.values(), force=force)

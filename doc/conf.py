@@ -75,7 +75,7 @@ def _skip_foreign_member(app, what, name, obj, skip, options):
     """Document only what dipy-tractogen defines.
 
     A class or function that a module re-exports from a library (``Layer``,
-    ``Model`` of :mod:`dipy_tractogen.nn`) and the methods a library adds to
+    ``Model`` of :mod:`dipy_tractogen.models.backend`) and the methods a library adds to
     the package's classes (scikit-learn's ``set_*_request``) belong to that
     library's documentation.
     """

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from dipy_tractogen.errors import ModelError
-from dipy_tractogen.models import resolve_model_path
+from dipy_tractogen.models.files import resolve_model_path
 
 model_arg = sys.argv[1] if len(sys.argv) > 1 else "default"
 out = Path(sys.argv[2] if len(sys.argv) > 2 else "generate_and_evaluate")
@@ -36,9 +36,9 @@ except ModelError as exc:
     print(f"skipped: {exc}")
     sys.exit(0)
 
-from dipy_tractogen.evaluation import evaluate_tractogram  # noqa: E402
-from dipy_tractogen.generation import generate_tractogram  # noqa: E402
-from dipy_tractogen.metrics import format_report  # noqa: E402
+from dipy_tractogen.evaluation.evaluate import evaluate_tractogram  # noqa: E402
+from dipy_tractogen.evaluation.metrics import format_report  # noqa: E402
+from dipy_tractogen.generation.pipeline import generate_tractogram  # noqa: E402
 from dipy_tractogen.phantom import generate_phantom, write_phantom  # noqa: E402
 
 ###############################################################################

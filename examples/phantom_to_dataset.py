@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dipy_tractogen.dataset import StreamlineDataset, build_dataset
+from dipy_tractogen.io.dataset import StreamlineDataset, build_dataset
 from dipy_tractogen.phantom import generate_cohort
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "phantom_to_dataset")

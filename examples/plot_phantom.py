@@ -7,7 +7,7 @@ covariates change their shape by a known amount: bundles spread out with age,
 and the "neurodegeneration" status thins three of them (fewer streamlines,
 less spread). This example draws a young control subject beside an old
 subject with neurodegeneration, every streamline coloured by its bundle
-(the palette of :func:`dipy_tractogen.viz.bundle_color`, used by every
+(the palette of :func:`dipy_tractogen.viz.render.bundle_color`, used by every
 picture of the package), and prints the spread of each bundle, measured
 with :func:`dipy_tractogen.phantom.measure_spread`.
 
@@ -31,7 +31,7 @@ from dipy_tractogen.phantom import (  # noqa: E402
     generate_phantom,
     measure_spread,
 )
-from dipy_tractogen.viz import bundle_color  # noqa: E402
+from dipy_tractogen.viz.render import bundle_color  # noqa: E402
 
 out_png = sys.argv[1] if len(sys.argv) > 1 else "phantom_bundles.png"
 

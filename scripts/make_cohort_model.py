@@ -8,7 +8,7 @@ neurodegeneration``):
    ``--counts`` control streamlines per bundle, seed 0; each status group
    spans ages 20-90), written to ``<work>/cohort``;
 2. ``--model_type`` (the best conditional model of ``doc/model-comparison.md``)
-   trained with :func:`dipy_tractogen.nn.training.train_autoencoder` on every
+   trained with :func:`dipy_tractogen.training.trainer.train_autoencoder` on every
    subject but the test subjects (the middle-aged subject of each status),
    conditioned on ``bundle, age, status``, for ``--epochs`` epochs, with the
    union of the subjects' white-matter masks as its mask;
@@ -76,8 +76,8 @@ def main(argv=None):
 
     from compare_models import evaluate, load_cohort, make_cohort
 
-    from dipy_tractogen.models import install_shipped_model, load_model
-    from dipy_tractogen.nn.training import train_autoencoder
+    from dipy_tractogen.models.files import install_shipped_model, load_model
+    from dipy_tractogen.training.trainer import train_autoencoder
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -53,12 +53,12 @@ def main():
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
-    from dipy_tractogen.evaluation import evaluate_tractogram
-    from dipy_tractogen.generation import generate_tractogram
-    from dipy_tractogen.io import resample_streamlines
-    from dipy_tractogen.models import install_shipped_model, load_model
-    from dipy_tractogen.nn.training import reconstruction_errors
+    from dipy_tractogen.evaluation.evaluate import evaluate_tractogram
+    from dipy_tractogen.generation.pipeline import generate_tractogram
+    from dipy_tractogen.measures.resampling import resample_streamlines
+    from dipy_tractogen.models.files import install_shipped_model, load_model
     from dipy_tractogen.phantom import generate_phantom, write_phantom
+    from dipy_tractogen.training.trainer import reconstruction_errors
 
     if not (work / "phantom.trx").exists():
         run(["dipy_generate_phantom", "--seed", 0, "--out_dir", work])
@@ -86,7 +86,7 @@ def main():
     if "latents" not in (model.seed_bank or {}):
         # a model trained on arrays (bench/train_to_accuracy.py): give it the
         # training phantom's space, white-matter mask and seeds
-        from dipy_tractogen.models import attach_seed_bank
+        from dipy_tractogen.models.seed_bank import attach_seed_bank
 
         train_ph = generate_phantom(seed=0)
         assert list(train_ph.bundle_names) == model.card.get("bundle_names")
@@ -134,7 +134,7 @@ def main():
             k: entry.get(k)
             for k in ("plausibility", "novelty", "coverage", "density", "length")
         }
-    from dipy_tractogen.metrics import format_report
+    from dipy_tractogen.evaluation.metrics import format_report
 
     print(format_report(ev))
     quality = {

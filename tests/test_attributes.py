@@ -1,17 +1,17 @@
-"""Tests of dipy_tractogen.attributes."""
+"""Tests of dipy_tractogen.measures.attributes."""
 
 import numpy as np
 import pytest
 from nibabel.streamlines import ArraySequence
 
-from dipy_tractogen.attributes import (
+from dipy_tractogen.errors import InputError
+from dipy_tractogen.measures.attributes import (
     ATTRIBUTES,
     compute_attributes,
     endpoint_distance,
     mean_curvature,
     streamline_length,
 )
-from dipy_tractogen.errors import InputError
 
 
 def _arc(radius, angle, n):

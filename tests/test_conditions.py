@@ -1,11 +1,12 @@
-"""Condition encoding and validation (dipy_tractogen.conditions)."""
+"""Condition encoding and validation (dipy_tractogen.models.conditions)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from dipy_tractogen.conditions import (
+from dipy_tractogen.errors import ConditionError, InputError
+from dipy_tractogen.models.conditions import (
     CategoricalCondition,
     ConditionEncoder,
     ContinuousCondition,
@@ -14,7 +15,6 @@ from dipy_tractogen.conditions import (
     parse_condition_names,
     parse_condition_values,
 )
-from dipy_tractogen.errors import ConditionError, InputError
 
 
 @pytest.fixture

@@ -1,15 +1,15 @@
-"""Tests of dipy_tractogen.covariates."""
+"""Tests of dipy_tractogen.io.participants."""
 
 import numpy as np
 import pytest
 
-from dipy_tractogen.covariates import (
+from dipy_tractogen.errors import InputError
+from dipy_tractogen.io.participants import (
     covariate_categories,
     covariates_for,
     read_participants,
     subject_from_path,
 )
-from dipy_tractogen.errors import InputError
 
 TSV = (
     "participant_id\tage\tsex\tstatus\n"

@@ -1,6 +1,5 @@
-"""Tests of the HDF5 streamline dataset (dipy_tractogen.dataset)."""
+"""Tests of the HDF5 streamline dataset (dipy_tractogen.io.dataset)."""
 
-import logging
 import os
 import pickle
 
@@ -11,24 +10,21 @@ import pytest
 from dipy.io.stateful_tractogram import Space, StatefulTractogram
 from dipy.io.streamline import save_tractogram
 
-from dipy_tractogen.attributes import compute_attributes
-from dipy_tractogen.dataset import (
-    FORMAT,
-    StreamlineDataset,
-    build_dataset,
-    bundle_label_from_path,
-)
 from dipy_tractogen.errors import (
     DatasetError,
     InputError,
     OutputExistsError,
     TractogramError,
 )
-from dipy_tractogen.io import (
-    load_tractogram_checked,
-    resample_streamlines,
-    save_bundles,
+from dipy_tractogen.io.dataset import (
+    FORMAT,
+    StreamlineDataset,
+    build_dataset,
+    bundle_label_from_path,
 )
+from dipy_tractogen.io.tractograms import load_tractogram_checked, save_bundles
+from dipy_tractogen.measures.attributes import compute_attributes
+from dipy_tractogen.measures.resampling import resample_streamlines
 
 N_PTS = 12
 
@@ -70,19 +66,6 @@ def cohort(tmp_path):
             path = tmp_path / f"sub-0{s}" / f"sub-0{s}_{name}.trk"
             files.append(_write(path, _bundle(rng, n, -8.0 + 10 * b), ref))
     return tmp_path, ref, files
-
-
-@pytest.fixture
-def dipy_log(caplog):
-    from dipy.utils.logging import logger
-
-    caplog.set_level(logging.INFO, logger="dipy")
-    added = not logger.propagate and caplog.handler not in logger.handlers
-    if added:
-        logger.addHandler(caplog.handler)
-    yield caplog
-    if added:
-        logger.removeHandler(caplog.handler)
 
 
 def _build(cohort, **kw):

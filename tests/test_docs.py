@@ -128,7 +128,7 @@ def test_plot_phantom_example(examples_out):
 
 
 def test_generate_and_evaluate_example(examples_out):
-    from dipy_tractogen.models import DATA_DIR, SHIPPED_MODELS
+    from dipy_tractogen.models.files import DATA_DIR, SHIPPED_MODELS
 
     _, results = examples_out
     stdout = _ok(results, "generate_and_evaluate.py")["stdout"]
@@ -161,15 +161,30 @@ def test_command_reference_covers_every_parameter():
         assert {"--force", "--out_strat", "--log_file"} <= common
 
 
-def test_api_modules_outside_nn_import_without_heavy_frameworks():
+#: the modules that import Keras (the networks and the trainer), and the
+#: workflows (which import Keras only when they run)
+KERAS_MODULES = (
+    "dipy_tractogen.models.backend",
+    "dipy_tractogen.models.base",
+    "dipy_tractogen.models.layers",
+    "dipy_tractogen.models.finta",
+    "dipy_tractogen.models.variational",
+    "dipy_tractogen.models.precision",
+    "dipy_tractogen.models.convert",
+    "dipy_tractogen.training.",
+    "dipy_tractogen.workflows",
+)
+
+
+def test_api_modules_outside_keras_import_without_heavy_frameworks():
     """What autodoc imports for them: no TensorFlow, Keras, FURY or PyTorch."""
     api = _doc_extension("tractogen_api")
     modules = [
         name
         for name in api.package_modules()
-        if not name.startswith(("dipy_tractogen.nn", "dipy_tractogen.workflows"))
+        if not name.startswith(KERAS_MODULES)
     ]
-    assert "dipy_tractogen.generation" in modules
+    assert "dipy_tractogen.generation.pipeline" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"
@@ -223,9 +238,9 @@ def _card_keys(path, function):
 @pytest.mark.parametrize(
     ("module", "function"),
     [
-        ("dipy_tractogen/models.py", "build_card"),
-        ("dipy_tractogen/nn/training.py", "_make_card"),
-        ("dipy_tractogen/nn/convert.py", "convert_finta_checkpoint"),
+        ("dipy_tractogen/models/files.py", "build_card"),
+        ("dipy_tractogen/training/trainer.py", "_make_card"),
+        ("dipy_tractogen/models/convert.py", "convert_finta_checkpoint"),
     ],
 )
 def test_model_card_page_names_every_field(module, function):
@@ -283,13 +298,13 @@ def test_docs_build_without_warnings(examples_out, tmp_path):
 
     api = (html / "api.html").read_text()
     for obj in (
-        "dipy_tractogen.generation.generate_tractogram",
-        "dipy_tractogen.dataset.StreamlineDataset",
-        "dipy_tractogen.nn.finta.FintaAutoencoder",
+        "dipy_tractogen.generation.pipeline.generate_tractogram",
+        "dipy_tractogen.io.dataset.StreamlineDataset",
+        "dipy_tractogen.models.finta.FintaAutoencoder",
         "dipy_tractogen.errors.TractogenError",
     ):
         assert f'id="{obj}"' in api, obj
-    assert 'id="dipy_tractogen.nn.Layer"' not in api  # Keras' own class
+    assert 'id="dipy_tractogen.models.backend.Layer"' not in api  # Keras' own class
 
     examples = (html / "examples.html").read_text()
     assert "splits:" in examples  # the printed output of an example

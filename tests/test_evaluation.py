@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dipy_tractogen.errors import InputError, OutputExistsError, TractogramError
-from dipy_tractogen.evaluation import evaluate_tractogram, write_evaluation
-from dipy_tractogen.io import save_bundles
+from dipy_tractogen.evaluation.evaluate import evaluate_tractogram, write_evaluation
+from dipy_tractogen.io.tractograms import save_bundles
 
 # a 2 mm grid of 50 x 50 x 5 voxels, origin at (0, 0, 0)
 REF = (np.diag([2.0, 2.0, 2.0, 1.0]), (50, 50, 5), (2.0, 2.0, 2.0), "RAS")
@@ -117,7 +117,7 @@ def test_max_streamlines_is_deterministic(phantom_file):
 
 def test_generated_files_are_matched_by_name(phantom_file, tmp_path):
     """Tractograms written by the streaming writer (as generation writes them)."""
-    from dipy_tractogen.streaming import TractogramStreamWriter
+    from dipy_tractogen.io.streaming import TractogramStreamWriter
 
     path, ph = phantom_file
     ref = (ph.affine, ph.dimensions, ph.voxel_sizes, "RAS")
@@ -199,8 +199,8 @@ def test_write_evaluation(tmp_path):
 
 
 def test_write_evaluation_html(tmp_path, monkeypatch):
-    import dipy_tractogen.report
-    from dipy_tractogen.report import read_report_numbers
+    import dipy_tractogen.evaluation.evaluate
+    from dipy_tractogen.viz.report import read_report_numbers
 
     real = _write_lines(tmp_path / "real.trx")
     report = evaluate_tractogram(real, real, buan=False)
@@ -214,7 +214,7 @@ def test_write_evaluation_html(tmp_path, monkeypatch):
         raise InputError("broken page")
 
     # a failure while writing the page leaves no JSON or table behind
-    monkeypatch.setattr(dipy_tractogen.report, "write_html_report", broken)
+    monkeypatch.setattr(dipy_tractogen.evaluation.evaluate, "write_html_report", broken)
     with pytest.raises(InputError, match="broken page"):
         write_evaluation(
             report, tmp_path / "x.json", tmp_path / "x.txt", page, force=True

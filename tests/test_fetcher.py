@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dipy_tractogen import fetcher
 from dipy_tractogen.errors import ModelError
+from dipy_tractogen.models import fetcher
 
 PUBLISHED = {
     "best_model_contrastive_tractoinferno_hcp.pt": "2181aa950d8110b89f5b4bf7ebbb9aff",
@@ -82,7 +82,7 @@ def test_missing_file_after_download(monkeypatch, tmp_path):
 def test_import_downloads_nothing():
     """Importing the module imports neither DIPY's fetcher nor any framework."""
     code = (
-        "import sys, dipy_tractogen.fetcher;"
+        "import sys, dipy_tractogen.models.fetcher;"
         "print([m for m in ('dipy.data.fetcher', 'urllib.request', 'torch',"
         " 'keras') if m in sys.modules])"
     )

@@ -1,7 +1,6 @@
-"""Tests of dipy_tractogen.io: checked loading, resampling, bundle files."""
+"""Tests of dipy_tractogen.io.tractograms: checked loading, resampling, bundle files."""
 
 import json
-import logging
 import os
 
 import nibabel as nib
@@ -11,7 +10,7 @@ from dipy.io.stateful_tractogram import Space, StatefulTractogram
 from dipy.io.streamline import load_tractogram, save_tractogram
 
 from dipy_tractogen.errors import InputError, OutputExistsError, TractogramError
-from dipy_tractogen.io import (
+from dipy_tractogen.io.tractograms import (
     clean_streamlines,
     is_in_volume,
     load_bundles,
@@ -19,12 +18,12 @@ from dipy_tractogen.io import (
     orient_streamlines,
     random_flip,
     reference_info,
-    resample_streamlines,
     same_space,
     save_bundles,
     save_tractogram_atomic,
     sidecar_path,
 )
+from dipy_tractogen.measures.resampling import resample_streamlines
 
 
 def _reference(tmp_path, *, shift=-20.0, name="ref.nii.gz"):
@@ -48,20 +47,6 @@ def _bundles(rng, n_per=(6, 4), n_pts=(10, 14)):
             streamlines.append(s.astype(np.float32))
             ids.append(b)
     return streamlines, np.array(ids)
-
-
-@pytest.fixture
-def dipy_log(caplog):
-    """Capture the ``dipy`` logger (it does not propagate to the root)."""
-    from dipy.utils.logging import logger
-
-    caplog.set_level(logging.WARNING, logger="dipy")
-    added = not logger.propagate and caplog.handler not in logger.handlers
-    if added:
-        logger.addHandler(caplog.handler)
-    yield caplog
-    if added:
-        logger.removeHandler(caplog.handler)
 
 
 def _save_raw(streamlines, ref, path):

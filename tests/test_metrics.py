@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from dipy_tractogen.errors import InputError
-from dipy_tractogen.metrics import (
+from dipy_tractogen.evaluation.metrics import (
     buan_similarity,
     coverage,
     density_overlap,
@@ -19,11 +18,7 @@ from dipy_tractogen.metrics import (
     plausibility,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def _lines(n, *, P=20, length=40.0, spacing=10.0, start=(0.0, 0.0, 0.0)):

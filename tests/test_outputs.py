@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dipy_tractogen.errors import OutputExistsError
-from dipy_tractogen.outputs import atomic_output, check_writable
+from dipy_tractogen.io.outputs import atomic_output, check_writable
 
 
 def test_atomic_output_writes_and_renames(tmp_path):

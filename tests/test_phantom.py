@@ -211,7 +211,7 @@ def test_bad_values(kwargs, error, match):
 def test_write_round_trip(tmp_path, fmt):
     from dipy.io.streamline import load_tractogram
 
-    from dipy_tractogen.io import load_bundles
+    from dipy_tractogen.io.tractograms import load_bundles
 
     ph = generate_phantom(counts=6, age=33, status="neurodegeneration", seed=9)
     paths = write_phantom(ph, tmp_path, fmt=fmt, prefix="x_")
@@ -256,7 +256,7 @@ def test_write_refuses_existing(tmp_path):
 
 
 def test_cohort(tmp_path):
-    from dipy_tractogen.io import load_bundles
+    from dipy_tractogen.io.tractograms import load_bundles
 
     out = generate_cohort(
         4, tmp_path, age_range=(30, 80), status_fraction=0.5, seed=3, counts=4

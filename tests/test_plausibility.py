@@ -18,9 +18,10 @@ def setup(tmp_path_factory):
     pytest.importorskip("keras")
     import keras
 
-    from dipy_tractogen.io import save_bundles
-    from dipy_tractogen.models import attach_seed_bank, save_model
-    from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.io.tractograms import save_bundles
+    from dipy_tractogen.models.files import save_model
+    from dipy_tractogen.models.finta import FintaAutoencoder
+    from dipy_tractogen.models.seed_bank import attach_seed_bank
     from dipy_tractogen.phantom import generate_phantom
 
     keras.utils.set_random_seed(0)  # the same untrained weights every run
@@ -50,7 +51,7 @@ def setup(tmp_path_factory):
 
 
 def _load(path):
-    from dipy_tractogen.io import load_bundles
+    from dipy_tractogen.io.tractograms import load_bundles
 
     return load_bundles(path, bbox_valid_check=False)
 
@@ -63,7 +64,7 @@ def _read(path):
 
 
 def _run(setup, tmp_path, name="seeds.trx", **kwargs):
-    from dipy_tractogen.plausibility import filter_tractogram
+    from dipy_tractogen.generation.plausibility import filter_tractogram
 
     d, _ = setup
     kwargs.setdefault("model", str(d / "tiny.keras"))
@@ -147,7 +148,7 @@ def test_given_thresholds_and_geometry_filters(setup, tmp_path):
 
 
 def test_bad_input_writes_nothing(setup, tmp_path):
-    from dipy_tractogen.plausibility import filter_tractogram
+    from dipy_tractogen.generation.plausibility import filter_tractogram
 
     d, _ = setup
     model = str(d / "tiny.keras")
@@ -190,8 +191,8 @@ def test_bad_input_writes_nothing(setup, tmp_path):
 
 
 def test_failure_mid_run_leaves_no_output(setup, tmp_path):
-    from dipy_tractogen.models import load_model
-    from dipy_tractogen.plausibility import filter_tractogram
+    from dipy_tractogen.generation.plausibility import filter_tractogram
+    from dipy_tractogen.models.files import load_model
 
     d, _ = setup
     model = load_model(d / "tiny.keras")
@@ -216,8 +217,8 @@ def test_failure_mid_run_leaves_no_output(setup, tmp_path):
 
 
 def test_model_without_seed_bank(setup, tmp_path):
-    from dipy_tractogen.models import load_model
-    from dipy_tractogen.plausibility import filter_tractogram
+    from dipy_tractogen.generation.plausibility import filter_tractogram
+    from dipy_tractogen.models.files import load_model
 
     d, _ = setup
     model = load_model(d / "tiny.keras")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dipy_tractogen.errors import InputError, OutputExistsError
-from dipy_tractogen.streaming import TractogramStreamWriter
+from dipy_tractogen.io.streaming import TractogramStreamWriter
 
 REF = (np.diag([2.0, 2.0, 2.0, 1.0]), (20, 20, 20), (2.0, 2.0, 2.0), "RAS")
 

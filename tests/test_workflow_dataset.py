@@ -11,9 +11,8 @@ import pytest
 from dipy.io.stateful_tractogram import Space, StatefulTractogram
 from dipy.io.streamline import save_tractogram
 
-from dipy_tractogen.dataset import StreamlineDataset
 from dipy_tractogen.errors import OutputExistsError, TractogramError
-from dipy_tractogen.workflows.cli import run_command
+from dipy_tractogen.io.dataset import StreamlineDataset
 from dipy_tractogen.workflows.dataset import BuildStreamlineDatasetFlow
 
 
@@ -77,17 +76,7 @@ def test_flow_run(cohort):
         BuildStreamlineDatasetFlow().run([str(tmp / "nothing*.trk")])
 
 
-def _cli(monkeypatch, capsys, args):
-    monkeypatch.setattr(sys, "argv", ["dipy_build_streamline_dataset", *args])
-    code = 0
-    try:
-        run_command("dipy_build_streamline_dataset")
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
-def test_command_line(cohort, monkeypatch, capsys):
+def test_command_line(run_cli, cohort, monkeypatch, capsys):
     tmp, ref = cohort
     out_dir = str(tmp / "cli")
     args = [
@@ -103,7 +92,8 @@ def test_command_line(cohort, monkeypatch, capsys):
         "--out_dir",
         out_dir,
     ]
-    code, err = _cli(monkeypatch, capsys, args)
+    code = run_cli("dipy_build_streamline_dataset", *args)
+    err = capsys.readouterr().err
     assert code == 0, err
     path = os.path.join(out_dir, "streamlines.h5")
     with StreamlineDataset(path) as ds:
@@ -112,25 +102,29 @@ def test_command_line(cohort, monkeypatch, capsys):
         n = len(ds)
         assert ds.split_sizes()["train"] == pytest.approx(0.8 * n, abs=10)
     mtime = os.path.getmtime(path)
-    code, err = _cli(monkeypatch, capsys, args)
+    code = run_cli("dipy_build_streamline_dataset", *args)
+    err = capsys.readouterr().err
     assert code == 1
     assert "error: output exists" in err and "streamlines.h5" in err
     assert os.path.getmtime(path) == mtime
-    code, err = _cli(monkeypatch, capsys, [*args, "--force"])
+    code = run_cli("dipy_build_streamline_dataset", *[*args, "--force"])
+    err = capsys.readouterr().err
     assert code == 0, err
     # a .tck without --reference is refused by name, nothing is written
     shutil.rmtree(out_dir)
-    code, err = _cli(
-        monkeypatch, capsys, [a for a in args if a != ref][:1] + ["--out_dir", out_dir]
+    code = run_cli(
+        "dipy_build_streamline_dataset",
+        *[a for a in args if a != ref][:1] + ["--out_dir", out_dir],
     )
+    err = capsys.readouterr().err
     assert code == 1
     assert "sub-05_CST_R.tck is a .tck file: give a reference" in err
     assert not os.path.exists(os.path.join(out_dir, "streamlines.h5"))
-    code, err = _cli(
-        monkeypatch,
-        capsys,
-        [args[0], "--valid_fraction", "0.6", "--test_fraction", "0.5"],
+    code = run_cli(
+        "dipy_build_streamline_dataset",
+        *[args[0], "--valid_fraction", "0.6", "--test_fraction", "0.5"],
     )
+    err = capsys.readouterr().err
     assert code == 1 and "must be < 1" in err
 
 

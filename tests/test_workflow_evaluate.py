@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from dipy_tractogen.errors import OutputExistsError
-from dipy_tractogen.io import save_bundles
-from dipy_tractogen.workflows.cli import run_command
+from dipy_tractogen.io.tractograms import save_bundles
 from dipy_tractogen.workflows.evaluate import EvaluateTractogramFlow
 
 REF = (np.diag([2.0, 2.0, 2.0, 1.0]), (50, 50, 5), (2.0, 2.0, 2.0), "RAS")
@@ -34,15 +33,6 @@ def files(tmp_path):
         save_bundles(d / name, _lines(shift), REF, bundle_ids=[0, 0, 1, 1],
                      bundle_names=names)  # fmt: skip
     return d
-
-
-def _command(monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["dipy_evaluate_tractogram", *map(str, args)])
-    try:
-        run_command("dipy_evaluate_tractogram")
-    except SystemExit as exc:
-        return exc.code
-    return 0
 
 
 def test_short_name_and_parser():
@@ -85,7 +75,9 @@ def test_flow_writes_report_and_table(files, tmp_path, capsys):
     assert report["overall"]["n_generated"] == 2  # 1 per bundle
 
 
-def test_bad_inputs_exit_1_and_write_nothing(files, tmp_path, monkeypatch, capsys):
+def test_bad_inputs_exit_1_and_write_nothing(
+    run_cli, files, tmp_path, monkeypatch, capsys
+):
     import nibabel as nib
 
     img = tmp_path / "ref.nii.gz"
@@ -104,7 +96,7 @@ def test_bad_inputs_exit_1_and_write_nothing(files, tmp_path, monkeypatch, capsy
     ]
     for args, message in cases:
         capsys.readouterr()
-        assert _command(monkeypatch, *args, "--out_dir", out) == 1, args
+        assert run_cli("dipy_evaluate_tractogram", *args, "--out_dir", out) == 1, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "dipy_evaluate_tractogram: error:" in err[0], err
         assert message in err[0], (message, err)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from dipy_tractogen.errors import OutputExistsError
-from dipy_tractogen.workflows.cli import run_command
 from dipy_tractogen.workflows.filter import FilterTractogramFlow
 
 
@@ -18,9 +17,10 @@ def files(tmp_path_factory):
     pytest.importorskip("keras")
     import keras
 
-    from dipy_tractogen.io import save_bundles
-    from dipy_tractogen.models import attach_seed_bank, save_model
-    from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.io.tractograms import save_bundles
+    from dipy_tractogen.models.files import save_model
+    from dipy_tractogen.models.finta import FintaAutoencoder
+    from dipy_tractogen.models.seed_bank import attach_seed_bank
     from dipy_tractogen.phantom import generate_phantom
 
     keras.utils.set_random_seed(0)
@@ -37,16 +37,6 @@ def files(tmp_path_factory):
     shifted = [s + np.float32([30.0, 0.0, 0.0]) for s in ph.streamlines]
     save_bundles(d / "shifted.trx", shifted, ref, bbox_valid_check=False)
     return d, ph
-
-
-def _command(monkeypatch, *args):
-    """Run the command in-process; return its exit status."""
-    monkeypatch.setattr(sys, "argv", ["dipy_filter_tractogram", *map(str, args)])
-    try:
-        run_command("dipy_filter_tractogram")
-    except SystemExit as exc:
-        return exc.code
-    return 0
 
 
 def test_short_name_and_parser():
@@ -81,7 +71,9 @@ def test_flow_run_and_refusal(files, tmp_path):
     assert side["metadata"]["report"]["n_kept"] < 0.2 * len(ph.bundle_ids)
 
 
-def test_bad_inputs_exit_1_and_write_nothing(files, tmp_path, monkeypatch, capsys):
+def test_bad_inputs_exit_1_and_write_nothing(
+    run_cli, files, tmp_path, monkeypatch, capsys
+):
     d, _ = files
     model = d / "tiny.keras"
     out = tmp_path / "out"
@@ -99,7 +91,7 @@ def test_bad_inputs_exit_1_and_write_nothing(files, tmp_path, monkeypatch, capsy
     ]
     for args, message in cases:
         capsys.readouterr()
-        assert _command(monkeypatch, *args, "--out_dir", out) == 1, args
+        assert run_cli("dipy_filter_tractogram", *args, "--out_dir", out) == 1, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "dipy_filter_tractogram: error:" in err[0], err
         assert message in err[0], (message, err)

@@ -4,24 +4,12 @@ import csv
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from dipy_tractogen.errors import InputError
-from dipy_tractogen.workflows.cli import run_command
 from dipy_tractogen.workflows.phantom import GeneratePhantomFlow
-
-
-def _command(monkeypatch, *args):
-    """Run the command in-process; return its exit status."""
-    monkeypatch.setattr(sys, "argv", ["dipy_generate_phantom", *map(str, args)])
-    try:
-        run_command("dipy_generate_phantom")
-    except SystemExit as exc:
-        return exc.code
-    return 0
 
 
 def test_short_name():
@@ -52,18 +40,18 @@ def test_readme_command_end_to_end(tmp_path):
     assert set(sft.data_per_streamline) == {"bundle", "length"}
 
 
-def test_existing_output_refused(tmp_path, monkeypatch, capsys):
+def test_existing_output_refused(run_cli, tmp_path, monkeypatch, capsys):
     args = ["--out_dir", tmp_path, "--streamlines_per_bundle", 3, "--seed", 2]
-    assert _command(monkeypatch, *args) == 0
+    assert run_cli("dipy_generate_phantom", *args) == 0
     target = tmp_path / "phantom.trx"
     before = (target.read_bytes(), os.path.getmtime(target))
     capsys.readouterr()
-    assert _command(monkeypatch, *args, "--seed", 5) == 1
+    assert run_cli("dipy_generate_phantom", *args, "--seed", 5) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "output exists" in err and "phantom.trx" in err and "--force" in err
     assert (target.read_bytes(), os.path.getmtime(target)) == before
-    assert _command(monkeypatch, *args, "--seed", 5, "--force") == 0
+    assert run_cli("dipy_generate_phantom", *args, "--seed", 5, "--force") == 0
     assert target.read_bytes() != before[0]
 
 
@@ -79,9 +67,14 @@ def test_existing_output_refused(tmp_path, monkeypatch, capsys):
         (["--n_subjects", "2", "--status_fraction", "2"], "status_fraction"),
     ],
 )
-def test_bad_values(tmp_path, monkeypatch, capsys, args, message):
-    code = _command(
-        monkeypatch, "--out_dir", tmp_path, "--streamlines_per_bundle", 2, *args
+def test_bad_values(run_cli, tmp_path, monkeypatch, capsys, args, message):
+    code = run_cli(
+        "dipy_generate_phantom",
+        "--out_dir",
+        tmp_path,
+        "--streamlines_per_bundle",
+        2,
+        *args,
     )
     err = capsys.readouterr().err.strip()
     assert code == 1
@@ -90,7 +83,7 @@ def test_bad_values(tmp_path, monkeypatch, capsys, args, message):
 
 
 def test_flow_names_and_format(tmp_path):
-    from dipy_tractogen.io import load_bundles
+    from dipy_tractogen.io.tractograms import load_bundles
 
     flow = GeneratePhantomFlow()
     flow.run(

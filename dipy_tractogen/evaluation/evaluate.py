@@ -1,7 +1,7 @@
 """Evaluate a generated tractogram file against a real one, bundle by bundle.
 
-File-level wrapper of :func:`dipy_tractogen.metrics.evaluate_bundles`: the
-tractograms are read with :func:`dipy_tractogen.io.load_bundles` (RAS+ mm),
+File-level wrapper of :func:`dipy_tractogen.evaluation.metrics.evaluate_bundles`: the
+tractograms are read with :func:`dipy_tractogen.io.tractograms.load_bundles` (RAS+ mm),
 their bundles matched by name, subsampled (``max_streamlines`` per bundle,
 reproducible with ``seed``), resampled to ``n_points`` points and compared:
 
@@ -41,26 +41,21 @@ from pathlib import Path
 
 import numpy as np
 
+from dipy_tractogen._checks import check_int
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.evaluation.metrics import evaluate_bundles, format_report
+from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.tractograms import load_bundles, reference_info, same_space
+from dipy_tractogen.measures.resampling import resample_streamlines
+from dipy_tractogen.viz.report import write_html_report
 
 __all__ = ["evaluate_tractogram", "write_evaluation"]
-
-
-def _check_count(value, name, *, minimum):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class _Tractogram:
     """A loaded tractogram: streamlines, per-streamline bundle names."""
 
     def __init__(self, path, reference):
-        from dipy_tractogen.io import load_bundles
 
         self.path = str(path)
         sft, ids, names, _ = load_bundles(
@@ -95,7 +90,6 @@ class _Tractogram:
 
 
 def _check_space(tract, ref_tract):
-    from dipy_tractogen.io import same_space
 
     if not same_space(tract.space, ref_tract.space):
         raise InputError(
@@ -151,7 +145,7 @@ def evaluate_tractogram(
     Returns
     -------
     report : dict
-        JSON-able report of :func:`dipy_tractogen.metrics.evaluate_bundles`
+        JSON-able report of :func:`dipy_tractogen.evaluation.metrics.evaluate_bundles`
         (``settings``, ``bundles``, ``overall``) plus ``inputs``: the paths,
         streamline counts (``n_streamlines`` in the file, ``n_evaluated``),
         ``novelty_against`` (``"train"`` or ``"real"``), ``max_streamlines``,
@@ -173,13 +167,11 @@ def evaluate_tractogram(
     .. [2] Côté et al. (2013). https://doi.org/10.1016/j.media.2013.03.009
     .. [3] Chandio et al. (2020). https://doi.org/10.1038/s41598-020-74054-4
     """
-    from dipy_tractogen.io import reference_info, resample_streamlines
-    from dipy_tractogen.metrics import evaluate_bundles
 
-    n_points = _check_count(n_points, "n_points", minimum=2)
+    n_points = check_int(n_points, "n_points", minimum=2)
     if max_streamlines is not None:
-        max_streamlines = _check_count(max_streamlines, "max_streamlines", minimum=1)
-    seed = _check_count(seed, "seed", minimum=0)
+        max_streamlines = check_int(max_streamlines, "max_streamlines", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     for value, name in (
         (plausibility_mm, "plausibility_mm"),
         (novelty_mm, "novelty_mm"),
@@ -297,7 +289,7 @@ def _lookup(entry, key):
 
 
 def _html_sections(report):
-    """Sections of :func:`dipy_tractogen.report.write_html_report`."""
+    """Sections of :func:`dipy_tractogen.viz.report.write_html_report`."""
     rows = [
         {"bundle": name, **{c: _lookup(e, k) for c, k in _HTML_COLUMNS}}
         for name, e in report.get("bundles", {}).items()
@@ -337,9 +329,9 @@ def write_evaluation(report, out_report, out_table=None, out_html=None, *, force
     out_report : str or path-like
         JSON output.
     out_table : str or path-like, optional
-        Text table (:func:`dipy_tractogen.metrics.format_report`).
+        Text table (:func:`dipy_tractogen.evaluation.metrics.format_report`).
     out_html : str or path-like, optional
-        Self-contained HTML page (:func:`dipy_tractogen.report.write_html_report`).
+        Self-contained HTML page (:func:`dipy_tractogen.viz.report.write_html_report`).
     force : bool, optional
         Overwrite existing files.
 
@@ -353,8 +345,6 @@ def write_evaluation(report, out_report, out_table=None, out_html=None, *, force
     OutputExistsError
         If an output exists and ``force`` is False (nothing is written).
     """
-    from dipy_tractogen.metrics import format_report
-    from dipy_tractogen.outputs import atomic_output, check_writable
 
     paths = [p for p in (out_report, out_table, out_html) if p]
     check_writable(paths, force=force)
@@ -377,8 +367,6 @@ def write_evaluation(report, out_report, out_table=None, out_html=None, *, force
             with open(tmp_table, "w", encoding="utf-8") as f:
                 f.write(table + "\n")
         if out_html:
-            from dipy_tractogen.report import write_html_report
-
             tmp_html = stack.enter_context(atomic_output(out_html, force=force))
             write_html_report(
                 tmp_html,

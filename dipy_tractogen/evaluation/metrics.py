@@ -36,7 +36,9 @@ import math
 
 import numpy as np
 
+from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.measures.masks import points_in_mask
 
 __all__ = [
     "mdf_nearest",
@@ -341,8 +343,6 @@ def _binary_density(X, affine, dims):
     """Voxels holding at least one point (points outside the grid dropped)."""
     from dipy.tracking.utils import density_map
 
-    from dipy_tractogen.filtering import points_in_mask
-
     dims = tuple(int(v) for v in dims)
     if X.shape[0] == 0:
         return np.zeros(dims, dtype=bool), 0
@@ -487,18 +487,6 @@ def length_stats(gen, real):
         "length_wasserstein": float(wasserstein_distance(lg, lr)),
         "length_ks": float(ks_2samp(lg, lr).statistic),
     }
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _fraction(count, total):
@@ -677,7 +665,7 @@ def evaluate_bundles(
         "buan_mean": _mean(macro["buan"]),
         "mean_length_ratio_mean": _mean(macro["mean_length_ratio"]),
     }
-    return _jsonable({"settings": settings, "bundles": bundles, "overall": overall})
+    return jsonable({"settings": settings, "bundles": bundles, "overall": overall})
 
 
 def _plain(label):

@@ -28,7 +28,22 @@ from pathlib import Path
 import numpy as np
 
 from dipy_tractogen.errors import DatasetError, InputError, TractogramError
-from dipy_tractogen.outputs import atomic_output, check_writable
+from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.participants import (
+    covariate_categories,
+    read_participants,
+    subject_from_path,
+)
+from dipy_tractogen.io.tractograms import (
+    SUPPORTED_EXTENSIONS,
+    load_tractogram_checked,
+    random_flip,
+    read_bundles,
+    same_space,
+    tractogram_extension,
+)
+from dipy_tractogen.measures.attributes import compute_attributes
+from dipy_tractogen.measures.resampling import resample_streamlines
 
 __all__ = [
     "FORMAT",
@@ -183,18 +198,18 @@ def build_dataset(
     """Build an HDF5 streamline dataset from tractogram files, streaming.
 
     Each input is loaded with the validation policy of
-    :func:`dipy_tractogen.io.load_tractogram_checked`, resampled to
+    :func:`dipy_tractogen.io.tractograms.load_tractogram_checked`, resampled to
     ``n_points`` and appended; its attributes are computed on the resampled
     streamlines.
 
     Bundles: with ``bundle_from="filename"`` a file is one bundle labelled by
     :func:`bundle_label_from_path`; with ``"file"`` the ids and names stored
-    in the file (see :func:`dipy_tractogen.io.load_bundles`) are used and a
+    in the file (see :func:`dipy_tractogen.io.tractograms.load_bundles`) are used and a
     file without them is an error; ``"auto"`` uses the file's bundles when it
     has some, else the file name. Bundle ids of the dataset are the indices
     of the sorted union of all names.
 
-    Subjects come from :func:`dipy_tractogen.covariates.subject_from_path`;
+    Subjects come from :func:`dipy_tractogen.io.participants.subject_from_path`;
     files whose path has no ``sub-<label>`` all belong to the subject
     :data:`UNKNOWN_SUBJECT` (not one subject per file, which would put the
     bundles of one brain in different splits).
@@ -224,7 +239,7 @@ def build_dataset(
     split_by : {"subject", "streamline"}, optional
         Unit of the split.
     attributes : sequence of str, optional
-        Keys of :data:`dipy_tractogen.attributes.ATTRIBUTES` to store.
+        Keys of :data:`dipy_tractogen.measures.attributes.ATTRIBUTES` to store.
     reference : str or path-like or Nifti1Image or tuple, optional
         ``"same"`` or a reference image for every input (required for
         ``.tck``). All inputs must share the space of the first one.
@@ -256,21 +271,6 @@ def build_dataset(
         ``out_path`` exists and ``force`` is False.
     """
     import h5py
-
-    from dipy_tractogen.attributes import compute_attributes
-    from dipy_tractogen.covariates import (
-        covariate_categories,
-        read_participants,
-        subject_from_path,
-    )
-    from dipy_tractogen.io import (
-        SUPPORTED_EXTENSIONS,
-        _read_bundles,
-        load_tractogram_checked,
-        resample_streamlines,
-        same_space,
-        tractogram_extension,
-    )
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -373,8 +373,8 @@ def build_dataset(
             for path, subject in zip(inputs, file_subjects, strict=True):
                 found = False
                 if bundle_from != "filename":
-                    sft, ids, names, _, found = _read_bundles(
-                        path, reference, bbox_valid_check
+                    sft, ids, names, _, found = read_bundles(
+                        path, reference=reference, bbox_valid_check=bbox_valid_check
                     )
                     if not found and bundle_from == "file":
                         raise TractogramError(
@@ -995,7 +995,6 @@ class StreamlineDataset:
         )
 
     def _make_batch(self, idx, x, seed, epoch, i, flip_p, fields):
-        from dipy_tractogen.io import random_flip
 
         if flip_p:
             x = random_flip(x, np.random.default_rng([seed, epoch, i, 1]), p=flip_p)

@@ -6,10 +6,11 @@ conversion and evaluation describe their sources the same way.
 """
 
 import hashlib
-import os
 from pathlib import Path
 
-__all__ = ["file_md5", "package_version", "file_provenance", "model_provenance"]
+from dipy_tractogen import __version__
+
+__all__ = ["file_md5", "package_version", "file_provenance"]
 
 
 def file_md5(path):
@@ -34,7 +35,6 @@ def file_md5(path):
 
 def package_version():
     """The installed dipy-tractogen version."""
-    from dipy_tractogen import __version__
 
     return __version__
 
@@ -48,31 +48,4 @@ def file_provenance(path):
     info = {"path": str(path.resolve())}
     if path.is_file():
         info["md5"] = file_md5(path)
-    return info
-
-
-def model_provenance(model, source=None):
-    """How a model was obtained: class, card name, shipped name or file + md5.
-
-    Parameters
-    ----------
-    model : keras.Model
-        The loaded model.
-    source : str, path-like or None
-        What the user passed: a shipped model name, a path, or None (the
-        shipped default). A model object passed directly has no file.
-
-    Returns
-    -------
-    info : dict
-    """
-    from dipy_tractogen.models import SHIPPED_MODELS, resolve_model_path
-
-    card = getattr(model, "card", None) or {}
-    info = {"class": type(model).__name__, "name": card.get("name")}
-    if source is None or isinstance(source, str) and source in SHIPPED_MODELS:
-        info["shipped"] = source or "default"
-    if source is None or isinstance(source, (str, os.PathLike)):
-        path = resolve_model_path(source)
-        info.update(file_provenance(path))
     return info

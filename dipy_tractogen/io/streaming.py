@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import InputError
-from dipy_tractogen.io import SIDECAR_FORMAT, _runs, reference_info
-from dipy_tractogen.outputs import atomic_output, check_writable
+from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.tractograms import SIDECAR_FORMAT, reference_info, run_lengths
 
 __all__ = ["TractogramStreamWriter", "STREAM_FORMATS"]
 
@@ -194,7 +195,7 @@ class TractogramStreamWriter:
                 self._groups[gid].append(
                     (np.flatnonzero(ids == gid) + self.n_streamlines).astype(np.uint32)
                 )
-            for gid, count in _runs(ids):
+            for gid, count in run_lengths(ids):
                 if self._runs and self._runs[-1][0] == gid:
                     self._runs[-1][1] += count
                 else:
@@ -287,7 +288,7 @@ class TractogramStreamWriter:
 
     def _sidecar(self):
         return {
-            # a bundles sidecar (dipy_tractogen.io.load_bundles reads the names)
+            # a bundles sidecar (io.tractograms.load_bundles reads the names)
             "format": SIDECAR_FORMAT,
             "version": 1,
             "tractogram": self.path.name,
@@ -313,7 +314,7 @@ class TractogramStreamWriter:
                     self._finish_nibabel(tmp_out)
                 with atomic_output(self.sidecar, force=self.force) as tmp_json:
                     with open(tmp_json, "w") as f:
-                        json.dump(self._sidecar(), f, indent=2, default=_json_default)
+                        json.dump(jsonable(self._sidecar()), f, indent=2)
         finally:
             self._closed = True
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -341,11 +342,3 @@ class TractogramStreamWriter:
             self.abort()
         except Exception:
             pass
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)

@@ -47,12 +47,14 @@ the way each format allows:
 import base64
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from dipy_tractogen._text import one_line
 from dipy_tractogen.errors import InputError, TractogramError
-from dipy_tractogen.outputs import atomic_output, check_writable
+from dipy_tractogen.io.outputs import atomic_output, check_writable
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -60,7 +62,6 @@ __all__ = [
     "SIDECAR_FORMAT",
     "load_tractogram_checked",
     "clean_streamlines",
-    "resample_streamlines",
     "orient_streamlines",
     "random_flip",
     "reference_info",
@@ -69,6 +70,8 @@ __all__ = [
     "save_tractogram_atomic",
     "save_bundles",
     "load_bundles",
+    "read_bundles",
+    "run_lengths",
     "sidecar_path",
     "tractogram_extension",
 ]
@@ -172,7 +175,7 @@ def reference_info(reference):
         raise
     except Exception as exc:  # nibabel/DIPY raise many types on bad input
         raise TractogramError(
-            f"invalid reference {_short(reference)}: {_one_line(exc)}"
+            f"invalid reference {_short(reference)}: {one_line(exc, limit=10**6)}"
         ) from exc
 
 
@@ -255,11 +258,6 @@ def _short(obj):
     if isinstance(obj, (str, os.PathLike)):
         return str(obj)
     return type(obj).__name__
-
-
-def _one_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------
@@ -392,7 +390,7 @@ def _load_checked(path, reference, bbox_valid_check):
         )
     except Exception as exc:  # corrupt files raise many exception types
         raise TractogramError(
-            f"cannot read tractogram {path}: {_one_line(exc)}"
+            f"cannot read tractogram {path}: {one_line(exc, limit=10**6)}"
         ) from exc
     if sft is False or sft is None:
         raise TractogramError(f"cannot read tractogram {path}")
@@ -455,48 +453,6 @@ def load_tractogram_checked(path, *, reference="same", bbox_valid_check=True):
 # --------------------------------------------------------------------------
 # array helpers
 # --------------------------------------------------------------------------
-
-
-def resample_streamlines(streamlines, n_points=256):
-    """Resample streamlines to ``n_points`` equidistant points.
-
-    Uses :func:`dipy.tracking.streamline.set_number_of_points`.
-
-    Parameters
-    ----------
-    streamlines : list of ndarray, ArraySequence or ndarray (N, P, 3)
-        Streamlines of at least 2 points each.
-    n_points : int, optional
-        Number of points per output streamline (>= 2).
-
-    Returns
-    -------
-    array : ndarray (N, n_points, 3) float32
-    """
-    from dipy.tracking.streamline import set_number_of_points
-
-    n_points = int(n_points)
-    if n_points < 2:
-        raise InputError(f"n_points must be >= 2, got {n_points}")
-    if isinstance(streamlines, np.ndarray) and streamlines.ndim == 3:
-        if streamlines.shape[1] == n_points:
-            return np.asarray(streamlines, dtype=np.float32)
-        streamlines = list(streamlines)
-    if len(streamlines) == 0:
-        return np.zeros((0, n_points, 3), dtype=np.float32)
-    if isinstance(streamlines, list):
-        streamlines = [
-            np.asarray(s, dtype=np.float32)
-            if np.asarray(s).dtype not in (np.float32, np.float64)
-            else s
-            for s in streamlines
-        ]
-    resampled = set_number_of_points(streamlines, nb_points=n_points)
-    if hasattr(resampled, "get_data"):
-        out = resampled.get_data().reshape(len(resampled), n_points, 3)
-    else:
-        out = np.stack(resampled)
-    return np.asarray(out, dtype=np.float32)
 
 
 def _medoid(array, *, max_samples=256):
@@ -652,8 +608,11 @@ def _normalise_names(bundle_names, ids):
     return names
 
 
-def _runs(ids):
-    """Run-length pairs ``[[id, count], ...]`` of an integer array."""
+def run_lengths(ids):
+    """Run-length pairs ``[[id, count], ...]`` of an integer array.
+
+    The form the bundles sidecar stores the bundle ids of a ``.tck`` in.
+    """
     ids = np.asarray(ids)
     if len(ids) == 0:
         return []
@@ -833,7 +792,7 @@ def save_bundles(
         )
     except Exception as exc:
         raise InputError(
-            f"cannot build a tractogram for {path}: {_one_line(exc)}"
+            f"cannot build a tractogram for {path}: {one_line(exc, limit=10**6)}"
         ) from exc
     if bbox_valid_check and not is_in_volume(sft):
         raise TractogramError(
@@ -848,7 +807,7 @@ def save_bundles(
         "tractogram": Path(path).name,
         "n_streamlines": n,
         "bundle_names": table,
-        "bundle_runs": _runs(ids),
+        "bundle_runs": run_lengths(ids),
         "metadata": metadata,
     }
     with (
@@ -907,8 +866,6 @@ def _header_info(path, ext):
     """The ``{"bundle_names", "metadata"}`` dict stored in a file header."""
     try:
         if ext == ".trx":
-            import zipfile
-
             if zipfile.is_zipfile(path):
                 with zipfile.ZipFile(path) as zf, zf.open("header.json") as f:
                     header = json.load(f)
@@ -983,12 +940,24 @@ def load_bundles(path, *, reference="same", bbox_valid_check=True):
     TractogramError
         As :func:`load_tractogram_checked`, or inconsistent bundle data.
     """
-    sft, ids, names, metadata, _ = _read_bundles(path, reference, bbox_valid_check)
+    sft, ids, names, metadata, _ = read_bundles(
+        path, reference=reference, bbox_valid_check=bbox_valid_check
+    )
     return sft, ids, names, metadata
 
 
-def _read_bundles(path, reference, bbox_valid_check):
-    """:func:`load_bundles` plus whether the file carried bundle ids."""
+def read_bundles(path, *, reference="same", bbox_valid_check=True):
+    """:func:`load_bundles`, plus whether the file carried bundle ids.
+
+    Returns
+    -------
+    sft, bundle_ids, bundle_names, metadata
+        As :func:`load_bundles`.
+    labelled : bool
+        Whether the file itself labelled its streamlines (TRX groups, a
+        ``bundle`` data_per_streamline or a bundles sidecar); when False every
+        streamline got bundle id 0.
+    """
     import trx.trx_file_memmap as tmm
 
     path = Path(path)

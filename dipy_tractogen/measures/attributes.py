@@ -9,6 +9,7 @@ HDF5 dataset builder and the command line.
 import numpy as np
 
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.measures.resampling import resample_streamlines
 
 __all__ = [
     "ATTRIBUTES",
@@ -66,7 +67,6 @@ def mean_curvature(streamlines, *, n_points=64):
     curvature : ndarray (N,) float32
         0 for a straight streamline; ``1/R`` for an arc of a circle of radius R.
     """
-    from dipy_tractogen.io import resample_streamlines
 
     if not (isinstance(streamlines, np.ndarray) and streamlines.ndim == 3):
         streamlines = resample_streamlines(streamlines, n_points)

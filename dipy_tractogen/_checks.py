@@ -1,0 +1,43 @@
+"""Checks of option values shared by the package's functions (private).
+
+One home for the integer, fraction and weight checks that public functions
+apply to their arguments, so that every function words a bad value alike
+(``InputError``, a subclass of ``ValueError``).
+"""
+
+import math
+import numbers
+
+from dipy_tractogen.errors import InputError
+
+
+def check_int(value, name, *, minimum=1):
+    """``value`` as an int, or InputError if it is not an integer >= minimum.
+
+    Booleans are refused; integral floats (``3.0``) are accepted.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        try:
+            ok = float(value).is_integer() and value >= minimum
+        except (OverflowError, ValueError):
+            ok = False
+    if not ok:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_fraction(value, name):
+    """``value`` as a float in [0, 1], or InputError."""
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"{name} must lie in [0, 1], got {value}")
+    return value
+
+
+def check_nonnegative(value, name, *, what="a finite number"):
+    """``value`` as a finite float >= 0, or InputError."""
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"{name} must be {what} >= 0, got {value}")
+    return value

@@ -1,0 +1,89 @@
+"""Fixtures shared by the test files.
+
+- ``run_cli``: run a ``dipy_*`` command in-process, as its console entry
+  point does, and return its exit status.
+- ``cli_errors`` / ``cli_error``: the ``COMMAND: error: ...`` lines a command
+  printed (DIPY's logger may print other lines on standard error).
+- ``dipy_log``: DIPY's logger captured by ``caplog`` (it does not propagate).
+- ``one_blas_thread``: NumPy's BLAS limited to one thread (timing-free tests
+  of numerical code whose result may depend on the thread count).
+- ``rendering``: skip the test where FURY cannot render (no Vulkan driver).
+"""
+
+import logging
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def run_cli(monkeypatch):
+    """``run(name, *args) -> exit status`` of the command ``name``."""
+    from dipy_tractogen.workflows.cli import run_command
+
+    def run(name, *args):
+        monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+        try:
+            run_command(name)
+        except SystemExit as exc:
+            return exc.code
+        return 0
+
+    return run
+
+
+@pytest.fixture
+def cli_errors(capsys):
+    """``errors(name) -> list`` of the error lines the command printed."""
+
+    def errors(name):
+        lines = capsys.readouterr().err.strip().splitlines()
+        return [line for line in lines if line.startswith(f"{name}: error:")]
+
+    return errors
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``error(name) -> str``: the command's single one-line error."""
+
+    def error(name):
+        lines = capsys.readouterr().err.strip().splitlines()
+        found = [line for line in lines if line.startswith(f"{name}: error:")]
+        assert len(found) == 1, lines
+        return found[0]
+
+    return error
+
+
+@pytest.fixture
+def dipy_log(caplog):
+    """``caplog`` with DIPY's ``dipy`` logger at INFO level captured."""
+    from dipy.utils.logging import logger
+
+    caplog.set_level(logging.INFO, logger="dipy")
+    added = not logger.propagate and caplog.handler not in logger.handlers
+    if added:
+        logger.addHandler(caplog.handler)
+    yield caplog
+    if added:
+        logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
+def one_blas_thread():
+    """Limit BLAS/OpenMP to one thread for the test."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def rendering():
+    """Skip unless FURY can render off-screen here."""
+    from dipy_tractogen.viz import rendering_available
+
+    ok, reason = rendering_available()
+    if not ok:
+        pytest.skip(f"rendering unavailable: {reason}")
