@@ -46,7 +46,7 @@ def _streamlines(n, n_points, seed=0):
 
 def child(mode, n, n_points, out_dir):
     t0 = time.perf_counter()
-    from dipy_tractogen import viz
+    from dipy_tractogen.viz import render as viz
 
     t_import = time.perf_counter() - t0
     if mode == "lines-full":  # no simplification, to measure what it saves

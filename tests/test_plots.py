@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dipy_tractogen.errors import InputError, OutputExistsError
-from dipy_tractogen.plots import (
+from dipy_tractogen.viz.plots import (
     plot_attribute_histograms,
     plot_latent_projection,
     plot_loss_curves,

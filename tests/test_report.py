@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dipy_tractogen.errors import InputError, OutputExistsError
-from dipy_tractogen.report import (
+from dipy_tractogen.viz.report import (
     read_report_numbers,
     write_generation_report,
     write_html_report,
@@ -86,7 +86,7 @@ def test_bad_reports_write_nothing(tmp_path, png):
 
 
 def test_generation_report(tmp_path, png):
-    from dipy_tractogen.generation import GenerationReport
+    from dipy_tractogen.generation.pipeline import GenerationReport
     from dipy_tractogen.phantom import generate_phantom, write_phantom
 
     ph = generate_phantom(counts=8, seed=0)
@@ -116,10 +116,11 @@ def test_generation_report(tmp_path, png):
 def test_training_report_of_the_shipped_cohort_model(tmp_path):
     """The latent codes of a conditional model come with their conditions."""
     pytest.importorskip("keras")
-    from dipy_tractogen.models import load_model, model_bundle_names
-    from dipy_tractogen.nn.training import report_latents
-    from dipy_tractogen.plots import plot_latent_projection
-    from dipy_tractogen.report import write_training_report
+    from dipy_tractogen.models.files import load_model
+    from dipy_tractogen.models.seed_bank import model_bundle_names
+    from dipy_tractogen.training.trainer import report_latents
+    from dipy_tractogen.viz.plots import plot_latent_projection
+    from dipy_tractogen.viz.report import write_training_report
 
     model = load_model("cohort")
     Z, ids, covariates = report_latents(model)

@@ -183,12 +183,12 @@ def test_tubes_and_subsample(rendering, two_bundles, tmp_path):
 
 
 def test_warning_filters_survive_fury_import():
-    from dipy_tractogen import viz
+    from dipy_tractogen.viz._worker import import_fury
 
     warnings.simplefilter("default", UserWarning)
     before = list(warnings.filters)
     try:
-        viz._import_fury()
+        import_fury()
     except RenderingUnavailable:
         pytest.skip("FURY is not installed")
     assert warnings.filters == before
@@ -250,8 +250,9 @@ def test_merge_bundle_names():
 
 def test_import_does_not_load_fury():
     code = (
-        "import sys, dipy_tractogen.viz, dipy_tractogen.plots, "
-        "dipy_tractogen.report, dipy_tractogen.workflows.view;"
+        "import sys, dipy_tractogen.viz.render, dipy_tractogen.viz.plots, "
+        "dipy_tractogen.viz.report, dipy_tractogen.io.subsets, "
+        "dipy_tractogen.workflows.view;"
         "print([m for m in ('fury', 'pygfx', 'wgpu', 'matplotlib.pyplot') "
         "if m in sys.modules])"
     )
@@ -263,25 +264,25 @@ def test_import_does_not_load_fury():
 
 def test_worker_returns_errors_and_restarts(rendering, two_bundles):
     """Rendering runs in a worker process (TensorFlow's LLVM crashes lavapipe)."""
-    from dipy_tractogen import viz
+    from dipy_tractogen.viz._worker import worker_state
 
     lines, ids = two_bundles
     with pytest.raises(InputError, match="unknown view"):  # raised in the worker
         render_tractogram(lines, view="top")
-    proc = viz._worker["proc"]
+    proc = worker_state["proc"]
     assert proc is not None and proc.poll() is None
     proc.kill()
     proc.wait()
     img = render_tractogram(lines, bundle_ids=ids, size=(96, 96), legend=False)
     assert img.shape == (96, 96, 4) and _drawn(img) > 0.01
-    assert viz._worker["proc"].pid != proc.pid
+    assert worker_state["proc"].pid != proc.pid
 
 
 @pytest.mark.slow  # TensorFlow's import alone takes 10-30 s here
 def test_tensorflow_after_rendering_does_not_crash(rendering, tmp_path):
     pytest.importorskip("tensorflow")
     code = (
-        "import numpy as np; from dipy_tractogen.viz import render_tractogram;"
+        "import numpy as np; from dipy_tractogen.viz.render import render_tractogram;"
         "img = render_tractogram([np.eye(3) * 9, np.eye(3)[::-1] * 9], "
         "size=(64, 64));"
         "import tensorflow as tf; print(int(tf.constant(2) + 1), img.shape)"

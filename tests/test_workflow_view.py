@@ -122,8 +122,9 @@ def test_view_command_without_rendering(phantom_file, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     pytest.importorskip("keras")
-    from dipy_tractogen.models import attach_seed_bank, save_model
-    from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.models.files import save_model
+    from dipy_tractogen.models.finta import FintaAutoencoder
+    from dipy_tractogen.models.seed_bank import attach_seed_bank
     from dipy_tractogen.phantom import generate_phantom
 
     ph = generate_phantom(counts=4, seed=1)
@@ -175,7 +176,7 @@ def test_generate_skips_picture_when_rendering_unavailable(
 
 
 def test_generate_writes_snapshot_and_report(rendering, tiny_model, tmp_path):
-    from dipy_tractogen.report import read_report_numbers
+    from dipy_tractogen.viz.report import read_report_numbers
     from dipy_tractogen.workflows.generate import GenerateTractogramFlow
 
     flow = GenerateTractogramFlow()

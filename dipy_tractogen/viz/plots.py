@@ -2,7 +2,7 @@
 
 Every function takes plain numbers (numpy arrays, dicts, a CSV path; never a
 model object), writes one PNG atomically through
-:func:`dipy_tractogen.outputs.atomic_output` and returns its path, so the
+:func:`dipy_tractogen.io.outputs.atomic_output` and returns its path, so the
 trainer, the generator and the evaluator can all call them. Figures are made
 with :class:`matplotlib.figure.Figure` and the Agg canvas: no pyplot state,
 no GUI backend, safe in threads and on servers. matplotlib and scikit-learn
@@ -15,6 +15,9 @@ import os
 import numpy as np
 
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.io.outputs import atomic_output
+from dipy_tractogen.measures.attributes import ATTRIBUTES
+from dipy_tractogen.viz.render import bundle_color
 
 __all__ = [
     "plot_loss_curves",
@@ -37,8 +40,6 @@ def _figure(n_panels=1, *, ncols=None, panel_size=(4.5, 3.6)):
 def _save(fig, path, force):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from dipy_tractogen.outputs import atomic_output
-
     FigureCanvasAgg(fig)
     fig.tight_layout()
     with atomic_output(path, force=force) as tmp:
@@ -55,8 +56,6 @@ def _names_lookup(bundle_names):
 
 
 def _bundle_colour(i):
-    from dipy_tractogen.viz import bundle_color
-
     return tuple(bundle_color(int(i)))
 
 
@@ -194,7 +193,7 @@ def plot_latent_projection(
 
     One row per method (PCA, t-SNE from scikit-learn), one column per
     colouring: the bundle (qualitative palette of
-    :func:`dipy_tractogen.viz.bundle_color`, with a legend), then each
+    :func:`dipy_tractogen.viz.render.bundle_color`, with a legend), then each
     covariate (a colour bar for numbers, a legend for categories).
 
     Parameters
@@ -312,8 +311,6 @@ def _scatter_coloured(ax, P, values, names, cname):
 
 
 def _attribute(name, streamlines):
-    from dipy_tractogen.attributes import ATTRIBUTES
-
     return np.asarray(ATTRIBUTES[name](streamlines), dtype=np.float64)
 
 
@@ -344,7 +341,7 @@ def plot_attribute_histograms(
     """Histograms of streamline attributes, real against generated, per bundle.
 
     One row per bundle, one column per attribute (computed with
-    :data:`dipy_tractogen.attributes.ATTRIBUTES`); real and generated share
+    :data:`dipy_tractogen.measures.attributes.ATTRIBUTES`); real and generated share
     the bins and are drawn as densities, so different counts compare.
 
     Parameters
@@ -360,7 +357,7 @@ def plot_attribute_histograms(
     bundle_names : dict of int to str or sequence of str, optional
         Row labels.
     attributes : sequence of str, optional
-        Names in :data:`~dipy_tractogen.attributes.ATTRIBUTES` (``length``,
+        Names in :data:`~dipy_tractogen.measures.attributes.ATTRIBUTES` (``length``,
         ``curvature``, ``endpoint_distance``).
     bins : int, optional
         Histogram bins.
@@ -376,8 +373,6 @@ def plot_attribute_histograms(
     InputError
         On an unknown attribute, empty input or mismatched ids.
     """
-    from dipy_tractogen.attributes import ATTRIBUTES
-
     attributes = list(attributes)
     unknown = [a for a in attributes if a not in ATTRIBUTES]
     if unknown or not attributes:

@@ -43,18 +43,20 @@ Mesa's lavapipe compiles shaders with: rendering in a process that has
 imported TensorFlow crashes it (segmentation fault at the first draw), and so
 does importing TensorFlow after rendering (checked with TensorFlow 2.21 and
 Mesa 22.3). So by default the rendering functions here run in a worker
-process (a fresh ``python -c``, which imports neither TensorFlow nor the
-caller's ``__main__``), started on first use and kept warm for later calls;
-arguments and results travel pickled over a local authenticated connection
-and errors are re-raised in the caller. A crash of the driver cannot take the
-caller down; a dead worker is restarted by the next call. Set
+process (:mod:`dipy_tractogen.viz._worker`: a fresh ``python -c``, which
+imports neither TensorFlow nor the caller's ``__main__``), started on first
+use and kept warm for later calls; arguments and results travel pickled
+over a local authenticated connection and errors are re-raised in the
+caller. A crash of the driver cannot take the caller down; a dead worker is
+restarted by the next call. Set
 ``DIPY_TRACTOGEN_RENDER_ISOLATED=0`` to render in the calling process (a
 little faster when nothing imports TensorFlow).
 
 Rendering unavailable
 ---------------------
 When FURY is missing or no Vulkan device can be created (wgpu fails at the
-device request), the functions raise :class:`RenderingUnavailable`, whose
+device request), the functions raise
+:class:`~dipy_tractogen.viz.RenderingUnavailable`, whose
 one-line message says how to enable rendering. Setting the environment
 variable ``DIPY_TRACTOGEN_NO_RENDER=1`` makes every rendering call raise it
 (to skip pictures on purpose, or to test the fallback paths).
@@ -70,35 +72,39 @@ References
 import copy
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from dipy_tractogen.errors import InputError, TractogenError
+from dipy_tractogen._text import one_line
+from dipy_tractogen.errors import InputError
+from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.subsets import (
+    merge_bundle_names,
+    read_for_view,
+    subsample_indices,
+    values_for_colouring,
+)
+from dipy_tractogen.viz._worker import (
+    HOW_TO_ENABLE,
+    RenderingUnavailable,
+    call_in_worker,
+    check_device,
+    check_rendering,
+    import_fury,
+    isolated,
+)
 
 __all__ = [
-    "NO_RENDER_ENV",
     "VIEWS",
-    "RenderingUnavailable",
     "bundle_color",
-    "check_rendering",
-    "rendering_available",
     "render_tractogram",
     "render_comparison",
     "render_tractogram_file",
-    "read_for_view",
-    "merge_bundle_names",
     "snapshot_tractogram",
     "save_png",
 ]
-
-#: Environment variable that disables rendering (any value but "" and "0").
-NO_RENDER_ENV = "DIPY_TRACTOGEN_NO_RENDER"
-#: "0": render in the calling process instead of a worker (see the notes).
-ISOLATED_ENV = "DIPY_TRACTOGEN_RENDER_ISOLATED"
-_WORKER_ENV = "DIPY_TRACTOGEN_RENDER_WORKER"
 
 #: view name -> (direction the camera looks along, view up), RAS+ axes.
 VIEWS = {
@@ -107,11 +113,6 @@ VIEWS = {
     "coronal": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
     "oblique": ((1.0, -1.0, -1.0), (0.0, 0.0, 1.0)),
 }
-
-_HOW_TO_ENABLE = (
-    "install a Vulkan driver (apt-get install mesa-vulkan-drivers libvulkan1) "
-    "or a GPU driver"
-)
 
 # tab10 then the light tab20 shades: 20 distinct colours, fixed per bundle id
 _PALETTE = np.array(
@@ -138,255 +139,6 @@ _PALETTE = np.array(
         (0.620, 0.855, 0.898),
     ]
 )
-
-_state = {"device_error": None, "device_ok": False}
-
-
-class RenderingUnavailable(TractogenError, RuntimeError):
-    """Pictures cannot be rendered here (no FURY, no Vulkan device, disabled)."""
-
-
-# --------------------------------------------------------------------------
-# availability
-# --------------------------------------------------------------------------
-
-
-def _one_line(exc):
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-def _quiet_xdg():
-    """Give the Vulkan loader a private XDG_RUNTIME_DIR when none is set.
-
-    lavapipe prints ``XDG_RUNTIME_DIR is invalid or not set`` otherwise.
-    """
-    value = os.environ.get("XDG_RUNTIME_DIR", "")
-    if not value or not os.path.isdir(value):
-        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="dipy-tractogen-xdg-")
-
-
-def _check_env():
-    if os.environ.get(NO_RENDER_ENV, "") not in ("", "0"):
-        raise RenderingUnavailable(
-            f"rendering is disabled by {NO_RENDER_ENV}="
-            f"{os.environ[NO_RENDER_ENV]} (unset it to render)"
-        )
-
-
-def _import_fury():
-    """Import FURY's modules, keeping the caller's warning filters.
-
-    FURY's import calls ``warnings.filterwarnings("ignore")`` globally.
-    """
-    _check_env()
-    try:
-        with warnings.catch_warnings():
-            from fury import actor, colormap, window
-    except ImportError as exc:
-        raise RenderingUnavailable(
-            f"FURY 2 cannot be imported ({_one_line(exc)}); "
-            "install it with pip install 'fury>=2,<3'"
-        ) from None
-    return actor, colormap, window
-
-
-def _check_device():
-    """Create the wgpu device once per process; raise if there is none."""
-    if _state["device_ok"]:
-        return
-    if _state["device_error"] is None:
-        _quiet_xdg()
-        try:
-            with warnings.catch_warnings():
-                from pygfx.renderers.wgpu import get_shared
-
-                get_shared().device  # noqa: B018 (the request is the test)
-            _state["device_ok"] = True
-            return
-        except Exception as exc:  # wgpu raises RuntimeError, others on odd setups
-            _state["device_error"] = (
-                f"no Vulkan/GPU device for rendering ({_one_line(exc)}); "
-                + _HOW_TO_ENABLE
-            )
-    raise RenderingUnavailable(_state["device_error"])
-
-
-def check_rendering():
-    """Raise :class:`RenderingUnavailable` unless pictures can be rendered.
-
-    Imports FURY and requests a wgpu device (once per process; about a
-    second with the CPU driver).
-
-    Raises
-    ------
-    RenderingUnavailable
-        With a one-line message saying why and how to enable rendering.
-    """
-    _check_env()
-    if _isolate():  # probe in the worker, once
-        if _state["device_error"] is None and not _state["device_ok"]:
-            try:
-                _in_worker("check_rendering", {})
-                _state["device_ok"] = True
-            except RenderingUnavailable as exc:
-                _state["device_error"] = str(exc)
-        if _state["device_error"] is not None:
-            raise RenderingUnavailable(_state["device_error"])
-        return
-    _import_fury()
-    _check_device()
-
-
-def rendering_available():
-    """Whether pictures can be rendered here (see :func:`check_rendering`).
-
-    Returns
-    -------
-    available : bool
-    reason : str
-        Why not ("" when available).
-    """
-    try:
-        check_rendering()
-    except RenderingUnavailable as exc:
-        return False, str(exc)
-    return True, ""
-
-
-# --------------------------------------------------------------------------
-# rendering in a child process (TensorFlow's LLVM clashes with lavapipe's)
-# --------------------------------------------------------------------------
-
-
-def _isolate():
-    """Whether rendering goes to the worker process."""
-    if os.environ.get(_WORKER_ENV):
-        return False
-    return os.environ.get(ISOLATED_ENV, "") != "0"
-
-
-_worker = {"proc": None, "conn": None, "lock": None, "atexit": False}
-
-
-def _stop_worker(*, kill=False):
-    proc, conn = _worker["proc"], _worker["conn"]
-    _worker["proc"] = _worker["conn"] = None
-    if conn is not None:
-        try:
-            if not kill:
-                conn.send(None)
-            conn.close()
-        except OSError:
-            pass
-    if proc is not None:
-        try:
-            proc.wait(timeout=0 if kill else 10)
-        except Exception:
-            proc.kill()
-            proc.wait()
-
-
-def _start_worker():
-    import ast
-    import atexit
-    import subprocess
-    from multiprocessing.connection import Client
-
-    key = os.urandom(32)
-    code = "from dipy_tractogen.viz import _worker_main; _worker_main()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=dict(os.environ, **{_WORKER_ENV: "1"}),
-    )
-    try:
-        proc.stdin.write(key.hex().encode("ascii") + b"\n")
-        proc.stdin.close()
-        line = proc.stdout.readline().decode("utf-8", "replace").strip()
-        proc.stdout.close()
-        if not line:
-            raise RenderingUnavailable(
-                f"the rendering process did not start (exit status {proc.wait()})"
-            )
-        conn = Client(ast.literal_eval(line), authkey=key)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    _worker["proc"], _worker["conn"] = proc, conn
-    if not _worker["atexit"]:
-        atexit.register(_stop_worker)
-        _worker["atexit"] = True
-
-
-def _in_worker(name, kwargs):
-    """Call ``name(**kwargs)`` of this module in the worker process."""
-    import threading
-
-    if _worker["lock"] is None:
-        _worker["lock"] = threading.Lock()
-    env = {k: v for k, v in os.environ.items() if k.startswith("DIPY_TRACTOGEN_")}
-    with _worker["lock"]:
-        if _worker["proc"] is None or _worker["proc"].poll() is not None:
-            _stop_worker(kill=True)
-            _start_worker()
-        try:
-            _worker["conn"].send((name, kwargs, env))
-            ok, value = _worker["conn"].recv()
-        except (EOFError, OSError) as exc:
-            status = _worker["proc"].wait()
-            _stop_worker(kill=True)
-            raise RenderingUnavailable(
-                f"the rendering process died (exit status {status}: "
-                f"{_one_line(exc)}); " + _HOW_TO_ENABLE
-            ) from None
-        except BaseException:  # Ctrl-C: the worker got it too
-            _stop_worker(kill=True)
-            raise
-    if ok:
-        return value
-    raise value
-
-
-def _worker_main():
-    """Serve rendering calls of :func:`_in_worker` (the worker process)."""
-    import pickle
-    from multiprocessing.connection import Listener
-
-    key = bytes.fromhex(sys.stdin.readline().strip())
-    listener = Listener(authkey=key)
-    sys.stdout.write(repr(listener.address) + "\n")
-    sys.stdout.flush()
-    os.dup2(2, 1)  # anything printed later goes to standard error
-    conn = listener.accept()
-    listener.close()
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            break
-        if message is None:
-            break
-        name, kwargs, env = message
-        for k in [k for k in os.environ if k.startswith("DIPY_TRACTOGEN_")]:
-            if k != _WORKER_ENV and k not in env:
-                del os.environ[k]
-        os.environ.update({k: v for k, v in env.items() if k != _WORKER_ENV})
-        try:
-            out = (True, globals()[name](**kwargs))
-        except Exception as exc:
-            try:
-                pickle.dumps(exc)
-            except Exception:
-                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-            out = (False, exc)
-        conn.send(out)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # no interpreter teardown (wgpu's threads)
-
 
 # --------------------------------------------------------------------------
 # inputs
@@ -457,15 +209,6 @@ def _per_streamline(values, n, what):
     return arr
 
 
-def _subsample(n, max_streamlines, seed):
-    if not max_streamlines or n <= max_streamlines:
-        return None
-    if max_streamlines < 0:
-        raise InputError(f"max_streamlines must be >= 0, got {max_streamlines}")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=int(max_streamlines), replace=False))
-
-
 def _take(lines, idx):
     if idx is None:
         return lines
@@ -501,7 +244,7 @@ def _prepare(streamlines, *, colors, bundle_ids, values, max_streamlines, seed, 
                 f"colors must be 'bundle', 'orientation', 'value' or an (N, 3) "
                 f"array, got shape {arr.shape}"
             )
-    idx = _subsample(n, max_streamlines, seed)
+    idx = subsample_indices(n, max_streamlines, seed)
     if idx is not None:
         lines = _take(lines, idx)
         points = (
@@ -706,7 +449,8 @@ def _render(actor_sets, *, size, background, spec, sphere, window):
             )
     except RuntimeError as exc:
         raise RenderingUnavailable(
-            f"cannot open an off-screen window ({_one_line(exc)}); " + _HOW_TO_ENABLE
+            f"cannot open an off-screen window ({one_line(exc, last=True)}); "
+            + HOW_TO_ENABLE
         ) from None
     camera = sm.screens[0].camera
     images = []
@@ -833,8 +577,6 @@ def save_png(image, path, *, force=False):
     """
     from matplotlib.image import imsave
 
-    from dipy_tractogen.outputs import atomic_output
-
     with atomic_output(path, force=force) as tmp:
         imsave(tmp, np.asarray(image, dtype=np.uint8), format="png")
     return str(path)
@@ -939,9 +681,8 @@ def render_tractogram(
     OutputExistsError
         If ``out_path`` exists and ``force`` is False (checked first).
     """
-    if _isolate():
-        return _in_worker("render_tractogram", dict(locals()))
-    from dipy_tractogen.outputs import check_writable
+    if isolated():
+        return call_in_worker(render_tractogram, dict(locals()))
 
     if out_path is not None:
         check_writable(out_path, force=force)
@@ -958,8 +699,8 @@ def render_tractogram(
         seed=seed,
         what="the tractogram",
     )
-    actor, colormap, window = _import_fury()
-    _check_device()
+    actor, colormap, window = import_fury()
+    check_device()
     norm = _value_norm([item]) if mode == "value" else None
     entries = _colour_items([item], mode, colormap, cmap=cmap, norm=norm)
     sphere = _bounding_sphere(item.points)
@@ -1074,9 +815,8 @@ def render_comparison(
     InputError, RenderingUnavailable, OutputExistsError
         As :func:`render_tractogram`.
     """
-    if _isolate():
-        return _in_worker("render_comparison", dict(locals()))
-    from dipy_tractogen.outputs import check_writable
+    if isolated():
+        return call_in_worker(render_comparison, dict(locals()))
 
     if out_path is not None:
         check_writable(out_path, force=force)
@@ -1106,8 +846,8 @@ def render_comparison(
             (generated, generated_bundle_ids, generated_values, "the generated one"),
         )
     ]
-    actor, colormap, window = _import_fury()
-    _check_device()
+    actor, colormap, window = import_fury()
+    check_device()
     norm = _value_norm(items) if mode == "value" else None
     entries = _colour_items(items, mode, colormap, cmap=cmap, norm=norm)
     sphere = _bounding_sphere(np.concatenate([it.points for it in items]))
@@ -1147,176 +887,6 @@ def render_comparison(
 # --------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------
-
-#: Formats whose coordinates are RAS+ mm without a reference (for viewing).
-_NEEDS_REFERENCE = (".tck", ".vtk", ".vtp", ".fib", ".dpy")
-#: Any valid space: with no bounding-box check, RAS+ mm coordinates of a
-#: reference-free format are read unchanged whatever the reference says.
-_VIEW_REFERENCE = (np.eye(4), np.array([1, 1, 1]), np.ones(3, np.float32), "RAS")
-
-
-class _Loaded:
-    """Streamlines of a file for viewing (a subset), ids, names, fields."""
-
-    def __init__(self, lines, ids, names, fields, n_total):
-        self.lines, self.ids, self.names = lines, ids, names
-        self.fields, self.n_total = fields, n_total
-
-
-def _column(v):
-    v = np.asarray(v)
-    return v.reshape(len(v), -1)[:, 0] if v.ndim > 1 else v
-
-
-def _read_trx_subset(path, max_streamlines, seed):
-    """A random subset of a TRX file, read through its memory map."""
-    import trx.trx_file_memmap as tmm
-
-    trx = tmm.load(str(path))
-    try:
-        n = len(trx.streamlines)
-        idx = _subsample(n, max_streamlines, seed)
-        if idx is None:
-            return None
-        # copies: the memory map is closed below
-        lines = [np.array(trx.streamlines[i], dtype=np.float32) for i in idx]
-        fields = {k: _column(v)[idx].copy() for k, v in trx.data_per_streamline.items()}
-        names, full = {}, None
-        if "bundle" in fields:
-            bundle = _column(trx.data_per_streamline["bundle"])
-            for g, members in trx.groups.items():
-                if len(members):
-                    names[int(bundle[int(members[0])])] = str(g)
-            ids = np.rint(fields["bundle"]).astype(np.int64)
-        elif len(trx.groups):
-            full = np.full(n, -1, np.int64)
-            for k, (g, members) in enumerate(sorted(trx.groups.items())):
-                full[np.asarray(members, dtype=np.int64)] = k
-                names[k] = str(g)
-            ids = full[idx]
-        else:
-            ids = np.zeros(len(idx), np.int64)
-            names = {0: Path(path).stem}
-    finally:
-        trx.close()
-    return _Loaded(lines, ids, dict(sorted(names.items())), fields, n)
-
-
-def read_for_view(path, *, reference="same", max_streamlines=None, seed=0):
-    """Read a tractogram (or a random subset of it) for rendering.
-
-    Bundle ids and names come from :func:`dipy_tractogen.io.load_bundles`
-    (a file without them is one bundle). A ``.trx`` file larger than
-    ``max_streamlines`` is sampled through its memory map, so a tractogram of
-    millions of streamlines is never loaded whole. Formats that need a
-    reference (``.tck``...) store RAS+ mm coordinates: they are read without
-    one when ``reference`` is ``"same"`` (the space does not matter for a
-    picture).
-
-    Parameters
-    ----------
-    path : str or path-like
-        Any tractogram DIPY reads.
-    reference : str or path-like, optional
-        Reference image, or ``"same"``.
-    max_streamlines : int, optional
-        Keep a random subset of at most this many streamlines.
-    seed : int, optional
-        Seed of that subset.
-
-    Returns
-    -------
-    loaded : object
-        With ``lines`` (list of (n_i, 3) float32 arrays), ``ids`` (int array),
-        ``names`` (dict id -> name), ``fields`` (per-streamline data, name ->
-        1-D array) and ``n_total`` (streamlines in the file).
-
-    Raises
-    ------
-    TractogramError
-        If the file cannot be read.
-    """
-    from dipy_tractogen.io import load_bundles, tractogram_extension
-
-    path = Path(path)
-    ext = tractogram_extension(path)
-    same = reference in (None, "", "same")
-    if ext == ".trx" and same and max_streamlines and path.is_file():
-        loaded = _read_trx_subset(path, max_streamlines, seed)
-        if loaded is not None:
-            return loaded
-    if same:
-        reference = _VIEW_REFERENCE if ext in _NEEDS_REFERENCE else "same"
-    with warnings.catch_warnings():  # dipy.io.streamline imports FURY
-        sft, ids, names, _ = load_bundles(
-            path, reference=reference, bbox_valid_check=False
-        )
-    n = len(sft)
-    idx = _subsample(n, max_streamlines, seed)
-    lines = sft.streamlines if idx is None else sft.streamlines[idx]
-    lines = [np.asarray(s, dtype=np.float32) for s in lines]
-    fields = {k: _column(v) for k, v in sft.data_per_streamline.items()}
-    ids = np.asarray(ids, dtype=np.int64)
-    if idx is not None:
-        ids = ids[idx]
-        fields = {k: v[idx] for k, v in fields.items()}
-    return _Loaded(lines, ids, dict(names), fields, n)
-
-
-_UNITS = {"length": "mm", "curvature": "1/mm", "endpoint_distance": "mm"}
-
-
-def _colouring(loaded, color_by, path):
-    """(colors, values, value_label) for a ``color_by`` name."""
-    from dipy_tractogen.attributes import ATTRIBUTES
-
-    key = str(color_by)
-    if key in ("bundle", "orientation"):
-        return key, None, None
-    if key in ATTRIBUTES:
-        values = np.asarray(ATTRIBUTES[key](loaded.lines), dtype=np.float64)
-        return "value", values, f"{key} ({_UNITS[key]})" if key in _UNITS else key
-    if key in loaded.fields:
-        return "value", np.asarray(loaded.fields[key], dtype=np.float64), key
-    options = ["bundle", "orientation", *ATTRIBUTES, *loaded.fields]
-    raise InputError(
-        f"cannot colour {Path(path).name} by {key!r} (use {', '.join(options)})"
-    )
-
-
-def merge_bundle_names(names_a, ids_b, names_b):
-    """Re-express the bundle ids of a second file in the first file's table.
-
-    Bundles are matched by name; names only the second file has get new ids.
-
-    Parameters
-    ----------
-    names_a : dict of int to str
-        Name table of the first file.
-    ids_b : array_like of int
-        Bundle ids of the second file.
-    names_b : dict of int to str
-        Name table of the second file.
-
-    Returns
-    -------
-    ids : ndarray of int64
-        ``ids_b`` in the merged table.
-    names : dict of int to str
-        The merged table (``names_a`` plus the new names).
-    """
-    by_name = {v: k for k, v in names_a.items()}
-    merged = dict(names_a)
-    mapping = {}
-    for i, name in names_b.items():
-        if name not in by_name:
-            new = max(merged, default=-1) + 1
-            merged[new], by_name[name] = name, new
-        mapping[i] = by_name[name]
-    out = np.array([mapping.get(int(i), int(i)) for i in ids_b], dtype=np.int64)
-    return out, merged
-
-
 def render_tractogram_file(
     path,
     *,
@@ -1342,7 +912,7 @@ def render_tractogram_file(
     ----------
     path : str or path-like
         Any tractogram DIPY reads (bundle labels as
-        :func:`dipy_tractogen.io.load_bundles` finds them).
+        :func:`dipy_tractogen.io.tractograms.load_bundles` finds them).
     reference : str or path-like, optional
         Reference image, or ``"same"``.
     color_by : str, optional
@@ -1381,9 +951,8 @@ def render_tractogram_file(
     ------
     RenderingUnavailable, TractogramError, InputError, OutputExistsError
     """
-    if _isolate():
-        return _in_worker("render_tractogram_file", dict(locals()))
-    from dipy_tractogen.outputs import check_writable
+    if isolated():
+        return call_in_worker(render_tractogram_file, dict(locals()))
 
     if out_path is not None:
         check_writable(out_path, force=force)
@@ -1393,7 +962,7 @@ def render_tractogram_file(
     first = read_for_view(
         path, reference=reference, max_streamlines=max_streamlines, seed=seed
     )
-    colors, values, label = _colouring(first, color_by, path)
+    colors, values, label = values_for_colouring(first, color_by, path)
     if compare:
         if interactive:
             raise InputError(
@@ -1402,7 +971,7 @@ def render_tractogram_file(
         second = read_for_view(
             compare, reference=reference, max_streamlines=max_streamlines, seed=seed
         )
-        colors2, values2, _ = _colouring(second, color_by, compare)
+        colors2, values2, _ = values_for_colouring(second, color_by, compare)
         ids2, names = merge_bundle_names(first.names, second.ids, second.names)
         return render_comparison(
             first.lines,

@@ -22,11 +22,18 @@ import datetime
 import html
 import json
 import os
+import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from dipy_tractogen import __version__
+from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.subsets import merge_bundle_names, read_for_view
+from dipy_tractogen.viz.plots import plot_attribute_histograms
 
 __all__ = [
     "write_html_report",
@@ -54,22 +61,13 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 _SECTION_KEYS = {"title", "text", "table", "tables", "image", "images", "numbers"}
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, os.PathLike):
-        return str(value)
-    raise InputError(f"report numbers hold a {type(value).__name__}, not JSON-able")
+def _numbers(value):
+    """JSON types of report numbers (non-finite floats: null; paths: str)."""
+    try:
+        return jsonable(value, strict=True)
+    except TypeError as exc:  # "not JSON serialisable: <type>"
+        kind = str(exc).rpartition(": ")[2]
+        raise InputError(f"report numbers hold a {kind}, not JSON-able") from None
 
 
 def _cell(value):
@@ -83,7 +81,7 @@ def _cell(value):
         text = f"{value:.4g}" if np.isfinite(value) else str(value)
         return f'<td class="num">{html.escape(text)}</td>'
     if isinstance(value, (dict, list, tuple)):
-        value = json.dumps(_jsonable(value))
+        value = json.dumps(_numbers(value))
     return "<td>" + html.escape(str(value)) + "</td>"
 
 
@@ -152,7 +150,7 @@ def _section(section, report_dir, embed):
         images.insert(0, section["image"])
     parts += [_image(im, report_dir, embed) for im in images]
     if section.get("numbers") is not None:
-        text = json.dumps(_jsonable(section["numbers"]), indent=1, sort_keys=False)
+        text = json.dumps(_numbers(section["numbers"]), indent=1, sort_keys=False)
         parts.append(
             '<script type="application/json" class="numbers">'
             + text.replace("</", "<\\/")
@@ -200,21 +198,16 @@ def write_html_report(path, *, title, sections, embed_images=True, force=False):
     OutputExistsError
         If ``path`` exists and ``force`` is False.
     """
-    from dipy_tractogen.outputs import atomic_output, check_writable
 
     check_writable(path, force=force)
     report_dir = Path(path).parent
     body = "\n".join(_section(s, report_dir, embed_images) for s in sections)
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    try:
-        from dipy_tractogen import __version__ as version
-    except ImportError:
-        version = "unknown"
     doc = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
         f"<body>\n<h1>{html.escape(title)}</h1>\n"
-        f'<p class="meta">dipy-tractogen {html.escape(str(version))}, {stamp}</p>\n'
+        f'<p class="meta">dipy-tractogen {html.escape(__version__)}, {stamp}</p>\n'
         f"{body}\n</body>\n</html>\n"
     )
     with atomic_output(path, force=force) as tmp:
@@ -235,7 +228,6 @@ def read_report_numbers(path):
     numbers : list
         The decoded JSON of each section's ``numbers``, in order.
     """
-    import re
 
     text = Path(path).read_text(encoding="utf-8")
     blocks = re.findall(
@@ -309,7 +301,7 @@ def write_generation_report(
     path : str or path-like
         The ``.html`` file to write.
     report : GenerationReport
-        What :func:`dipy_tractogen.generation.generate_tractogram` returned.
+        What :func:`dipy_tractogen.generation.pipeline.generate_tractogram` returned.
     tractogram : str or path-like
         The generated tractogram.
     snapshot : str or path-like, optional
@@ -329,10 +321,6 @@ def write_generation_report(
     -------
     path : str
     """
-    import tempfile
-
-    from dipy_tractogen.plots import plot_attribute_histograms
-    from dipy_tractogen.viz import merge_bundle_names, read_for_view
 
     summary, per_bundle, rejections, numbers = _generation_tables(report)
     sections = [
@@ -500,13 +488,13 @@ def write_training_report(
     path : str or path-like
         The ``.html`` file to write.
     card : dict
-        The model card (:func:`dipy_tractogen.models.build_card`).
+        The model card (:func:`dipy_tractogen.models.files.build_card`).
     model_path : str or path-like, optional
         The model file, named in the title.
     loss_plot, latent_plot : str or path-like, optional
         PNG pictures of the loss curves
-        (:func:`dipy_tractogen.plots.plot_loss_curves`) and of the latent
-        projections (:func:`dipy_tractogen.plots.plot_latent_projection`).
+        (:func:`dipy_tractogen.viz.plots.plot_loss_curves`) and of the latent
+        projections (:func:`dipy_tractogen.viz.plots.plot_latent_projection`).
     force : bool, optional
         Allow overwriting ``path``.
 

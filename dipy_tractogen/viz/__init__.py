@@ -1,0 +1,36 @@
+"""Pictures: FURY rendering of tractograms (in a worker process), matplotlib
+plots (losses, latent projections, attribute histograms) and HTML reports.
+
+It draws arrays and files; it knows no model, so every stage above can
+draw.
+"""
+
+from dipy_tractogen._lazy import lazy_attributes
+
+#: public name -> module that defines it
+_PUBLIC = {
+    "NO_RENDER_ENV": "._worker",
+    "VIEWS": ".render",
+    "RenderingUnavailable": "._worker",
+    "bundle_color": ".render",
+    "check_rendering": "._worker",
+    "rendering_available": "._worker",
+    "render_tractogram": ".render",
+    "render_comparison": ".render",
+    "render_tractogram_file": ".render",
+    "read_for_view": "dipy_tractogen.io.subsets",
+    "merge_bundle_names": "dipy_tractogen.io.subsets",
+    "snapshot_tractogram": ".render",
+    "save_png": ".render",
+    "plot_loss_curves": ".plots",
+    "plot_latent_projection": ".plots",
+    "plot_attribute_histograms": ".plots",
+    "plot_requested_vs_measured": ".plots",
+    "write_html_report": ".report",
+    "read_report_numbers": ".report",
+    "write_generation_report": ".report",
+    "write_training_report": ".report",
+}
+
+__all__ = list(_PUBLIC)
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)
