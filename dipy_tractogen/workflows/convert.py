@@ -15,7 +15,7 @@ def _bundle_names(text, labels_path):
     """Names from ``--bundle_names`` (list or .json) or the published labels."""
     from dipy.utils.logging import logger
 
-    from dipy_tractogen.nn.convert import read_bundle_names
+    from dipy_tractogen.models.convert import read_bundle_names
 
     text = (text or "").strip()
     if text.lower().endswith(".json"):
@@ -94,7 +94,7 @@ class ConvertFintaWeightsFlow(TractogenFlow):
         """
         from dipy.utils.logging import logger
 
-        from dipy_tractogen.fetcher import (
+        from dipy_tractogen.models.fetcher import (
             FINTA_BUNDLE_LABELS,
             FINTA_CHECKPOINT,
             FINTA_FILES,
@@ -102,8 +102,7 @@ class ConvertFintaWeightsFlow(TractogenFlow):
             fetch_finta_weights,
             finta_weights_folder,
         )
-        from dipy_tractogen.models import card_paths
-        from dipy_tractogen.nn.convert import convert_finta_checkpoint
+        from dipy_tractogen.models.files import card_paths
 
         out = Path(out_dir) / out_model
         self.claim_outputs([out, *card_paths(out)])
@@ -124,8 +123,10 @@ class ConvertFintaWeightsFlow(TractogenFlow):
         if not reference and fetched and (folder / FINTA_REFERENCE).is_file():
             reference = str(folder / FINTA_REFERENCE)
         labels = folder / FINTA_BUNDLE_LABELS if fetched else None
-        names = _bundle_names(bundle_names, labels)
+        # Keras (and TensorFlow) only now: the outputs are claimed, the inputs found
+        from dipy_tractogen.models.convert import convert_finta_checkpoint
 
+        names = _bundle_names(bundle_names, labels)
         model = convert_finta_checkpoint(
             checkpoint,
             out,

@@ -96,8 +96,6 @@ class BuildStreamlineDatasetFlow(TractogenFlow):
         """
         from dipy.utils.logging import logger
 
-        from dipy_tractogen.dataset import StreamlineDataset, build_dataset
-
         for name, value in (
             ("valid_fraction", valid_fraction),
             ("test_fraction", test_fraction),
@@ -115,6 +113,8 @@ class BuildStreamlineDatasetFlow(TractogenFlow):
         self.flat_outputs = [str(out_path)]
         self.last_generated_outputs = {"out_dataset": str(out_path)}
         self.manage_output_overwrite()  # raises OutputExistsError without --force
+        # the dataset's modules only now: a refused output returns at once
+        from dipy_tractogen.io.dataset import StreamlineDataset, build_dataset
 
         build_dataset(
             files,

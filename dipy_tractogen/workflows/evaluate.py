@@ -85,8 +85,6 @@ class EvaluateTractogramFlow(TractogenFlow):
         out_html : string, optional
             Self-contained HTML report ("" for none).
         """
-        from dipy_tractogen.evaluation import evaluate_tractogram, write_evaluation
-
         generated = _single(generated, "generated")
         real = _single(real, "real")
         if train:
@@ -97,6 +95,12 @@ class EvaluateTractogramFlow(TractogenFlow):
         table_path = Path(out_dir) / out_table
         html_path = Path(out_dir) / out_html if out_html else None
         self.claim_outputs([p for p in (report_path, table_path, html_path) if p])
+        # the metrics' modules only now: a refused output returns at once
+        from dipy_tractogen.evaluation.evaluate import (
+            evaluate_tractogram,
+            write_evaluation,
+        )
+
         report = evaluate_tractogram(
             generated,
             real,

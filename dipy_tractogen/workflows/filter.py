@@ -76,8 +76,7 @@ class FilterTractogramFlow(TractogenFlow):
         """
         from dipy.utils.logging import logger
 
-        from dipy_tractogen.io import sidecar_path
-        from dipy_tractogen.plausibility import filter_tractogram
+        from dipy_tractogen.io.tractograms import sidecar_path
 
         if isinstance(input_files, (list, tuple)):
             if len(input_files) != 1:
@@ -96,6 +95,9 @@ class FilterTractogramFlow(TractogenFlow):
         if rejected is not None:
             outputs += [rejected, Path(sidecar_path(rejected))]
         self.claim_outputs(outputs)
+        # the filters' modules only now: a refused output returns at once
+        from dipy_tractogen.generation.plausibility import filter_tractogram
+
         report = filter_tractogram(
             input_files,
             kept,

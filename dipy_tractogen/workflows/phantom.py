@@ -81,7 +81,7 @@ class GeneratePhantomFlow(TractogenFlow):
         """
         from dipy.utils.logging import logger
 
-        from dipy_tractogen.io import sidecar_path
+        from dipy_tractogen.io.tractograms import sidecar_path
         from dipy_tractogen.phantom import (
             generate_cohort,
             generate_phantom,

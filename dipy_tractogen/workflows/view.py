@@ -22,7 +22,7 @@ def parse_view(text):
     Returns
     -------
     view : str or dict
-        What :func:`dipy_tractogen.viz.render_tractogram` takes.
+        What :func:`dipy_tractogen.viz.render.render_tractogram` takes.
 
     Raises
     ------
@@ -109,8 +109,6 @@ class ViewTractogramFlow(TractogenFlow):
         """
         from dipy.utils.logging import logger
 
-        from dipy_tractogen.viz import render_tractogram_file
-
         if max_streamlines < 0:
             raise InputError(f"max_streamlines must be >= 0, got {max_streamlines}")
         if compare and not Path(compare).is_file():
@@ -118,7 +116,10 @@ class ViewTractogramFlow(TractogenFlow):
         camera = parse_view(view)
         if not glob.glob(str(input_files)):
             raise InputError(f"no tractogram matches {input_files}")
-        io_it = self.get_io_iterator()
+        io_it = self.get_io_iterator()  # raises OutputExistsError without --force
+        # the renderer's modules only now: a refused output returns at once
+        from dipy_tractogen.viz.render import render_tractogram_file
+
         done = []
         for in_file, out_file in io_it:
             render_tractogram_file(
