@@ -24,7 +24,7 @@ _PUBLIC = {
     "generate_cohort": "dipy_tractogen.phantom",
     "load_model": "dipy_tractogen.models.files",
     "save_model": "dipy_tractogen.models.files",
-    "attach_seed_bank": "dipy_tractogen.models.files",
+    "attach_seed_bank": "dipy_tractogen.models.seed_bank",
     "train_autoencoder": "dipy_tractogen.training.trainer",
     "generate_tractogram": "dipy_tractogen.generation.pipeline",
     "generate_streamlines": "dipy_tractogen.generation.pipeline",

@@ -10,10 +10,8 @@ and ``jax`` work too).
 
 Importing :mod:`dipy_tractogen` never imports this subpackage; importing this
 subpackage imports Keras (and its backend) when they are installed. The model
-classes are resolved lazily: ``from dipy_tractogen.nn import FintaAutoencoder``.
+classes are resolved lazily: ``from dipy_tractogen.models.backend import FintaAutoencoder``.
 """
-
-import importlib
 
 from dipy.utils.optpkg import optional_package
 
@@ -27,9 +25,6 @@ __all__ = [
     "Layer",
     "Model",
     "register_serializable",
-    "FintaAutoencoder",
-    "build_finta_encoder",
-    "build_finta_decoder",
 ]
 
 INSTALL_HINT = (
@@ -40,7 +35,7 @@ INSTALL_HINT = (
 keras, have_keras, _ = optional_package(
     "keras",
     min_version="3.0",
-    trip_msg=f"dipy_tractogen.nn needs Keras >= 3.0: {INSTALL_HINT}",
+    trip_msg=f"dipy_tractogen.models.backend needs Keras >= 3.0: {INSTALL_HINT}",
 )
 
 
@@ -84,20 +79,3 @@ else:  # stubs so that the model modules still import
             return obj
 
         return decorator
-
-
-# public name -> module that defines it (imported on first access)
-_LAZY = {
-    "FintaAutoencoder": "dipy_tractogen.nn.finta",
-    "build_finta_encoder": "dipy_tractogen.nn.finta",
-    "build_finta_decoder": "dipy_tractogen.nn.finta",
-}
-
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dipy_tractogen.nn' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value

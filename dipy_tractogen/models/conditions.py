@@ -4,7 +4,7 @@ A conditional model is trained on streamlines paired with *conditions*: the
 bundle a streamline belongs to, covariates of the subject it comes from (age,
 disease status, any column of a BIDS ``participants.tsv``) and attributes of
 the streamline itself (its length, any key of
-:data:`dipy_tractogen.attributes.ATTRIBUTES`). This module turns such raw
+:data:`dipy_tractogen.measures.attributes.ATTRIBUTES`). This module turns such raw
 values into the fixed-size vector the networks see, and checks the values a
 user asks a trained model for.
 
@@ -33,6 +33,7 @@ import numbers
 import numpy as np
 
 from dipy_tractogen.errors import ConditionError, InputError
+from dipy_tractogen.measures.attributes import ATTRIBUTES
 
 __all__ = [
     "KNOWN_CONDITIONS",
@@ -76,12 +77,11 @@ def condition_source(name):
     -------
     source : {"bundle", "streamline", "subject"}
         ``"bundle"`` for ``bundle``; ``"streamline"`` for a key of
-        :data:`dipy_tractogen.attributes.ATTRIBUTES` (length, curvature...);
+        :data:`dipy_tractogen.measures.attributes.ATTRIBUTES` (length, curvature...);
         ``"subject"`` for anything else (a column of ``participants.tsv``).
     """
     if name in KNOWN_CONDITIONS:
         return KNOWN_CONDITIONS[name][1]
-    from dipy_tractogen.attributes import ATTRIBUTES
 
     return STREAMLINE if name in ATTRIBUTES else SUBJECT
 

@@ -10,7 +10,13 @@ networks specified in PyTorch terms (FINTA, GESTA) keep their published
 behaviour.
 """
 
-from dipy_tractogen.nn import Layer, keras, register_serializable, require_keras
+from dipy_tractogen._checks import check_int
+from dipy_tractogen.models.backend import (
+    Layer,
+    keras,
+    register_serializable,
+    require_keras,
+)
 
 __all__ = [
     "ReflectionPadding1D",
@@ -20,12 +26,6 @@ __all__ = [
 ]
 
 _PACKAGE = "dipy_tractogen"
-
-
-def _check_positive_int(value, name, *, minimum=1):
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 @register_serializable(package=_PACKAGE)
@@ -46,7 +46,7 @@ class ReflectionPadding1D(Layer):
 
     def __init__(self, padding=1, **kwargs):
         super().__init__(**kwargs)
-        self.padding = _check_positive_int(padding, "padding", minimum=0)
+        self.padding = check_int(padding, "padding", minimum=0)
 
     def build(self, input_shape):
         length = input_shape[1]
@@ -110,7 +110,7 @@ class LinearUpsampling1D(Layer):
 
     def __init__(self, factor=2, **kwargs):
         super().__init__(**kwargs)
-        self.factor = _check_positive_int(factor, "factor")
+        self.factor = check_int(factor, "factor")
         # (weight of the left/centre/right neighbour) for each output phase
         self._stencils = []
         for j in range(self.factor):
@@ -190,11 +190,11 @@ class ConvBlock(Layer):
     ):
         super().__init__(**kwargs)
         require_keras()
-        self.filters = _check_positive_int(filters, "filters")
-        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
-        self.strides = _check_positive_int(strides, "strides")
+        self.filters = check_int(filters, "filters")
+        self.kernel_size = check_int(kernel_size, "kernel_size")
+        self.strides = check_int(strides, "strides")
         self.activation = activation
-        self.padding = _check_positive_int(padding, "padding", minimum=0)
+        self.padding = check_int(padding, "padding", minimum=0)
         self.pad = ReflectionPadding1D(
             self.padding, name="pad", dtype=self.dtype_policy
         )
@@ -273,7 +273,7 @@ class UpBlock(ConvBlock):
             padding=padding,
             **kwargs,
         )
-        self.factor = _check_positive_int(factor, "factor")
+        self.factor = check_int(factor, "factor")
         self.upsample = LinearUpsampling1D(
             self.factor, name="upsample", dtype=self.dtype_policy
         )
