@@ -21,14 +21,16 @@ same deterministic order for a given seed and epoch.
 
 import collections
 import contextlib
+import errno
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from dipy_tractogen._checks import check_int
 from dipy_tractogen.errors import DatasetError, InputError, TractogramError
-from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.outputs import atomic_output, check_writable, is_full_disk
 from dipy_tractogen.io.participants import (
     covariate_categories,
     read_participants,
@@ -171,6 +173,46 @@ def _resizable(group, name, shape_tail, dtype, *, chunk_rows, compression):
     )
 
 
+#: room kept free beyond the data of a write, for HDF5's metadata (bytes)
+_SPACE_MARGIN = 4 * 2**20
+
+
+def _check_space(tmp, nbytes):
+    """Raise ``OSError(ENOSPC)`` before writing ``nbytes`` to ``tmp`` if the
+    file system has not that much room (plus a margin for HDF5's metadata).
+
+    HDF5 does not recover from a failed write: its file can then neither be
+    flushed nor closed, and the library crashes (segmentation fault) when it
+    closes it at exit. Checking first keeps the file closable: the data of a
+    write is at most its uncompressed size (LZF and gzip add under 1 %).
+    """
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(tmp)))
+    except (OSError, AttributeError):  # no statvfs: let the write tell
+        return
+    free = st.f_bavail * st.f_frsize
+    needed = int(nbytes * 1.02) + _SPACE_MARGIN
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: {needed / 1e6:.1f} MB needed, "
+            f"{free / 1e6:.1f} MB free",
+            tmp,
+        )
+
+
+def _discard_h5(f, tmp):
+    """Close a failed HDF5 file; the caller removes ``tmp``.
+
+    Truncating the file first gives its space back, so that HDF5 can write
+    what it still holds (metadata) when closing it on a full disk.
+    """
+    with contextlib.suppress(OSError):
+        os.truncate(tmp, 0)
+    with contextlib.suppress(Exception):
+        f.close()
+
+
 def _append(dset, values):
     n = dset.shape[0]
     dset.resize(n + len(values), axis=0)
@@ -194,6 +236,7 @@ def build_dataset(
     chunk_rows=1024,
     slice_rows=16384,
     bbox_valid_check=True,
+    claim=None,
 ):
     """Build an HDF5 streamline dataset from tractogram files, streaming.
 
@@ -256,6 +299,10 @@ def build_dataset(
         Streamlines resampled and written at a time (bounds memory).
     bbox_valid_check : bool, optional
         Require streamlines inside the reference volume.
+    claim : OutputClaim, optional
+        A claim holding ``out_path``
+        (:func:`~dipy_tractogen.io.outputs.claim_outputs`): the complete file
+        is staged in it, renamed into place by its commit.
 
     Returns
     -------
@@ -264,11 +311,14 @@ def build_dataset(
     Raises
     ------
     InputError
-        Bad options, participants missing subjects.
+        Bad options (a seed < 0...), participants missing subjects.
     TractogramError
         An unreadable input, or one whose space differs from the first.
     OutputExistsError
         ``out_path`` exists and ``force`` is False.
+    OSError
+        The disk is full (``ENOSPC``, "no space left on device"), or the
+        folder cannot be written; no file is left.
     """
     import h5py
 
@@ -280,6 +330,7 @@ def build_dataset(
     dup = sorted({str(p) for p in inputs if inputs.count(p) > 1})
     if dup:
         raise InputError(f"input given twice: {', '.join(dup)}")
+    seed = check_int(seed, "seed", minimum=0)
     n_points = int(n_points)
     if n_points < 2:
         raise InputError(f"n_points must be >= 2, got {n_points}")
@@ -305,7 +356,8 @@ def build_dataset(
     compute_attributes(np.zeros((1, 3, 3), np.float32), attributes)  # check names
     if reference in ("", None):
         reference = "same"
-    check_writable(out_path, force=force)
+    if claim is None:
+        check_writable(out_path, force=force)
 
     for p in inputs:  # fail fast, before any long work
         if not p.is_file():
@@ -353,8 +405,9 @@ def build_dataset(
     first_path = None
     n_total = 0
 
-    with atomic_output(out_path, force=force) as tmp:
-        with h5py.File(tmp, "w", rdcc_nbytes=64 * 2**20, rdcc_nslots=10007) as f:
+    with atomic_output(out_path, force=force, claim=claim) as tmp:
+        f = h5py.File(tmp, "w", rdcc_nbytes=64 * 2**20, rdcc_nslots=10007)
+        try:
             sl_ds = _resizable(
                 f,
                 "streamlines",
@@ -404,6 +457,7 @@ def build_dataset(
                 for lo in range(0, n, slice_rows):
                     hi = min(lo + slice_rows, n)
                     arr = resample_streamlines(streamlines[lo:hi], n_points)
+                    _check_space(tmp, arr.nbytes * (1 + len(attributes) / 768))
                     _append(sl_ds, arr)
                     if attributes:
                         values = compute_attributes(arr, attributes)
@@ -428,6 +482,7 @@ def build_dataset(
                 del sft, streamlines
                 _logger().info(f"added {n} streamlines of {path} ({subject})")
 
+            _check_space(tmp, 16 * n_total)  # the index arrays, the tables
             names_sorted = sorted(name_tmp)
             if len(names_sorted) > np.iinfo(np.int16).max:
                 raise InputError(f"too many bundles ({len(names_sorted)})")
@@ -499,6 +554,17 @@ def build_dataset(
             f.attrs["compression"] = compression
             f.attrs["participants"] = "" if table is None else str(participants)
             f.attrs["space"] = "RASMM"
+            f.flush()  # a failure here leaves the file open, to be discarded
+            f.close()
+        except BaseException as exc:
+            _discard_h5(f, tmp)
+            if is_full_disk(exc):
+                raise OSError(
+                    errno.ENOSPC,
+                    "No space left on device while writing the dataset",
+                    str(out_path),
+                ) from exc
+            raise
     _logger().info(
         f"wrote {n_total} streamlines of {len(names_sorted)} bundles and "
         f"{len(subjects)} subjects to {out_path}"

@@ -17,20 +17,28 @@ the final file next to the destination and renames it into place:
   back, so the whole tractogram never sits in memory.
 
 An exception (or Ctrl-C) before ``close`` leaves no output and no temporary
-files; an existing destination is never replaced unless ``force`` is True.
+files; an existing destination is never replaced unless ``force`` is True. The
+tractogram is renamed into place before its sidecar, and a failed rename
+undoes both (:func:`~dipy_tractogen.io.outputs.place_together`), so a sidecar
+never stands without its tractogram. Given an
+:class:`~dipy_tractogen.io.outputs.OutputClaim`, the writer hands both
+complete temporaries to it instead, renamed by the claim's commit.
 """
 
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import InputError
-from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.outputs import (
+    check_writable,
+    place_together,
+    temporary_path,
+)
 from dipy_tractogen.io.tractograms import SIDECAR_FORMAT, reference_info, run_lengths
 
 __all__ = ["TractogramStreamWriter", "STREAM_FORMATS"]
@@ -68,6 +76,12 @@ class TractogramStreamWriter:
         Coordinate storage of ``.trx`` files.
     force : bool, optional
         Replace existing outputs.
+    claim : OutputClaim, optional
+        A claim (:func:`~dipy_tractogen.io.outputs.claim_outputs`) holding the
+        tractogram and its sidecar: :meth:`close` stages both temporaries in
+        it (tractogram first) and the claim's
+        :meth:`~dipy_tractogen.io.outputs.OutputClaim.commit` renames them into
+        place. Without one, :meth:`close` renames them itself.
 
     Examples
     --------
@@ -92,6 +106,7 @@ class TractogramStreamWriter:
         metadata=None,
         positions_dtype="float32",
         force=False,
+        claim=None,
     ):
         self.path = Path(path)
         self.format = "".join(self.path.suffixes[-1:]).lower()
@@ -106,7 +121,13 @@ class TractogramStreamWriter:
             )
         self.sidecar = self.path.with_suffix(".json")
         self.force = force
-        check_writable([self.path, self.sidecar], force=force)
+        self.claim = claim
+        if claim is None:
+            check_writable([self.path, self.sidecar], force=force)
+        else:
+            missing = [str(p) for p in (self.path, self.sidecar) if not claim.holds(p)]
+            if missing:
+                raise ValueError(f"not claimed: {', '.join(missing)}")
         affine, dims, vox, order = reference_info(reference)
         self.reference = (
             np.asarray(affine, np.float64),
@@ -126,7 +147,7 @@ class TractogramStreamWriter:
         self.n_streamlines = 0
         self.n_vertices = 0
         self._closed = False
-        self._tmp = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self._tmp_root())
+        self._tmp = temporary_path(self.path, directory=True)
         os.makedirs(os.path.join(self._tmp, "dps"))
         self._positions = open(
             os.path.join(self._tmp, f"positions.3.{self.positions_dtype.name}"), "wb"
@@ -138,10 +159,6 @@ class TractogramStreamWriter:
         }
         self._groups = {i: [] for i in range(len(self.group_names))}
         self._runs = []  # [[group id, count], ...] in file order (for .tck)
-
-    def _tmp_root(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self.path.parent
 
     # ------------------------------------------------------------------ writing
     def write(self, streamlines, **data_per_streamline):
@@ -301,20 +318,34 @@ class TractogramStreamWriter:
         }
 
     def close(self):
-        """Assemble the output, write the JSON sidecar, and rename both into
-        place. Returns the output path."""
+        """Assemble the output and write the JSON sidecar; rename both into
+        place (tractogram first), or stage them in the claim. Returns the
+        output path."""
         if self._closed:
             return self.path
         self._flush_files()
+        tmp_out = tmp_json = None
         try:
-            with atomic_output(self.path, force=self.force) as tmp_out:
-                if self.format == ".trx":
-                    self._finish_trx(tmp_out)
-                else:
-                    self._finish_nibabel(tmp_out)
-                with atomic_output(self.sidecar, force=self.force) as tmp_json:
-                    with open(tmp_json, "w") as f:
-                        json.dump(jsonable(self._sidecar()), f, indent=2)
+            tmp_out = temporary_path(self.path)
+            if self.format == ".trx":
+                self._finish_trx(tmp_out)
+            else:
+                self._finish_nibabel(tmp_out)
+            tmp_json = temporary_path(self.sidecar)
+            with open(tmp_json, "w") as f:
+                json.dump(jsonable(self._sidecar()), f, indent=2)
+            shutil.rmtree(self._tmp, ignore_errors=True)  # space for the rename
+            moves = [(tmp_out, self.path), (tmp_json, self.sidecar)]
+            if self.claim is not None:
+                for tmp, final in moves:
+                    self.claim.stage(tmp, final)
+            else:
+                place_together(moves, force=self.force)
+        except BaseException:
+            for tmp in (tmp_out, tmp_json):
+                if tmp is not None and os.path.lexists(tmp):
+                    os.unlink(tmp)
+            raise
         finally:
             self._closed = True
             shutil.rmtree(self._tmp, ignore_errors=True)

@@ -3,8 +3,8 @@
 DIPY has no plugin discovery (its ``cli_flows`` table is hard-coded), so each
 command is declared by this package. An entry point runs its workflow with
 :func:`dipy.workflows.flow_runner.run_flow` and does not return its result
-(a returned object would become the exit status). Errors of the package
-(:class:`~dipy_tractogen.errors.TractogenError`) are printed as one line on
+(a returned object would become the exit status). Expected failures (see
+:func:`run_command`) are printed as one line ``COMMAND: error: ...`` on
 standard error with exit status 1; Ctrl-C exits with status 130.
 
 Parsing the command line (``--help``, argument errors) and refusing an
@@ -16,17 +16,21 @@ That first import hides TensorFlow's C++ start-up lines (see
 """
 
 import contextlib
+import errno
 import importlib
 import importlib.abc
 import importlib.util
 import os
+import re
 import sys
 
 from dipy.workflows.flow_runner import run_flow
 
+from dipy_tractogen._text import one_line
 from dipy_tractogen.errors import TractogenError
+from dipy_tractogen.io.outputs import is_full_disk
 
-__all__ = ["COMMANDS", "run_command"]
+__all__ = ["COMMANDS", "run_command", "error_line"]
 
 #: command name -> (module, Workflow class)
 COMMANDS = {
@@ -161,11 +165,102 @@ def _stop_quiet_imports():
     ]
 
 
+#: errno -> the words of the one-line error
+_OS_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EISDIR: "is a directory",
+    errno.ENOTDIR: "not a directory",
+    errno.ENOENT: "no such file or directory",
+    errno.EEXIST: "file exists",
+    errno.EFBIG: "file too large",
+    errno.EIO: "input/output error",
+    errno.EMFILE: "too many open files",
+}
+
+#: the file HDF5 names in its error text
+_HDF5_NAME = re.compile(r"name\s*=\s*'([^']+)'")
+
+
+def error_line(exc):
+    """The one-line message of an expected failure (no command name).
+
+    A package error gives its message. An :class:`OSError` with an errno
+    gives its reason in words and the path(s) it names (``no space left on
+    device: /data/out.trx``), plus what it was doing when the package said
+    so (``cannot write to the output folder (...)``); HDF5's full-disk
+    errors become ``no space left on device`` and the file HDF5 names.
+
+    Parameters
+    ----------
+    exc : BaseException
+
+    Returns
+    -------
+    str
+    """
+    if isinstance(exc, TractogenError):
+        return one_line(exc, limit=1000)
+    code = getattr(exc, "errno", None)
+    if code not in _OS_REASONS and is_full_disk(exc):
+        code = errno.ENOSPC
+    reason = _OS_REASONS.get(code)
+    strerror = getattr(exc, "strerror", None)
+    own = None  # the package's words on what it was doing
+    if reason is None:
+        reason = (strerror or one_line(exc, limit=300)).rstrip(".")
+    elif (
+        strerror
+        and not strerror.startswith(os.strerror(code))
+        and len(strerror) < 80
+        and "(" not in strerror  # HDF5's long texts: its reason is enough
+    ):
+        own = strerror
+    names = [
+        str(n)
+        for n in (getattr(exc, "filename", None), getattr(exc, "filename2", None))
+        if n
+    ]
+    if not names:
+        found = _HDF5_NAME.search(str(exc))
+        names = [found.group(1)] if found else []
+    where = " -> ".join(names)
+    if own:
+        return f"{own} {where}: {reason}" if where else f"{own}: {reason}"
+    return f"{reason}: {where}" if where else reason
+
+
+def _expected(exc):
+    """Whether ``exc`` is an expected failure (one line, exit 1).
+
+    Expected: the package's errors (:class:`TractogenError`: bad input, an
+    existing or busy output...), and :class:`OSError`, which reports the
+    machine's state rather than a bug: a folder that cannot be written
+    (read-only file system, permission denied), a full disk or quota, an
+    output that is a directory, a missing file, too many open files; and
+    HDF5's errors of a full disk, which h5py raises as ``RuntimeError``.
+    Anything else (``TypeError``, ``ValueError``, ``KeyError``, another
+    ``RuntimeError``...) is a bug and keeps its traceback.
+    """
+    if isinstance(exc, (TractogenError, OSError)):
+        return True
+    return isinstance(exc, RuntimeError) and is_full_disk(exc)
+
+
 def run_command(name):
     """Run the command ``name`` on ``sys.argv`` and exit on error.
 
     Parsing the command line imports neither Keras nor TensorFlow: only the
     work that needs a model does (quietly, see :class:`_QuietFirstImport`).
+
+    Every expected failure (see :func:`_expected`: the package's errors,
+    :class:`OSError` such as a read-only folder or a full disk, HDF5's
+    full-disk errors) is printed as ``NAME: error: <one line>`` (see
+    :func:`error_line`) with exit status 1; Ctrl-C gives status 130; an
+    unexpected exception keeps its traceback.
 
     Parameters
     ----------
@@ -178,15 +273,17 @@ def run_command(name):
         _quiet_first_import()
     try:
         run_flow(flow)
-    except TractogenError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
         sys.stderr.close()
         os._exit(1)
+    except Exception as exc:
+        if not _expected(exc):
+            raise
+        print(f"{name}: error: {error_line(exc)}", file=sys.stderr)
+        sys.exit(1)
     finally:
         _stop_quiet_imports()
 

@@ -3,6 +3,7 @@
 import glob
 from pathlib import Path
 
+from dipy_tractogen._checks import check_int
 from dipy_tractogen.errors import InputError, TractogramError
 from dipy_tractogen.workflows.base import TractogenFlow
 
@@ -108,11 +109,12 @@ class BuildStreamlineDatasetFlow(TractogenFlow):
                 f"valid_fraction + test_fraction must be < 1, got "
                 f"{valid_fraction + test_fraction:g}"
             )
+        seed = check_int(seed, "seed", minimum=0)
         files = _expand(input_files)
         out_path = Path(out_dir) / out_dataset if out_dir else Path(out_dataset)
-        self.flat_outputs = [str(out_path)]
+        # refuses an existing output (without --force), a busy or unwritable one
+        claim = self.claim_outputs([out_path])
         self.last_generated_outputs = {"out_dataset": str(out_path)}
-        self.manage_output_overwrite()  # raises OutputExistsError without --force
         # the dataset's modules only now: a refused output returns at once
         from dipy_tractogen.io.dataset import StreamlineDataset, build_dataset
 
@@ -128,7 +130,9 @@ class BuildStreamlineDatasetFlow(TractogenFlow):
             seed=seed,
             force=self.force,
             bbox_valid_check=not no_bbox_check,
+            claim=claim,
         )
+        claim.commit([out_path])
         with StreamlineDataset(out_path) as ds:
             sizes = ds.split_sizes()
             logger.info(
