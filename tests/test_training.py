@@ -1,4 +1,5 @@
-"""Tests of the FINTA training recipe (dipy_tractogen.nn.training / nn.data)."""
+"""Tests of the FINTA training recipe (dipy_tractogen.training: config, trainer,
+data)."""
 
 import csv
 import json
@@ -10,8 +11,13 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from dipy_tractogen.errors import InputError, OutputExistsError  # noqa: E402
-from dipy_tractogen.nn import data as nndata  # noqa: E402
-from dipy_tractogen.nn import training  # noqa: E402
+from dipy_tractogen.training import data as nndata  # noqa: E402
+from dipy_tractogen.training import trainer as training  # noqa: E402
+from dipy_tractogen.training.config import (  # noqa: E402
+    DEFAULTS,
+    TrainingConfig,
+    training_paths,
+)
 
 # --------------------------------------------------------------------------
 # NumPy references (PyTorch semantics, written from the PyTorch docs)
@@ -214,7 +220,7 @@ def test_streamline_errors_match_dipy_mdf_and_are_flip_invariant():
     np.testing.assert_allclose(err["mdf"], ref, rtol=1e-6)
     assert err["mdf"].max() < 1.0
     # a shortened reconstruction: endpoints off, negative length bias
-    from dipy_tractogen.io import resample_streamlines
+    from dipy_tractogen.measures.resampling import resample_streamlines
 
     short = resample_streamlines([a[3:-3] for a in arr], 32)
     e2 = training.streamline_errors(arr, short)
@@ -277,13 +283,13 @@ def test_short_training_lowers_loss_and_writes_outputs(tmp_path):
     assert saved["training_data"]["bundles"] is not None
     np.testing.assert_allclose(model.center, saved["normalization"]["center"])
     # the model kept is the best-validation one, and reloads
-    from dipy_tractogen.models import load_model
+    from dipy_tractogen.models.files import load_model
 
     again = load_model(out)
     x = arr[:4]
     np.testing.assert_allclose(again.reconstruct(x), model.reconstruct(x), atol=1e-4)
     # the report: the card's numbers, both pictures embedded
-    from dipy_tractogen.report import read_report_numbers
+    from dipy_tractogen.viz.report import read_report_numbers
 
     html = (tmp_path / "ae_report.html").read_text()
     assert html.count("data:image/png;base64,") == 2
@@ -346,8 +352,12 @@ def test_resume_after_interruption(tmp_path):
     assert not ckpt.exists()
     # and it ends where an uninterrupted run ends, bit for bit (the batch
     # order comes from (seed, epoch), not from Keras' shuffle)
+    # (given as a TrainingConfig: the same recipe as the keyword options)
+    recipe = TrainingConfig(
+        epochs=4, batch_size=16, latent_dim=8, n_points=64, jit_compile=False
+    )
     straight, _ = training.train_autoencoder(
-        (arr, ids), tmp_path / "straight.keras", epochs=4, report=False, **TINY
+        (arr, ids), tmp_path / "straight.keras", config=recipe, report=False, verbose=0
     )
     for a, b in zip(model.get_weights(), straight.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -388,6 +398,80 @@ def test_epochs_auto_fits_the_schedule_to_the_budget_and_resumes_the_plan(
     assert card["losses"]["iterations"] == 4 * plan["epochs"]
 
 
+def test_training_config_defaults_checks_and_card():
+    import dataclasses
+
+    config = TrainingConfig()
+    for key in ("epochs", "batch_size", "learning_rate", "max_learning_rate"):
+        assert getattr(config, key) == DEFAULTS[key]
+    assert (config.weight_decay, config.latent_dim) == (0.13, 32)
+    assert (config.n_points, config.scale, config.flip_p) == (256, 64.0, 0.5)
+    assert config.conditions == () and config.model_options == {}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3
+    # normalised values; a variant is checked again
+    config = TrainingConfig(epochs=4.0, conditions="bundle, length", seed=2)
+    assert config.epochs == 4 and isinstance(config.epochs, int)
+    assert config.conditions == ("bundle", "length")
+    assert dataclasses.replace(config, batch_size=32).batch_size == 32
+    with pytest.raises(InputError, match="batch_size"):
+        dataclasses.replace(config, batch_size=0)
+    for bad, message in (
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": "auto"}, "max_minutes"),
+        ({"batch_size": True}, "batch_size"),
+        ({"learning_rate": 0}, "learning_rate must be > 0"),
+        ({"max_learning_rate": -1}, "max_learning_rate"),
+        ({"weight_decay": -1}, "weight_decay"),
+        ({"flip_p": 2}, "flip_p"),
+        ({"early_stopping": -1}, "early_stopping"),
+        ({"max_minutes": 0}, "max_minutes"),
+        ({"loss_units": "cm"}, "loss_units"),
+        ({"valid_fraction": 1.0}, "valid_fraction"),
+        ({"center": "median"}, "center"),
+        ({"center": (1, 2)}, "center"),
+        ({"jit_compile": "yes"}, "jit_compile"),
+        ({"precision": "half"}, "unknown precision 'half'"),
+        ({"model_type": "gan"}, "unknown model_type 'gan'"),
+        ({"model_type": "vae", "precision": "mixed_bfloat16"}, "only supported"),
+        ({"model_type": "aae", "model_options": {"gamma": 1}}, "unknown option"),
+    ):
+        with pytest.raises(InputError, match=message):
+            TrainingConfig(**bad)
+    # no centre is needed without normalisation
+    assert TrainingConfig(normalize=False, center=None).effective_scale == 1.0
+    # what the checkpoint and the card record
+    config = TrainingConfig(epochs=3, max_minutes=2)
+    settings = config.resume_settings(
+        center=np.array([1, 2, 3]), steps_per_epoch=4, data_fingerprint="fp"
+    )
+    assert settings["center"] == [1.0, 2.0, 3.0] and settings["epochs"] == 3
+    assert "model_type" not in settings and "precision" not in settings
+    assert "early_stopping" not in settings and "max_minutes" not in settings
+    card = config.to_card(settings)
+    assert card["max_minutes"] == 2.0 and card["precision"] == "float32"
+    assert {k: card[k] for k in settings} == settings
+    planned = {"epochs": 7, "epochs_budget": {"epochs": 7}}
+    assert (
+        TrainingConfig(epochs="auto", max_minutes=1).to_card(settings, planned=planned)[
+            "epochs_requested"
+        ]
+        == "auto"
+    )
+    cvae = TrainingConfig(model_type="cvae", conditions="bundle")
+    assert cvae.resume_settings(
+        center=(0, 0, 0), steps_per_epoch=1, data_fingerprint=""
+    )["conditions"] == ["bundle"]
+    # the files of a run; a config and options together; unknown options
+    paths = training_paths("out/ae.keras")
+    assert paths["state"].name == "state.json"
+    assert paths["state"].parent == paths["checkpoint"]
+    with pytest.raises(TypeError, match="epoch"):
+        training.train_autoencoder(np.zeros((4, 64, 3)), "m.keras", epoch=3)
+    with pytest.raises(InputError, match="TrainingConfig"):
+        training.train_autoencoder(np.zeros((4, 64, 3)), "m.keras", config={})
+
+
 def test_bad_hyperparameters_and_inputs(tmp_path):
     arr, _ = _toy_bundles(8)
     out = tmp_path / "m.keras"
@@ -413,7 +497,7 @@ def test_bad_hyperparameters_and_inputs(tmp_path):
 
 def _toy_files(folder, n=64, n_points=64):
     """Two bundle files (one bundle each) in a 120 x 120 x 80 mm space."""
-    from dipy_tractogen.io import save_bundles
+    from dipy_tractogen.io.tractograms import save_bundles
 
     arr, ids = _toy_bundles(n, n_points)
     affine = np.eye(4)
@@ -428,7 +512,7 @@ def _toy_files(folder, n=64, n_points=64):
 
 
 def test_hdf5_sequence_and_training_data(tmp_path):
-    from dipy_tractogen.dataset import StreamlineDataset, build_dataset
+    from dipy_tractogen.io.dataset import StreamlineDataset, build_dataset
 
     paths, arr, _ = _toy_files(tmp_path, n=80)
     h5 = tmp_path / "ds.h5"
@@ -455,7 +539,7 @@ _KILLED_RUN = """
 import sys, time
 sys.path.insert(0, {tests!r})
 import numpy as np
-from dipy_tractogen.nn import training
+from dipy_tractogen.training import trainer as training
 from test_training import TINY, _toy_bundles
 
 original = training._write_json

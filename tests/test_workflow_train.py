@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("keras")
 
-from dipy_tractogen.nn import training  # noqa: E402
+from dipy_tractogen.training import trainer as training  # noqa: E402
 from dipy_tractogen.workflows.cli import run_command  # noqa: E402
 from dipy_tractogen.workflows.train import TrainTractoencoderFlow  # noqa: E402
 
@@ -19,7 +19,7 @@ TINY = ["--batch_size", 16, "--latent_dim", 8, "--n_points", 64]
 
 def _toy_files(folder, n=64, n_points=64):
     """Two one-bundle .trx files of smooth curves in a 120 x 120 x 80 mm box."""
-    from dipy_tractogen.io import save_bundles
+    from dipy_tractogen.io.tractograms import save_bundles
 
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, n_points)[None, :]
@@ -118,7 +118,7 @@ def test_interrupted_run_resumes_then_refuses_to_overwrite(
     assert html.count("data:image/png;base64,") == 2  # loss curves, latent space
     assert (out / "ae_latent.png").stat().st_size > 10_000
     # the model carries its generation seeds (both orientations) and its space
-    from dipy_tractogen.models import load_model
+    from dipy_tractogen.models.files import load_model
 
     bank = load_model(out / "ae.keras").seed_bank
     n_train = (
@@ -134,6 +134,41 @@ def test_interrupted_run_resumes_then_refuses_to_overwrite(
     err = _error_line(capsys)
     assert "output exists" in err and "ae.keras" in err
     assert (out / "ae.keras").read_bytes() == before
+
+
+_REFUSED = """
+import sys
+from dipy_tractogen.workflows.cli import run_command
+
+sys.argv = ["dipy_train_tractoencoder", *sys.argv[1:]]
+try:
+    run_command("dipy_train_tractoencoder")
+    status = 0
+except SystemExit as exc:
+    status = exc.code
+heavy = sorted({"keras", "tensorflow", "torch", "jax"} & set(sys.modules))
+print("RESULT", status, ",".join(heavy) or "-")
+"""
+
+
+def test_existing_output_refused_before_tensorflow_starts(tmp_path):
+    import subprocess
+
+    files = _toy_files(tmp_path, n=8)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ae.keras").write_bytes(b"a model")
+    args = [str(files[0]), "--out_dir", str(out), "--out_model", "ae.keras"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _REFUSED, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    result = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert result == ["RESULT 1 -"], (proc.stdout, proc.stderr[-2000:])
+    assert "output exists" in proc.stderr and "ae.keras" in proc.stderr
+    assert (out / "ae.keras").read_bytes() == b"a model"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Training data with conditions, and the end of a conditional training run.
 
 :func:`load_conditional_data` reads the same inputs as
-:func:`dipy_tractogen.nn.data.load_training_data` (tractogram files, an HDF5
+:func:`dipy_tractogen.training.data.load_training_data` (tractogram files, an HDF5
 streamline dataset, arrays) and gathers, for every streamline, the values of
 the requested conditions:
 
@@ -11,11 +11,11 @@ the requested conditions:
   from ``participants`` (found beside the inputs when not given; the subject
   comes from the ``sub-<label>`` in each file's path);
 * per-streamline attributes (``length``, any key of
-  :data:`dipy_tractogen.attributes.ATTRIBUTES`): computed on the resampled
+  :data:`dipy_tractogen.measures.attributes.ATTRIBUTES`): computed on the resampled
   streamlines (or read from the dataset when it stores them).
 
 It returns a :class:`ConditionalTrainingData`, a
-:class:`~dipy_tractogen.nn.data.TrainingData` whose PyDatasets yield
+:class:`~dipy_tractogen.training.data.TrainingData` whose PyDatasets yield
 ``((x, c), x)`` (streamlines and encoded conditions) for conditional models,
 and whose :meth:`ConditionalTrainingData.finish_model` stores what
 conditional generation needs in the trained model (seeds with their
@@ -29,7 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-from dipy_tractogen.conditions import (
+from dipy_tractogen.errors import ConditionError, InputError, ModelError
+from dipy_tractogen.evaluation.conditional import diversity_check, latent_attribute_r2
+from dipy_tractogen.io.dataset import StreamlineDataset, bundle_label_from_path
+from dipy_tractogen.io.participants import (
+    covariates_for,
+    read_participants,
+    subject_from_path,
+)
+from dipy_tractogen.io.tractograms import load_bundles
+from dipy_tractogen.measures.attributes import compute_attributes
+from dipy_tractogen.measures.distances import mean_pairwise_mdf
+from dipy_tractogen.measures.resampling import resample_streamlines
+from dipy_tractogen.models.conditions import (
     KNOWN_CONDITIONS,
     STREAMLINE,
     SUBJECT,
@@ -37,8 +49,9 @@ from dipy_tractogen.conditions import (
     condition_source,
     parse_condition_names,
 )
-from dipy_tractogen.errors import ConditionError, InputError, ModelError
-from dipy_tractogen.nn import data as nndata
+from dipy_tractogen.models.seed_bank import attach_conditional_seed_bank
+from dipy_tractogen.training import data as nndata
+from dipy_tractogen.training.config import MODEL_OPTIONS
 
 __all__ = [
     "ConditionalArraySequence",
@@ -55,7 +68,7 @@ __all__ = [
 
 
 class ConditionalArraySequence(nndata.ArrayStreamlineSequence):
-    """:class:`~dipy_tractogen.nn.data.ArrayStreamlineSequence` with conditions.
+    """:class:`~dipy_tractogen.training.data.ArrayStreamlineSequence` with conditions.
 
     Batch ``i`` is ``((x, c), x)``: the normalised (maybe flipped)
     streamlines and the encoded conditions of the same rows.
@@ -66,7 +79,7 @@ class ConditionalArraySequence(nndata.ArrayStreamlineSequence):
     conditions : ndarray (N, d)
         Encoded conditions, aligned with ``streamlines``.
     **kwargs
-        As for :class:`~dipy_tractogen.nn.data.ArrayStreamlineSequence`.
+        As for :class:`~dipy_tractogen.training.data.ArrayStreamlineSequence`.
     """
 
     def __init__(self, streamlines, conditions, **kwargs):
@@ -84,7 +97,7 @@ class ConditionalArraySequence(nndata.ArrayStreamlineSequence):
 
 
 class ConditionalHDF5Sequence(nndata.HDF5StreamlineSequence):
-    """:class:`~dipy_tractogen.nn.data.HDF5StreamlineSequence` with conditions.
+    """:class:`~dipy_tractogen.training.data.HDF5StreamlineSequence` with conditions.
 
     Parameters
     ----------
@@ -94,7 +107,7 @@ class ConditionalHDF5Sequence(nndata.HDF5StreamlineSequence):
         Encoded conditions of every streamline of the dataset (indexed by
         the dataset's streamline index).
     **kwargs
-        As for :class:`~dipy_tractogen.nn.data.HDF5StreamlineSequence`.
+        As for :class:`~dipy_tractogen.training.data.HDF5StreamlineSequence`.
     """
 
     def __init__(self, dataset, split, conditions, **kwargs):
@@ -132,7 +145,7 @@ class ConditionalHDF5Sequence(nndata.HDF5StreamlineSequence):
 class ConditionalTrainingData(nndata.TrainingData):
     """Training data with encoded conditions for every split.
 
-    Besides those of :class:`~dipy_tractogen.nn.data.TrainingData`:
+    Besides those of :class:`~dipy_tractogen.training.data.TrainingData`:
 
     Attributes
     ----------
@@ -188,7 +201,7 @@ class ConditionalTrainingData(nndata.TrainingData):
 
     def seed_sample(self, *, max_per_bundle=20000, seed=0, with_conditions=False):
         """As :meth:`TrainingData.seed_sample
-        <dipy_tractogen.nn.data.TrainingData.seed_sample>`, optionally with
+        <dipy_tractogen.training.data.TrainingData.seed_sample>`, optionally with
         the encoded conditions of the chosen rows (a third array)."""
         X, labels, pos = self._seed_rows(max_per_bundle, seed)
         if not with_conditions:
@@ -198,7 +211,7 @@ class ConditionalTrainingData(nndata.TrainingData):
     def training_callbacks(self, model, *, seed=0):
         """Callbacks a conditional run adds: the AAE's collapse guard
         (:class:`DiversityMonitor <_diversity_monitor_class>`)."""
-        if model_type_of(model) != "aae" or not hasattr(model, "sample_latent"):
+        if model.model_type != "aae" or not model.has_prior:
             return []
         X, labels, C = self.seed_sample(
             max_per_bundle=48, seed=seed, with_conditions=True
@@ -210,7 +223,7 @@ class ConditionalTrainingData(nndata.TrainingData):
     def finish_model(self, model, card, *, wm_mask=None, seed=0, n_check=200):
         """Store the conditional seeds in ``model`` and the checks in ``card``.
 
-        Called by :func:`~dipy_tractogen.nn.training.train_autoencoder` after
+        Called by :func:`~dipy_tractogen.training.trainer.train_autoencoder` after
         training, before the model is saved. Stores the seed bank with the
         seeds' encoded conditions (:func:`attach_conditional_seed_bank`), fits
         the AR-VAE attribute map, and adds to ``card``: ``conditions`` (the
@@ -227,11 +240,6 @@ class ConditionalTrainingData(nndata.TrainingData):
         n_check : int, optional
             Streamlines per bundle of the diversity check.
         """
-        from dipy_tractogen.conditional import (
-            attach_conditional_seed_bank,
-            diversity_check,
-            latent_attribute_r2,
-        )
 
         monitor = getattr(self, "_monitor", None)
         if monitor is not None:
@@ -245,22 +253,22 @@ class ConditionalTrainingData(nndata.TrainingData):
                 )
 
         X, labels, C = self.seed_sample(seed=seed, with_conditions=True)
-        if getattr(model, "condition_encoder", None) is None:  # e.g. the plain AE
+        if model.condition_encoder is None:  # e.g. the plain AE
             model.card = {**model.card, "conditions": self.encoder.get_config()}
         if self.reference is not None:
             attach_conditional_seed_bank(
                 model, X, labels, C, self.reference, wm_mask=wm_mask
             )
-        if hasattr(model, "fit_attribute_map"):
+        if model.model_type == "arvae":  # generation reads its attribute map
             card["attribute_map"] = model.fit_attribute_map(X, C)
         enc = self.encoder
         card["conditions"] = enc.get_config()
         card["covariate_ranges"] = {
             s.name: [s.low, s.high] for s in enc.specs_ if s.kind == "continuous"
         }
-        card["task"] = f"streamline generator ({model_type_of(model)}), conditional"
+        card["task"] = f"streamline generator ({model.model_type}), conditional"
         card.setdefault("references", [])
-        card["references"] += _REFERENCES.get(model_type_of(model), [])
+        card["references"] += _REFERENCES.get(model.model_type, [])
         if self.reference is not None:
             card["diversity_check"] = diversity_check(
                 model, X, labels, C, n=n_check, random_state=seed
@@ -284,11 +292,6 @@ _REFERENCES = {
     "arvae": ["doi:10.1007/s00521-020-05270-2"],
     "aae": ["arXiv:1511.05644"],
 }
-
-
-def model_type_of(model):
-    """``"ae"``, ``"vae"``, ``"cvae"``, ``"arvae"`` or ``"aae"``."""
-    return getattr(model, "model_type", "ae")
 
 
 # --------------------------------------------------------------------------
@@ -324,7 +327,6 @@ def find_participants(paths, *, levels=3):
 
 def _subject_values(names, subjects, participants, files):
     """Raw subject covariates per streamline from a participants table."""
-    from dipy_tractogen.covariates import covariates_for, read_participants
 
     if participants is None:
         participants = find_participants(files)
@@ -352,7 +354,6 @@ def _subject_values(names, subjects, participants, files):
 
 
 def _attribute_values(name, streamlines):
-    from dipy_tractogen.attributes import compute_attributes
 
     try:
         return compute_attributes(streamlines, [name])[name].astype(np.float64)
@@ -361,9 +362,6 @@ def _attribute_values(name, streamlines):
 
 
 def _from_files(files, names, participants, n_points):
-    from dipy_tractogen.covariates import subject_from_path
-    from dipy_tractogen.dataset import bundle_label_from_path
-    from dipy_tractogen.io import load_bundles, resample_streamlines
 
     arrays, ids, subjects, per_file = [], [], [], []
     bundle_names = []
@@ -511,7 +509,7 @@ def load_conditional_data(
         (default: one found in the folders above the inputs).
     n_points : int, optional
     valid_fraction : float, optional
-        As for :func:`~dipy_tractogen.nn.data.load_training_data`.
+        As for :func:`~dipy_tractogen.training.data.load_training_data`.
     seed : int, optional
     feed_conditions : bool, optional
         The PyDatasets yield ``((x, c), x)``; False: ``(x, x)`` (for a model
@@ -528,9 +526,8 @@ def load_conditional_data(
         a subject missing from the participants table or with a missing
         (n/a) value (the message names them).
     InputError, DatasetError, TractogramError
-        As :func:`~dipy_tractogen.nn.data.load_training_data`.
+        As :func:`~dipy_tractogen.training.data.load_training_data`.
     """
-    from dipy_tractogen.dataset import StreamlineDataset
 
     names = parse_condition_names(conditions)
     if not names:
@@ -555,7 +552,7 @@ def load_conditional_data(
             h5 = StreamlineDataset(files[0])
 
     if h5 is not None:
-        base = nndata._from_hdf5(h5, n_points, valid_fraction, seed)
+        base = nndata.hdf5_training_data(h5, n_points, valid_fraction, seed)
         raw_all = _hdf5_values(h5, names, h5.read)
         bundle_all = np.asarray(h5.labels(np.arange(len(h5)))).astype(np.int32)
         if "bundle" in names:
@@ -576,7 +573,7 @@ def load_conditional_data(
         )
         out.train_labels = bundle_all[train_idx]
         out.summary["conditions"] = encoder.get_config()
-        out.fingerprint = nndata._fingerprint(
+        out.fingerprint = nndata.fingerprint_of(
             encoded, extra=base.fingerprint + ",".join(names)
         )
         return out
@@ -585,7 +582,6 @@ def load_conditional_data(
         arr, bundle, bundle_names, raw, summary, reference, stat = _from_arrays_input(
             data, names
         )
-        from dipy_tractogen.io import resample_streamlines
 
         arr = resample_streamlines(arr, n_points)
     else:
@@ -607,7 +603,7 @@ def load_conditional_data(
             raise ConditionError(
                 f"{len(raw[name])} values of {name!r} for {len(arr)} streamlines"
             )
-    train, valid = nndata._split(len(arr), valid_fraction, seed, bundle)
+    train, valid = nndata.split_positions(len(arr), valid_fraction, seed, bundle)
     encoder = _fit_encoder(names, raw, train, bundle_names)
     encoded = encoder.transform(raw, extrapolate=True)
     summary.update(
@@ -622,7 +618,7 @@ def load_conditional_data(
         summary["bundles"] = {
             n: int((bundle == i).sum()) for i, n in enumerate(bundle_names)
         }
-    fp = nndata._fingerprint(
+    fp = nndata.fingerprint_of(
         arr, encoded, extra=f"{n_points}/{valid_fraction}/{seed}/{names}/{stat}"
     )
     return ConditionalTrainingData(
@@ -684,23 +680,6 @@ def _fit_encoder(names, raw, train_rows, bundle_names):
 
 #: default loss weights (mm² of summed squared error per unit of the term)
 DEFAULT_WEIGHTS = {"gamma": 10.0, "adversarial_weight": 1.0}
-_VAE_OPTIONS = ("beta", "log_var_range", "batch_norm", "seed")
-#: constructor options accepted per model type (besides the trainer's own)
-_OPTIONS = {
-    "ae": (),
-    "vae": _VAE_OPTIONS,
-    "cvae": _VAE_OPTIONS,
-    "arvae": (*_VAE_OPTIONS, "gamma", "delta", "conditional_decoder"),
-    "aae": (
-        "adversarial_weight",
-        "prior_radius",
-        "discriminator_hidden",
-        "conditional_decoder",
-        "discriminator_conditions",
-        "batch_norm",
-        "seed",
-    ),
-}
 _WEIGHTED = {
     "vae": ("beta",),
     "cvae": ("beta",),
@@ -742,11 +721,11 @@ def model_options_for(
     -------
     options : dict
         ``model``: keyword arguments of
-        :func:`dipy_tractogen.nn.variational.build_model`; ``card``: the
+        :func:`dipy_tractogen.models.variational.build_model`; ``card``: the
         user-facing values (JSON-able).
     """
     options = dict(options or {})
-    allowed = _OPTIONS.get(model_type, ())
+    allowed = MODEL_OPTIONS.get(model_type, ())
     unknown = sorted(k for k in options if k not in allowed)
     if unknown:
         raise InputError(
@@ -766,7 +745,7 @@ def model_options_for(
         model.pop("beta", None)
     elif "beta" not in model:
         model["beta"] = float(beta) * unit
-    encoder = getattr(tdata, "encoder", None)
+    encoder = None if tdata is None else tdata.encoder
     model["conditions"] = None if encoder is None else encoder.get_config()
     model.setdefault("seed", int(seed))
     card["weight_units"] = "mm^2 of summed squared error"
@@ -799,7 +778,6 @@ def _diversity_monitor_class():
             self.collapsed = None
 
         def on_epoch_end(self, epoch, logs=None):
-            from dipy_tractogen.conditional import mean_pairwise_mdf
 
             if epoch + 1 < self.warmup:
                 return

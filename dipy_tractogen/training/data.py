@@ -7,11 +7,11 @@ its own target):
 - :class:`ArrayStreamlineSequence` over an in-memory ``(N, P, 3)`` array (for
   tractogram files, which are resampled once when loaded);
 - :class:`HDF5StreamlineSequence` over one split of a
-  :class:`~dipy_tractogen.dataset.StreamlineDataset` (HDF5), read batch by
+  :class:`~dipy_tractogen.io.dataset.StreamlineDataset` (HDF5), read batch by
   batch, never fully loaded.
 
 Both shuffle each epoch, flip each streamline with probability ``flip_p``
-(:func:`dipy_tractogen.io.random_flip`; a streamline and its reverse are the
+(:func:`dipy_tractogen.io.tractograms.random_flip`; a streamline and its reverse are the
 same fibre) and normalise ``(x - center) / scale``. Batch ``i`` of epoch ``e``
 depends only on ``(seed, e, i)``: the epoch order is a permutation drawn from
 ``default_rng([seed, e])`` and the flips of a batch from
@@ -36,7 +36,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import DatasetError, InputError
+from dipy_tractogen.io.dataset import StreamlineDataset, bundle_label_from_path
+from dipy_tractogen.io.tractograms import load_bundles, random_flip
+from dipy_tractogen.measures.resampling import resample_streamlines
+from dipy_tractogen.models.seed_bank import attach_seed_bank
 
 __all__ = [
     "ArrayStreamlineSequence",
@@ -46,6 +51,9 @@ __all__ = [
     "normalize_points",
     "mean_point",
     "expand_inputs",
+    "split_positions",
+    "fingerprint_of",
+    "hdf5_training_data",
 ]
 
 #: File name endings read as an HDF5 streamline dataset.
@@ -139,7 +147,6 @@ class _StreamlineSequence(keras.utils.PyDataset):
 
     def raw_batch(self, i):
         """Batch ``i`` of the current epoch in mm, flipped, not normalised."""
-        from dipy_tractogen.io import random_flip
 
         x = np.asarray(self._read(self._positions(i)), dtype=np.float32)
         if self.flip_p > 0:
@@ -197,7 +204,7 @@ class HDF5StreamlineSequence(_StreamlineSequence):
     """Batches of one split of an HDF5 streamline dataset, read on demand.
 
     For a named split, batches come from
-    :meth:`StreamlineDataset.batch <dipy_tractogen.dataset.StreamlineDataset.batch>`,
+    :meth:`StreamlineDataset.batch <dipy_tractogen.io.dataset.StreamlineDataset.batch>`,
     whose chunk-aware epoch order (HDF5 chunks shuffled in small groups, then
     streamlines within a group) reads each compressed chunk about once per
     epoch; it depends only on ``(seed, epoch)`` as well. Explicit member
@@ -207,7 +214,7 @@ class HDF5StreamlineSequence(_StreamlineSequence):
     Parameters
     ----------
     dataset : StreamlineDataset
-        An open :class:`~dipy_tractogen.dataset.StreamlineDataset`.
+        An open :class:`~dipy_tractogen.io.dataset.StreamlineDataset`.
     split : str or ndarray of int
         ``"train"``, ``"valid"``, ``"test"`` or explicit streamline indices.
     **kwargs
@@ -327,7 +334,24 @@ class TrainingData:
         Hash identifying the data (a resumed run must see the same data).
     test : same as ``train`` or None
         A held-out split distinct from ``valid`` (HDF5 ``test`` split).
+    encoder : ConditionEncoder or None
+        The conditions' encoder (None: data without conditions, see
+        :class:`~dipy_tractogen.training.conditioning.ConditionalTrainingData`).
+    feed_conditions : bool
+        Whether the sequences yield ``((x, c), x)`` (False here: ``(x, x)``).
+
+    Notes
+    -----
+    The trainer reads every kind of training data through the same
+    interface: :meth:`sequence`, :meth:`held_out`,
+    :meth:`held_out_conditions`, :meth:`seed_sample`,
+    :meth:`training_callbacks` and :meth:`finish_model`.
     """
+
+    #: no conditions (class attributes, not fields: the conditional kind
+    #: makes them fields)
+    encoder = None
+    feed_conditions = False
 
     train: object
     valid: object
@@ -338,20 +362,65 @@ class TrainingData:
     train_labels: object = None
     reference: object = None
 
-    def seed_sample(self, *, max_per_bundle=20000, seed=0):
+    def seed_sample(self, *, max_per_bundle=20000, seed=0, with_conditions=False):
         """Training streamlines (mm) and bundle ids for the model's seed bank.
 
         At most ``max_per_bundle`` per bundle, an even random subsample
         (reproducible with ``seed``); HDF5 data are read only for the chosen
         rows.
 
+        Parameters
+        ----------
+        max_per_bundle : int, optional
+        seed : int, optional
+        with_conditions : bool, optional
+            Also return the encoded conditions of the chosen rows (None for
+            data without conditions).
+
         Returns
         -------
         streamlines : ndarray (M, P, 3) float32
         labels : ndarray (M,) int
+        conditions : ndarray (M, d) or None
+            Only with ``with_conditions``.
         """
         X, labels, _ = self._seed_rows(max_per_bundle, seed)
-        return X, labels
+        return (X, labels, None) if with_conditions else (X, labels)
+
+    def held_out_conditions(self, *, seed=0):
+        """Encoded conditions aligned with :meth:`held_out` (None here)."""
+        return None
+
+    def training_callbacks(self, model, *, seed=0):
+        """Callbacks the data add to a training run (none here)."""
+        return []
+
+    def finish_model(self, model, card, *, wm_mask=None, seed=0):
+        """Store what generation needs in the trained ``model``.
+
+        Called by :func:`~dipy_tractogen.training.trainer.train_autoencoder`
+        after training, before the model is saved: with a reference space,
+        the seed bank (:func:`~dipy_tractogen.models.seed_bank.attach_seed_bank`,
+        at most 20,000 training streamlines per bundle).
+
+        Parameters
+        ----------
+        model : FintaAutoencoder or VariationalAutoencoder
+        card : dict
+            The card to be saved (unchanged here).
+        wm_mask : ndarray, optional
+            Stored with the seeds.
+        seed : int, optional
+            Seed of the seeds' subsample.
+
+        Returns
+        -------
+        card : dict
+        """
+        if self.reference is not None:
+            X_seed, y_seed = self.seed_sample(seed=seed)
+            attach_seed_bank(model, X_seed, y_seed, self.reference, wm_mask=wm_mask)
+        return card
 
     def _seed_rows(self, max_per_bundle, seed):
         """:meth:`seed_sample` and the chosen rows' positions in ``train``."""
@@ -423,8 +492,24 @@ class TrainingData:
         return np.asarray(part[pos], dtype=np.float32)
 
 
-def _split(n, valid_fraction, seed, labels=None):
-    """Random (stratified when possible) train / valid positions."""
+def split_positions(n, valid_fraction, seed, labels=None):
+    """Random (stratified by ``labels`` when possible) train / valid positions.
+
+    Parameters
+    ----------
+    n : int
+        Number of streamlines.
+    valid_fraction : float
+        Fraction held out (0: no validation).
+    seed : int
+    labels : ndarray (n,), optional
+        Bundle ids to stratify by.
+
+    Returns
+    -------
+    train, valid : ndarray of int
+        Sorted positions.
+    """
     idx = np.arange(n)
     if valid_fraction <= 0:
         return idx, np.zeros(0, dtype=int)
@@ -447,7 +532,9 @@ def _split(n, valid_fraction, seed, labels=None):
     return np.sort(train), np.sort(valid)
 
 
-def _fingerprint(*arrays, extra=""):
+def fingerprint_of(*arrays, extra=""):
+    """SHA-1 of arrays (shapes and bytes) and a string: identifies the data
+    of a run (a resumed run must see the same)."""
     h = hashlib.sha1(extra.encode())
     for a in arrays:
         a = np.ascontiguousarray(a)
@@ -457,7 +544,6 @@ def _fingerprint(*arrays, extra=""):
 
 
 def _from_arrays(streamlines, bundle_ids, n_points, valid_fraction, seed, summary):
-    from dipy_tractogen.io import resample_streamlines
 
     arr = resample_streamlines(streamlines, n_points)
     if len(arr) == 0:
@@ -469,7 +555,7 @@ def _from_arrays(streamlines, bundle_ids, n_points, valid_fraction, seed, summar
         raise InputError(
             f"{len(ids)} bundle ids for {len(arr)} streamlines: counts differ"
         )
-    train, valid = _split(len(arr), valid_fraction, seed, ids)
+    train, valid = split_positions(len(arr), valid_fraction, seed, ids)
     summary = dict(summary)
     if ids is not None and "bundles" not in summary:
         labels, counts = np.unique(ids, return_counts=True)
@@ -488,13 +574,12 @@ def _from_arrays(streamlines, bundle_ids, n_points, valid_fraction, seed, summar
         valid=arr[valid] if len(valid) else None,
         n_points=n_points,
         summary=summary,
-        fingerprint=_fingerprint(arr, extra=f"{n_points}/{valid_fraction}/{seed}"),
+        fingerprint=fingerprint_of(arr, extra=f"{n_points}/{valid_fraction}/{seed}"),
         train_labels=None if ids is None else ids[train],
     )
 
 
 def _from_files(files, n_points, valid_fraction, seed):
-    from dipy_tractogen.io import load_bundles
 
     arrays, ids, names, per_file = [], [], {}, []
     reference = None
@@ -504,7 +589,6 @@ def _from_files(files, n_points, valid_fraction, seed):
             reference = sft.space_attributes
         if bundle_names == {0: Path(path).stem}:  # a file without bundle ids
             # as build_dataset: the stem without BIDS sub-/ses- entities
-            from dipy_tractogen.dataset import bundle_label_from_path
 
             bundle_names = {0: bundle_label_from_path(path)}
         arr = _resample_sft(sft, n_points)
@@ -529,19 +613,39 @@ def _from_files(files, n_points, valid_fraction, seed):
     data = _from_arrays(arr, ids, n_points, valid_fraction, seed, summary)
     data.reference = reference
     stat = "".join(f"{f}:{os.path.getsize(f)}:{os.path.getmtime(f)};" for f in files)
-    data.fingerprint = _fingerprint(extra=stat + data.fingerprint)
+    data.fingerprint = fingerprint_of(extra=stat + data.fingerprint)
     return data
 
 
 def _resample_sft(sft, n_points):
-    from dipy_tractogen.io import resample_streamlines
 
     return resample_streamlines(sft.streamlines, n_points)
 
 
-def _from_hdf5(path, n_points, valid_fraction, seed):
-    from dipy_tractogen.dataset import StreamlineDataset
+def hdf5_training_data(path, n_points, valid_fraction, seed):
+    """A :class:`TrainingData` over an HDF5 streamline dataset's splits.
 
+    Parameters
+    ----------
+    path : str, path-like or StreamlineDataset
+    n_points : int
+        Must be the dataset's.
+    valid_fraction : float
+        Validation drawn from ``train`` when the dataset has no ``valid``
+        split.
+    seed : int
+        Seed of that draw.
+
+    Returns
+    -------
+    data : TrainingData
+        ``train``, ``valid`` and ``test`` as ``(dataset, split)`` pairs.
+
+    Raises
+    ------
+    DatasetError
+        On another number of points or no training split.
+    """
     ds = path if isinstance(path, StreamlineDataset) else StreamlineDataset(path)
     if int(ds.n_points) != int(n_points):
         raise DatasetError(
@@ -557,7 +661,7 @@ def _from_hdf5(path, n_points, valid_fraction, seed):
     if len(train) == 0:
         raise DatasetError(f"dataset {getattr(ds, 'path', path)} has no training split")
     if len(valid) == 0 and valid_fraction > 0:
-        t, v = _split(len(train), valid_fraction, seed)
+        t, v = split_positions(len(train), valid_fraction, seed)
         train, valid = train[t], train[v]
         parts["train"], parts["valid"] = (ds, train), (ds, valid)
         split = f"valid drawn from train (valid_fraction={valid_fraction})"
@@ -576,9 +680,9 @@ def _from_hdf5(path, n_points, valid_fraction, seed):
     for attr in ("covariates", "metadata"):
         value = getattr(ds, attr, None)
         if isinstance(value, dict):
-            summary[attr] = {str(k): _jsonable(v) for k, v in value.items()}
+            summary[attr] = jsonable(value, max_items=64)
     p = os.fspath(getattr(ds, "path", path))
-    fp = _fingerprint(
+    fp = fingerprint_of(
         train,
         valid,
         extra=f"{os.path.abspath(p)}:{os.path.getsize(p)}:{n_points}",
@@ -594,20 +698,6 @@ def _from_hdf5(path, n_points, valid_fraction, seed):
     )
 
 
-def _jsonable(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist() if value.size <= 64 else f"array{value.shape}"
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value][:64]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
-
-
 def load_training_data(data, *, n_points=256, valid_fraction=0.2, seed=0):
     """Load training input into a :class:`TrainingData`.
 
@@ -616,9 +706,9 @@ def load_training_data(data, *, n_points=256, valid_fraction=0.2, seed=0):
     data : str, path-like, list of them, StreamlineDataset, ndarray or tuple
         Tractogram files or glob patterns (each file one bundle, named after
         its stem, unless it carries bundle labels, see
-        :func:`dipy_tractogen.io.load_bundles`); a single ``.h5``/``.hdf5``
+        :func:`dipy_tractogen.io.tractograms.load_bundles`); a single ``.h5``/``.hdf5``
         streamline dataset (path or open
-        :class:`~dipy_tractogen.dataset.StreamlineDataset`); an array
+        :class:`~dipy_tractogen.io.dataset.StreamlineDataset`); an array
         ``(N, P, 3)`` or a list of streamlines in RAS+ mm; or a pair
         ``(streamlines, bundle_ids)``.
     n_points : int, optional
@@ -656,7 +746,7 @@ def load_training_data(data, *, n_points=256, valid_fraction=0.2, seed=0):
             data, None, n_points, valid_fraction, seed, {"source": "arrays"}
         )
     if type(data).__name__ == "StreamlineDataset":
-        return _from_hdf5(data, n_points, valid_fraction, seed)
+        return hdf5_training_data(data, n_points, valid_fraction, seed)
     files = expand_inputs(data)
     h5 = [f for f in files if f.lower().endswith(HDF5_EXTENSIONS)]
     if h5:
@@ -665,5 +755,5 @@ def load_training_data(data, *, n_points=256, valid_fraction=0.2, seed=0):
                 "give either one HDF5 dataset or tractogram files, not both "
                 f"({len(files)} inputs)"
             )
-        return _from_hdf5(files[0], n_points, valid_fraction, seed)
+        return hdf5_training_data(files[0], n_points, valid_fraction, seed)
     return _from_files(files, n_points, valid_fraction, seed)

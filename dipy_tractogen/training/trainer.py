@@ -29,15 +29,20 @@ replicas' gradients (``reduction="sum"`` is not rescaled by the number of
 replicas), so the gradient is the one of the global-batch sum, as on one
 device, and the L2 term is added once, after the all-reduce, in the
 optimiser; the VAE family's regularisers are sums too
-(:meth:`~dipy_tractogen.nn.variational.VariationalAutoencoder.add_summed_loss`).
+(:meth:`~dipy_tractogen.models.variational.VariationalAutoencoder.add_summed_loss`).
 Nothing here has a per-backend train step: training is the standard
 ``compile``/``fit``, under the caller's strategy scope, and
 ``tests/test_distribute.py`` checks that two replicas train like one device.
 
-:func:`train_autoencoder` runs the recipe with a resumable checkpoint written
-by atomic renames after every epoch, a CSV log, a loss-curve PNG, optional
-TensorBoard logging and early stopping, and saves the model with a model card
-(:func:`dipy_tractogen.models.save_model`).
+:func:`train_autoencoder` runs the recipe, a
+:class:`~dipy_tractogen.training.config.TrainingConfig` (given, or made from
+keyword options), in four phases: data (the training data, with conditions
+when asked, and its sequences), plan (the settings a checkpoint must match,
+the ``epochs="auto"`` budget, the model, the replica checks), fit (a
+resumable checkpoint written by atomic renames after every epoch, a CSV log,
+a loss-curve PNG, optional TensorBoard logging and early stopping) and
+finish (the best weights, the card, the generation seeds, the model saved
+with :func:`dipy_tractogen.models.files.save_model`, the report).
 
 References
 ----------
@@ -55,6 +60,7 @@ References
 """
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -67,7 +73,34 @@ import numpy as np
 from keras import ops
 
 from dipy_tractogen.errors import InputError, ModelError
-from dipy_tractogen.outputs import atomic_output, check_writable
+from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.models.files import card_paths, save_model
+from dipy_tractogen.models.finta import FintaAutoencoder, replica_count
+from dipy_tractogen.models.precision import (
+    pin_float32,
+    precision_scope,
+    resolve_jit_compile,
+    training_optimizer,
+    with_precision,
+)
+from dipy_tractogen.models.seed_bank import model_bundle_names
+from dipy_tractogen.models.variational import build_model
+from dipy_tractogen.training.conditioning import (
+    load_conditional_data,
+    model_options_for,
+)
+from dipy_tractogen.training.config import (
+    CHECKPOINT_STATE,
+    DEFAULTS,
+    TrainingConfig,
+    training_paths,
+)
+from dipy_tractogen.training.data import (
+    load_training_data,
+    mean_point,
+)
+from dipy_tractogen.viz.plots import plot_latent_projection, plot_loss_curves
+from dipy_tractogen.viz.report import write_training_report
 
 __all__ = [
     "AdamL2",
@@ -77,27 +110,9 @@ __all__ = [
     "streamline_squared_error",
     "streamline_errors",
     "reconstruction_errors",
-    "training_paths",
     "train_autoencoder",
     "report_latents",
-    "DEFAULTS",
 ]
-
-#: The published recipe (and this package's defaults).
-DEFAULTS = {
-    "epochs": 100,
-    "batch_size": 128,
-    "learning_rate": 6.68e-4,
-    "max_learning_rate": 1e-3,
-    "pct_start": 0.3,
-    "div_factor": 25.0,
-    "final_div_factor": 1e4,
-    "weight_decay": 0.13,
-    "latent_dim": 32,
-    "n_points": 256,
-    "scale": 64.0,
-    "flip_p": 0.5,
-}
 
 _PACKAGE = "dipy_tractogen"
 
@@ -418,36 +433,21 @@ def _summarise_errors(errors):
     }
 
 
-def _reconstruct(model, streamlines, batch_size, conditions=None):
-    x = np.asarray(streamlines, dtype=np.float32)
-    if conditions is not None:  # conditional models (nn.variational)
-        return np.asarray(model.reconstruct(x, conditions, batch_size=batch_size))
-    if hasattr(model, "reconstruct"):
-        return np.asarray(model.reconstruct(x, batch_size=batch_size))
-    from dipy_tractogen.nn.data import normalize_points
-
-    center = np.asarray(getattr(model, "center", (0, 0, 0)), dtype=np.float32)
-    scale = float(getattr(model, "scale", 1.0))
-    y = model.predict(
-        normalize_points(x, center, scale), batch_size=batch_size, verbose=0
-    )
-    return np.asarray(y) * scale + center
-
-
 def reconstruction_errors(model, streamlines, *, batch_size=256, conditions=None):
     """Held-out reconstruction error of an autoencoder, in mm.
 
     Parameters
     ----------
-    model : FintaAutoencoder
-        A trained model (``encode``/``decode`` in mm).
+    model : StreamlineAutoencoder
+        A trained model (``reconstruct`` in mm, see
+        :class:`~dipy_tractogen.models.base.StreamlineAutoencoder`).
     streamlines : ndarray (N, P, 3)
         Resampled streamlines in RAS+ mm, ``P`` = the model's points.
     batch_size : int, optional
         Inference batch size.
     conditions : ndarray (N, d), optional
         Encoded conditions of the streamlines, for a conditional model
-        (:mod:`dipy_tractogen.nn.variational`).
+        (:mod:`dipy_tractogen.models.variational`).
 
     Returns
     -------
@@ -461,7 +461,7 @@ def reconstruction_errors(model, streamlines, *, batch_size=256, conditions=None
     x = np.asarray(streamlines, dtype=np.float32)
     if len(x) == 0:
         raise InputError("no streamlines to evaluate")
-    y = _reconstruct(model, x, batch_size, conditions)
+    y = np.asarray(model.reconstruct(x, conditions, batch_size=batch_size))
     return _summarise_errors(streamline_errors(x, y))
 
 
@@ -497,39 +497,11 @@ def _write_csv(history, path):
                 writer.writerow({k: row.get(k, "") for k in _CSV_FIELDS})
 
 
-def training_paths(out_path):
-    """Files written next to the final model ``out_path``.
-
-    Parameters
-    ----------
-    out_path : str or path-like
-        The final model (``.keras``).
-
-    Returns
-    -------
-    paths : dict of Path
-        ``model``, ``log`` (``<stem>_log.csv``), ``plot`` (``<stem>_loss.png``),
-        ``latent`` (``<stem>_latent.png``), ``report`` (``<stem>_report.html``)
-        and ``checkpoint`` (the ``<stem>_checkpoint`` folder, removed once
-        the model is saved).
-    """
-    out = Path(out_path)
-    stem = out.name[: -len(".keras")] if out.name.endswith(".keras") else out.stem
-    return {
-        "model": out,
-        "log": out.with_name(f"{stem}_log.csv"),
-        "plot": out.with_name(f"{stem}_loss.png"),
-        "latent": out.with_name(f"{stem}_latent.png"),
-        "report": out.with_name(f"{stem}_report.html"),
-        "checkpoint": out.with_name(f"{stem}_checkpoint"),
-    }
-
-
 # --------------------------------------------------------------------------
 # checkpoint / resume
 # --------------------------------------------------------------------------
 
-_STATE = "state.json"
+_STATE = CHECKPOINT_STATE
 
 
 def _read_state(folder):
@@ -558,7 +530,6 @@ def _write_json(obj, path):
 
 def _safe_plot(history, path):
     """Draw the loss curve; a failed plot must never kill a training run."""
-    from dipy_tractogen.plots import plot_loss_curves
 
     try:
         plot_loss_curves(history, path, force=True)
@@ -577,7 +548,7 @@ def report_latents(model, tdata=None, *, seed=0, max_per_bundle=1000):
 
     Parameters
     ----------
-    model : FintaAutoencoder or VariationalAutoencoder
+    model : StreamlineAutoencoder
     tdata : TrainingData, optional
         Needed only when the model carries no seeds.
     seed : int, optional
@@ -593,9 +564,8 @@ def report_latents(model, tdata=None, *, seed=0, max_per_bundle=1000):
         Raw values of each condition the model knows, other than the bundle
         (empty without conditions).
     """
-    from dipy_tractogen.conditional import encode_streamlines, model_condition_encoder
 
-    bank = getattr(model, "seed_bank", None) or {}
+    bank = model.seed_bank or {}
     if "latents" in bank:
         n = len(bank["latents"]) // 2  # both orientations are stored
         Z = np.asarray(bank["latents"][:n])
@@ -604,17 +574,13 @@ def report_latents(model, tdata=None, *, seed=0, max_per_bundle=1000):
         C = None if C is None else np.asarray(C[:n])
     elif tdata is None:
         raise InputError("the model carries no seeds: pass its training data")
-    else:
-        if hasattr(tdata, "encoder"):  # conditional data
-            X, ids, C = tdata.seed_sample(
-                max_per_bundle=max_per_bundle, seed=seed, with_conditions=True
-            )
-        else:
-            X, ids = tdata.seed_sample(max_per_bundle=max_per_bundle, seed=seed)
-            C = None
-        Z = encode_streamlines(model, X, C, batch_size=1024)
+    else:  # C: None for data without conditions
+        X, ids, C = tdata.seed_sample(
+            max_per_bundle=max_per_bundle, seed=seed, with_conditions=True
+        )
+        Z = model.encode(X, C, batch_size=1024)
     covariates = {}
-    enc = model_condition_encoder(model)
+    enc = model.condition_encoder
     if enc is not None and C is not None:
         covariates = {
             k: np.asarray(v)
@@ -628,10 +594,6 @@ def _safe_report(model, tdata, paths, seed):
     """The latent picture and the HTML report; failing them must not fail a run
     whose model is already saved."""
     from dipy.utils.logging import logger
-
-    from dipy_tractogen.models import model_bundle_names
-    from dipy_tractogen.plots import plot_latent_projection
-    from dipy_tractogen.report import write_training_report
 
     latent = None
     try:
@@ -764,37 +726,468 @@ class _Checkpointer(keras.callbacks.Callback):
 # --------------------------------------------------------------------------
 
 
-def _check_hyperparameters(**kw):
-    positive_int = ("epochs", "batch_size", "latent_dim", "n_points")
-    if kw["epochs"] == "auto":
-        if kw["max_minutes"] is None:
-            raise InputError("epochs='auto' fits the schedule to max_minutes: give it")
-        positive_int = positive_int[1:]
-    for key in positive_int:
-        value = kw[key]
-        if isinstance(value, bool) or int(value) != value or int(value) <= 0:
-            raise InputError(f"{key} must be a positive integer, got {value}")
-    for key in ("learning_rate", "scale"):
-        if not (math.isfinite(float(kw[key])) and float(kw[key]) > 0):
-            raise InputError(f"{key} must be > 0, got {kw[key]}")
-    mlr = kw["max_learning_rate"]
-    if mlr is not None and not (math.isfinite(float(mlr)) and float(mlr) > 0):
-        raise InputError(f"max_learning_rate must be > 0 or None, got {mlr}")
-    if not (
-        math.isfinite(float(kw["weight_decay"])) and float(kw["weight_decay"]) >= 0
-    ):
-        raise InputError(f"weight_decay must be >= 0, got {kw['weight_decay']}")
-    if not 0.0 <= float(kw["flip_p"]) <= 1.0:
-        raise InputError(f"flip_p must be in [0, 1], got {kw['flip_p']}")
-    if int(kw["early_stopping"]) < 0:
-        raise InputError(f"early_stopping must be >= 0, got {kw['early_stopping']}")
-    mm = kw["max_minutes"]
-    if mm is not None and not float(mm) > 0:
-        raise InputError(f"max_minutes must be > 0 or None, got {mm}")
-    if kw["loss_units"] not in ("mm", "normalized"):
+def train_autoencoder(
+    data,
+    out_path,
+    *,
+    config=None,
+    tensorboard_dir=None,
+    resume=True,
+    force=False,
+    callbacks=None,
+    verbose=1,
+    wm_mask=None,
+    participants=None,
+    report=True,
+    **options,
+):
+    """Train a FINTA autoencoder with the published recipe; resumable.
+
+    The recipe is a :class:`~dipy_tractogen.training.config.TrainingConfig`:
+    pass one as ``config``, or its fields as keyword options (``epochs=20,
+    batch_size=64``...: each default and check is the config's), or both
+    (the options then override the config's fields). A run goes through
+    four phases, each a method of ``_TrainingRun``: the data (training
+    data, conditions, sequences, normalisation centre), the plan (settings
+    checked against a checkpoint, ``epochs="auto"`` budget, schedule, model,
+    replica checks), the fit (checkpoint after every epoch, resume) and the
+    finish (best weights, card, seeds, save, report).
+
+    Parameters
+    ----------
+    data : str, path-like, list, StreamlineDataset, ndarray or TrainingData
+        Tractogram files or glob patterns (one bundle per file by default),
+        one HDF5 streamline dataset, or resampled streamlines in mm (see
+        :func:`dipy_tractogen.training.data.load_training_data`).
+    out_path : str or path-like
+        Final model (``.keras``), saved with its card by
+        :func:`dipy_tractogen.models.files.save_model`. Next to it:
+        ``<stem>_log.csv``, ``<stem>_loss.png``, with ``report`` the
+        ``<stem>_latent.png`` and ``<stem>_report.html``, and while
+        training the ``<stem>_checkpoint`` folder (:func:`training_paths`).
+    config : TrainingConfig, optional
+        The recipe (default: ``TrainingConfig(**options)``).
+    tensorboard_dir : str or None, optional
+        Also log to TensorBoard there.
+    resume : bool, optional
+        Continue from the checkpoint of an interrupted run with the same
+        settings; False discards such a checkpoint.
+    force : bool, optional
+        Overwrite an existing final model (and its log and plot).
+    callbacks : list of keras.callbacks.Callback, optional
+        Extra callbacks (e.g. evaluation on a schedule).
+    verbose : int, optional
+        Keras ``fit`` verbosity (1: a progress bar per epoch).
+    wm_mask : str, path-like or ndarray, optional
+        White-matter mask on the data's reference grid (a NIfTI path or an
+        array), stored in the model so generation filters by it.
+    participants : str or path-like, optional
+        BIDS ``participants.tsv`` with the subject covariates of tractogram
+        inputs (default: one found above the inputs).
+    report : bool, optional
+        After saving the model, also write ``<stem>_latent.png`` (PCA and
+        t-SNE of the seeds' latent codes by bundle and by each condition,
+        :func:`report_latents`) and ``<stem>_report.html`` (model, data,
+        losses, held-out error, latent space, conditional checks). A failure
+        there is a warning: the model is already saved.
+    **options
+        Fields of :class:`~dipy_tractogen.training.config.TrainingConfig`:
+        ``epochs`` (int or ``"auto"`` with ``max_minutes``), ``batch_size``,
+        ``learning_rate``, ``max_learning_rate``, ``weight_decay``,
+        ``latent_dim``, ``n_points``, ``normalize``, ``center``, ``scale``,
+        ``flip_p``, ``loss_units``, ``early_stopping``, ``valid_fraction``,
+        ``seed``, ``jit_compile``, ``precision``, ``max_minutes``,
+        ``model_type``, ``conditions``, ``beta``, ``model_options`` (their
+        meaning and defaults are documented there).
+
+    Notes
+    -----
+    When the data come with a reference space (tractogram files, HDF5
+    datasets), the saved model also carries its generation seeds: latent
+    codes of up to 20,000 training streamlines per bundle in both
+    orientations, with the reference space (see
+    :func:`dipy_tractogen.models.seed_bank.attach_seed_bank`).
+
+    Returns
+    -------
+    model : FintaAutoencoder
+        With the best validation weights (the last ones without validation).
+    card : dict
+        The model card written next to the model (data summary,
+        hyperparameters, losses, held-out errors in mm, wall time, versions).
+
+    Raises
+    ------
+    InputError
+        On invalid hyperparameters or input.
+    TypeError
+        On an option that is not a field of ``TrainingConfig``.
+    OutputExistsError
+        If ``out_path`` exists and ``force`` is False.
+    ModelError
+        On a corrupt checkpoint or a diverged run.
+
+    References
+    ----------
+    .. [1] Legarreta, J. H., et al. "Filtering in tractography using
+       autoencoders (FINTA)". Medical Image Analysis 72, 102126 (2021).
+       doi:10.1016/j.media.2021.102126
+
+    Examples
+    --------
+    >>> from dipy_tractogen.training.config import TrainingConfig
+    >>> recipe = TrainingConfig(epochs=20, batch_size=64)  # doctest: +SKIP
+    >>> model, card = train_autoencoder(
+    ...     "bundles/*.trx", "ae.keras", config=recipe)  # doctest: +SKIP
+    """
+    run = _TrainingRun(
+        _as_config(config, options),
+        out_path,
+        resume=resume,
+        force=force,
+        report=report,
+    )
+    run.load_data(data, participants=participants, wm_mask=wm_mask)
+    run.plan()
+    run.fit(tensorboard_dir=tensorboard_dir, callbacks=callbacks, verbose=verbose)
+    return run.finish()
+
+
+def _as_config(config, options):
+    """The run's TrainingConfig: ``config`` and/or the keyword options."""
+    fields = {f.name for f in dataclasses.fields(TrainingConfig)}
+    for name in options:
+        if name not in fields:
+            raise TypeError(
+                f"train_autoencoder() got an unexpected keyword argument {name!r}"
+            )
+    if config is None:
+        return TrainingConfig(**options)
+    if not isinstance(config, TrainingConfig):
         raise InputError(
-            f"loss_units must be 'mm' or 'normalized', got {kw['loss_units']!r}"
+            f"config must be a TrainingConfig, got {type(config).__name__}"
         )
+    return dataclasses.replace(config, **options) if options else config
+
+
+class _TrainingRun:
+    """One run of the recipe; its phases, in order: data, plan, fit, finish.
+
+    Made from a checked :class:`TrainingConfig`, it names the outputs,
+    refuses existing ones and reads the checkpoint of an interrupted run;
+    each phase then sets what the next one reads (``tdata`` and the
+    sequences, then ``model``, ``epochs`` and ``state``).
+    """
+
+    def __init__(self, config, out_path, *, resume, force, report):
+        self.wall0 = time.time()
+        self.config, self.force, self.report = config, force, report
+        paths = self.paths = training_paths(out_path)
+        if not paths["model"].name.endswith(".keras"):
+            raise InputError(f"the model file must end with .keras: {paths['model']}")
+        check_writable([paths["model"], *card_paths(paths["model"])], force=force)
+        self.ckpt = paths["checkpoint"]
+        self.state = _read_state(self.ckpt) if resume else None
+        if self.state is None:  # a resumed run appends to its log and plot
+            extras = ["log", "plot"] + (["latent", "report"] if report else [])
+            check_writable([paths[k] for k in extras], force=force)
+
+    # ------------------------------------------------------------------
+    # data
+    # ------------------------------------------------------------------
+
+    def load_data(self, data, *, participants=None, wm_mask=None):
+        """Phase 1: the training data, the mask, the sequences, the centre.
+
+        Loads :class:`~dipy_tractogen.training.data.TrainingData` (or its
+        conditional kind when the config names conditions), reads and
+        checks the white-matter mask against the data's grid, and makes the
+        training sequence (shuffled, flipped) and the validation sequence,
+        both normalised with the resolved centre and the config's scale.
+        """
+        c = self.config
+        if c.conditions:
+            tdata = load_conditional_data(
+                data,
+                c.conditions,
+                participants=participants,
+                n_points=c.n_points,
+                valid_fraction=c.valid_fraction,
+                seed=c.seed,
+                feed_conditions=c.model_type != "ae",
+            )
+        else:
+            tdata = load_training_data(
+                data, n_points=c.n_points, valid_fraction=c.valid_fraction, seed=c.seed
+            )
+        self.wm_mask = _read_mask(wm_mask)
+        if self.wm_mask is not None and tdata.reference is not None:
+            dims = tuple(int(d) for d in tdata.reference[1])
+            if tuple(self.wm_mask.shape) != dims:
+                raise InputError(
+                    f"white-matter mask shape {tuple(self.wm_mask.shape)} does not "
+                    f"match the data's reference dimensions {dims}"
+                )
+        scale = c.effective_scale
+        seq_args = {"batch_size": c.batch_size, "seed": c.seed}
+        train_seq = tdata.sequence("train", shuffle=True, flip_p=c.flip_p, **seq_args)
+        centre = _resolve_center(c, train_seq)
+        train_seq.center, train_seq.scale = centre.astype(np.float32), float(scale)
+        self.valid_seq = tdata.sequence(
+            "valid", shuffle=False, flip_p=0.0, center=centre, scale=scale, **seq_args
+        )
+        self.tdata, self.train_seq, self.centre = tdata, train_seq, centre
+        self.steps = len(train_seq)
+
+    # ------------------------------------------------------------------
+    # plan
+    # ------------------------------------------------------------------
+
+    def plan(self):
+        """Phase 2: the settings, the epochs, the model and the checkpoint.
+
+        Resolves the model options and the run's settings
+        (:meth:`TrainingConfig.resume_settings`), refuses a checkpoint made
+        with other settings, chooses XLA, plans ``epochs="auto"``
+        (:meth:`_plan_epochs`), seeds Keras, builds and compiles the model,
+        refuses first batches a ``tf.distribute`` strategy cannot split
+        evenly, then starts a checkpoint or loads the interrupted run's
+        weights and optimiser state.
+        """
+        c, state = self.config, self.state
+        self.model_options = model_options_for(
+            c.model_type,
+            beta=c.beta,
+            options=c.model_options,
+            loss_units=c.loss_units,
+            scale=c.effective_scale,
+            tdata=self.tdata,
+            seed=c.seed,
+        )
+        self.settings = c.resume_settings(
+            center=self.centre,
+            steps_per_epoch=self.steps,
+            data_fingerprint=self.tdata.fingerprint,
+            model_options=self.model_options["card"],
+        )
+        if state is not None and state.get("config") != self.settings:
+            old, new = state.get("config") or {}, self.settings
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise InputError(
+                f"checkpoint {self.ckpt} was made with other settings "
+                f"({', '.join(diff)}); rerun with the same settings, or "
+                "resume=False to start over"
+            )
+        if c.precision == "float32":
+            self.jit = _resolve_jit(c.jit_compile)
+        else:  # the XLA choice measured for each precision
+            self.jit = resolve_jit_compile(
+                c.precision, "train", jit_compile=c.jit_compile
+            )
+        self.epochs, budget = self._plan_epochs()
+        keras.utils.set_random_seed(c.seed)
+        self.model = self._make_model(self.epochs * self.steps)
+        _check_replica_split(self.model, self.train_seq, self.valid_seq)
+        self._open_checkpoint(budget)
+
+    def _plan_epochs(self):
+        """The epochs to run, and the budget plan of a new ``"auto"`` run.
+
+        A resumed ``"auto"`` run follows the plan in its checkpoint; a new
+        one times a throwaway copy of the model (:func:`_epochs_for_budget`).
+        """
+        c, state = self.config, self.state
+        if c.epochs != "auto":
+            return c.epochs, None
+        if state is not None and state.get("epochs"):  # resumed: the same plan
+            return int(state["epochs"]), None
+        epochs, budget = _epochs_for_budget(
+            lambda: self._make_model(self.steps),
+            self.train_seq[0],
+            steps=self.steps,
+            valid_steps=0 if self.valid_seq is None else len(self.valid_seq),
+            seconds=c.max_seconds,
+        )
+        from dipy.utils.logging import logger
+
+        logger.info(
+            f"epochs=auto: {epochs} epochs of about "
+            f"{budget['estimated_epoch_s']:.0f} s fit {c.max_minutes:g} minutes"
+        )
+        return epochs, budget
+
+    def _make_model(self, total_steps):
+        """The model, compiled with the recipe's loss, optimiser and schedule."""
+        c = self.config
+        model = _build_model(c, self.centre, self.model_options["model"])
+        if c.max_learning_rate:
+            lr = OneCycleSchedule(
+                c.max_learning_rate,
+                total_steps=total_steps,
+                pct_start=DEFAULTS["pct_start"],
+                div_factor=DEFAULTS["div_factor"],
+                final_div_factor=DEFAULTS["final_div_factor"],
+            )
+        else:
+            lr = float(c.learning_rate)
+        model.compile(
+            optimizer=training_optimizer(
+                AdamL2(learning_rate=lr, l2=float(c.weight_decay)), c.precision
+            ),
+            loss=StreamlineSquaredError(scale=c.loss_scale),
+            metrics=[StreamlineLoss(scale=c.loss_scale)],
+            jit_compile=self.jit,
+        )
+        return model
+
+    def _open_checkpoint(self, budget):
+        """A new checkpoint folder, or the interrupted run's weights loaded."""
+        if self.state is None:
+            if self.ckpt.exists():
+                shutil.rmtree(self.ckpt)
+            self.ckpt.mkdir(parents=True)
+            state = {"config": self.settings, "epoch": 0, "history": [], "best": None}
+            if budget is not None:
+                state.update(epochs=int(self.epochs), epochs_budget=budget)
+            _write_json(state, self.ckpt / _STATE)
+            self.state = state
+        elif self.state.get("weights"):
+            self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(self.ckpt / self.state["weights"])
+
+    # ------------------------------------------------------------------
+    # fit
+    # ------------------------------------------------------------------
+
+    def fit(self, *, tensorboard_dir=None, callbacks=None, verbose=1):
+        """Phase 3: ``model.fit`` from the checkpoint's epoch to the last one.
+
+        Nothing to do when the checkpoint says the run ended (its epochs
+        done, or a stop reason). Callbacks: the epoch setter of the training
+        sequence, the checkpointer (with early stopping and the time
+        budget), TensorBoard, the data's own (the AAE's collapse guard) and
+        the caller's.
+        """
+        c, state = self.config, self.state
+        if state["epoch"] >= self.epochs or state.get("stop_reason"):
+            return
+        cbs = [
+            _EpochSetter(self.train_seq),
+            _Checkpointer(
+                self.ckpt,
+                state,
+                paths=self.paths,
+                patience=c.early_stopping,
+                max_seconds=c.max_seconds,
+                has_valid=self.valid_seq is not None,
+            ),
+        ]
+        if tensorboard_dir:
+            cbs.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+        cbs.extend(self.tdata.training_callbacks(self.model, seed=c.seed))
+        cbs.extend(callbacks or [])
+        self.model.fit(
+            self.train_seq,
+            validation_data=self.valid_seq,
+            epochs=self.epochs,
+            initial_epoch=int(state["epoch"]),
+            callbacks=cbs,
+            verbose=verbose,
+            # the sequences order their rows from (seed, epoch); Keras'
+            # own shuffle would reorder the batches with Python's global
+            # ``random`` state (not restored on resume, consumed differently
+            # under tf.distribute)
+            shuffle=False,
+        )
+
+    # ------------------------------------------------------------------
+    # finish
+    # ------------------------------------------------------------------
+
+    def finish(self):
+        """Phase 4: best weights, card, seed bank, save, report.
+
+        Restores the best weights (a run that diverged before any is an
+        error), draws the final loss curve, returns a mixed-precision model
+        to float32, writes the card, lets the data store the generation
+        seeds (and a conditional run's checks), saves the model, removes the
+        checkpoint and writes the report.
+
+        Returns
+        -------
+        model, card
+            As :func:`train_autoencoder`.
+        """
+        c, state, model = self.config, self.state, self.model
+        if state.get("best_weights"):
+            with np.load(self.ckpt / state["best_weights"]) as f:
+                model.set_weights([f[f"arr_{i}"] for i in range(len(f.files))])
+        elif state.get("stop_reason") == "non-finite loss":
+            raise ModelError(
+                f"training diverged (non-finite loss at epoch {state['epoch']}); "
+                "try a lower max_learning_rate"
+            )
+        if state.get("history"):
+            _safe_plot(state["history"], self.paths["plot"])
+        if c.precision != "float32":  # saved and evaluated as a float32 model
+            model = self.model = with_precision(model, "float32")
+        card = self._make_card()
+        self.tdata.finish_model(model, card, wm_mask=self.wm_mask, seed=c.seed)
+        save_model(model, self.paths["model"], card=card, force=self.force)
+        shutil.rmtree(self.ckpt, ignore_errors=True)
+        if self.report:
+            _safe_report(model, self.tdata, self.paths, c.seed)
+        return model, model.card
+
+    def _make_card(self):
+        """The trainer's part of the model card (``save_model`` adds the rest)."""
+        c, state, tdata = self.config, self.state, self.tdata
+        history = state.get("history", [])
+        last = history[-1] if history else {}
+        held = tdata.held_out(seed=c.seed)
+        errors = None
+        if held is not None and len(held):
+            held_c = None
+            if tdata.feed_conditions:  # a conditional model
+                held_c = tdata.held_out_conditions(seed=c.seed)
+            errors = reconstruction_errors(self.model, held, conditions=held_c)
+            errors["split"] = "test" if tdata.test is not None else "valid"
+        units = "mm^2" if c.loss_units == "mm" else "normalized^2"
+        card = {
+            "task": "streamline autoencoder (FINTA recipe)",
+            "references": [
+                "doi:10.1016/j.media.2021.102126",
+                "doi:10.1016/j.media.2023.102761",
+            ],
+            "training_data": tdata.summary,
+            "hyperparameters": c.to_card(self.settings, planned=state),
+            "losses": {
+                "units": f"{units} per streamline",
+                "final_train": last.get("streamline_loss"),
+                "final_valid": last.get("val_streamline_loss"),
+                "best_valid": state.get("best") if tdata.valid is not None else None,
+                "best_epoch": state.get("best_epoch"),
+                "epochs_run": state.get("epoch", 0),
+                "iterations": state.get("iterations"),
+                "stop_reason": state.get("stop_reason") or "completed",
+            },
+            "heldout_errors_mm": errors,
+            "wall_time_s": time.time() - self.wall0,
+            "training_time_s": state.get("elapsed_s"),
+            "seed": c.seed,
+            "history": [
+                {k: r.get(k) for k in _CARD_HISTORY if k in r} for r in history
+            ],
+        }
+        if "bundles" in tdata.summary:
+            names = tdata.summary["bundles"]
+            card["bundle_names"] = list(names) if not isinstance(names, list) else names
+        return card
+
+
+# --------------------------------------------------------------------------
+# helpers of the phases
+# --------------------------------------------------------------------------
 
 
 def _resolve_jit(jit_compile):
@@ -805,54 +1198,52 @@ def _resolve_jit(jit_compile):
     return bool(jit_compile)
 
 
-def _resolve_center(center, normalize, train_seq):
-    from dipy_tractogen.nn.data import mean_point
-
-    if not normalize:
+def _resolve_center(config, train_seq):
+    """The normalisation centre (mm): zeros, the mean training point or given."""
+    if not config.normalize:
         return np.zeros(3)
-    if isinstance(center, str):
-        if center != "mean":
-            raise InputError(f"center must be 'mean' or 3 numbers, got {center!r}")
+    if isinstance(config.center, str):  # "mean", checked by the config
         return mean_point(train_seq)
-    c = np.asarray(center, dtype=np.float64).reshape(-1)
-    if c.shape != (3,) or not np.isfinite(c).all():
-        raise InputError(f"center must be 'mean' or 3 finite numbers, got {center}")
-    return c
+    return np.asarray(config.center, dtype=np.float64)
 
 
-def _build_model(
-    latent_dim,
-    n_points,
-    center,
-    scale,
-    precision="float32",
-    model_type="ae",
-    model_options=None,
-):
-    from dipy_tractogen.nn.finta import FintaAutoencoder
-    from dipy_tractogen.nn.precision import pin_float32, precision_scope
+def _read_mask(wm_mask):
+    """A white-matter mask array from a NIfTI path (or the array itself)."""
+    if wm_mask is None or isinstance(wm_mask, np.ndarray):
+        return wm_mask
+    import nibabel as nib
 
-    if model_type != "ae":  # the VAE family and the AAE (nn.variational)
-        from dipy_tractogen.nn.variational import build_model
+    if not os.path.isfile(wm_mask):
+        raise InputError(f"white-matter mask not found: {wm_mask}")
+    try:
+        return np.asarray(nib.load(wm_mask).dataobj) > 0
+    except Exception as exc:
+        raise InputError(f"cannot read white-matter mask {wm_mask}: {exc}") from exc
 
+
+def _build_model(config, center, model_options=None):
+    """The config's model, built (not compiled), normalised with ``center``."""
+    c = config
+    center = tuple(float(x) for x in center)
+    if c.model_type != "ae":  # the VAE family and the AAE (models.variational)
         return build_model(
-            model_type,
-            latent_dim=int(latent_dim),
-            n_points=int(n_points),
-            center=tuple(float(c) for c in center),
-            scale=float(scale),
+            c.model_type,
+            latent_dim=c.latent_dim,
+            n_points=c.n_points,
+            center=center,
+            scale=float(c.effective_scale),
             **(model_options or {}),
         )
-    with precision_scope(precision):
+    with precision_scope(c.precision):
         model = FintaAutoencoder(
-            latent_dim=int(latent_dim),
-            n_points=int(n_points),
-            center=tuple(float(c) for c in center),
-            scale=float(scale),
+            latent_dim=c.latent_dim,
+            n_points=c.n_points,
+            center=center,
+            scale=float(c.effective_scale),
         )
-    if precision != "float32":
+    if c.precision != "float32":
         pin_float32(model)
-    model(np.zeros((1, int(n_points), 3), dtype=np.float32))
+    model(np.zeros((1, c.n_points, 3), dtype=np.float32))
     return model
 
 
@@ -863,7 +1254,6 @@ def _check_replica_split(model, *sequences):
     batch of each dataset to build the model's metrics, which fails, deep in
     ``fit``, when the shards differ in size.
     """
-    from dipy_tractogen.nn.finta import replica_count
 
     replicas = replica_count(model)
     if replicas == 1:
@@ -926,503 +1316,3 @@ def _epochs_for_budget(
         "epochs": epochs,
     }
     return epochs, info
-
-
-def train_autoencoder(
-    data,
-    out_path,
-    *,
-    epochs=DEFAULTS["epochs"],
-    batch_size=DEFAULTS["batch_size"],
-    learning_rate=DEFAULTS["learning_rate"],
-    max_learning_rate=DEFAULTS["max_learning_rate"],
-    weight_decay=DEFAULTS["weight_decay"],
-    latent_dim=DEFAULTS["latent_dim"],
-    n_points=DEFAULTS["n_points"],
-    normalize=True,
-    center="mean",
-    scale=DEFAULTS["scale"],
-    flip_p=DEFAULTS["flip_p"],
-    loss_units="mm",
-    early_stopping=0,
-    valid_fraction=0.2,
-    seed=0,
-    jit_compile="auto",
-    precision="float32",
-    tensorboard_dir=None,
-    resume=True,
-    force=False,
-    max_minutes=None,
-    callbacks=None,
-    verbose=1,
-    wm_mask=None,
-    model_type="ae",
-    conditions=None,
-    participants=None,
-    beta=1.0,
-    model_options=None,
-    report=True,
-):
-    """Train a FINTA autoencoder with the published recipe; resumable.
-
-    Parameters
-    ----------
-    data : str, path-like, list, StreamlineDataset, ndarray or TrainingData
-        Tractogram files or glob patterns (one bundle per file by default),
-        one HDF5 streamline dataset, or resampled streamlines in mm (see
-        :func:`dipy_tractogen.nn.data.load_training_data`).
-    out_path : str or path-like
-        Final model (``.keras``), saved with its card by
-        :func:`dipy_tractogen.models.save_model`. Next to it:
-        ``<stem>_log.csv``, ``<stem>_loss.png``, with ``report`` the
-        ``<stem>_latent.png`` and ``<stem>_report.html``, and while
-        training the ``<stem>_checkpoint`` folder (:func:`training_paths`).
-    epochs : int or "auto", optional
-        Number of epochs (the length of the OneCycle cycle). ``"auto"`` (needs
-        ``max_minutes``) fits the whole schedule into ``max_minutes``: a
-        throwaway copy of the model times a few steps, and the plan fills
-        85 % of the budget. The plan is kept in the checkpoint (a resumed run
-        follows it) and the card (``hyperparameters.epochs_budget``); it
-        depends on the machine's speed, so pass the recorded ``epochs`` to
-        repeat a run exactly.
-    batch_size : int, optional
-        Global batch size.
-    learning_rate : float, optional
-        Constant rate used when ``max_learning_rate`` is None. With OneCycle
-        (the default) the schedule sets the rate, as in the reference code
-        where ``OneCycleLR`` overrides Adam's 6.68e-4.
-    max_learning_rate : float or None, optional
-        Peak of the OneCycle schedule; None: constant ``learning_rate``.
-    weight_decay : float, optional
-        Coupled L2 coefficient (:class:`AdamL2`).
-    latent_dim : int, optional
-        Latent size.
-    n_points : int, optional
-        Points per streamline (a multiple of 32 for the FINTA architecture).
-    normalize : bool, optional
-        Normalise inputs ``(x - center) / scale`` (a documented deviation
-        from the reference code, which trains on raw mm).
-    center : "mean" or array-like (3,), optional
-        Normalisation centre: the mean training point or given mm.
-    scale : float, optional
-        Normalisation scale in mm.
-    flip_p : float, optional
-        Probability of reversing each training streamline.
-    loss_units : {"mm", "normalized"}, optional
-        ``"mm"``: the loss is in mm² (normalised error x ``scale**2``),
-        keeping the reference's balance between the data term and the L2
-        term; ``"normalized"``: in normalised units.
-    early_stopping : int, optional
-        Patience in epochs on the validation loss; 0: off.
-    valid_fraction : float, optional
-        Validation fraction when the data has no split.
-    seed : int, optional
-        Seeds weights, split, order and flips (``keras.utils.set_random_seed``).
-    jit_compile : "auto" or bool, optional
-        XLA compilation; "auto": on with TensorFlow and JAX, off with PyTorch
-        (a mixed precision follows the measured ``JIT_TABLE`` of
-        :mod:`dipy_tractogen.nn.precision`).
-    precision : {"float32", "mixed_bfloat16", "mixed_float16"}, optional
-        Compute precision of training (:mod:`dipy_tractogen.nn.precision`):
-        float32 master weights, bfloat16 or float16 computations, loss
-        scaling for float16. The saved model is float32 whatever the
-        precision; the card records it under ``hyperparameters``.
-    tensorboard_dir : str or None, optional
-        Also log to TensorBoard there.
-    resume : bool, optional
-        Continue from the checkpoint of an interrupted run with the same
-        settings; False discards such a checkpoint.
-    force : bool, optional
-        Overwrite an existing final model (and its log and plot).
-    max_minutes : float or None, optional
-        Stop after the epoch that crosses this training time (summed over
-        resumed sessions).
-    callbacks : list of keras.callbacks.Callback, optional
-        Extra callbacks (e.g. evaluation on a schedule).
-    verbose : int, optional
-        Keras ``fit`` verbosity (1: a progress bar per epoch).
-    wm_mask : str, path-like or ndarray, optional
-        White-matter mask on the data's reference grid (a NIfTI path or an
-        array), stored in the model so generation filters by it.
-    model_type : {"ae", "vae", "cvae", "arvae", "aae"}, optional
-        The FINTA autoencoder, or a model of
-        :mod:`dipy_tractogen.nn.variational` (same backbone, optimiser,
-        schedule, checkpoints and card). ``cvae``, ``arvae`` and ``aae``
-        need ``conditions``.
-    conditions : str or sequence of str, optional
-        Conditions to train with (``"bundle,age,status,length"``): bundle
-        labels, subject covariates, per-streamline attributes (see
-        :func:`dipy_tractogen.nn.conditioning.load_conditional_data`). Any
-        model type accepts them: the seeds stored in the model then carry
-        their conditions, so that generation can select seeds by condition.
-    participants : str or path-like, optional
-        BIDS ``participants.tsv`` with the subject covariates of tractogram
-        inputs (default: one found above the inputs).
-    beta : float, optional
-        Weight of the KL term of the VAE family, in mm² of summed squared
-        error per nat (converted when ``loss_units="normalized"``).
-    model_options : dict, optional
-        Other arguments of the model class (``gamma``, ``delta``,
-        ``adversarial_weight``, ``prior_radius``, ``batch_norm``...); the
-        loss weights ``gamma`` and ``adversarial_weight`` are in mm² too.
-    report : bool, optional
-        After saving the model, also write ``<stem>_latent.png`` (PCA and
-        t-SNE of the seeds' latent codes by bundle and by each condition,
-        :func:`report_latents`) and ``<stem>_report.html`` (model, data,
-        losses, held-out error, latent space, conditional checks). A failure
-        there is a warning: the model is already saved.
-
-    Notes
-    -----
-    When the data come with a reference space (tractogram files, HDF5
-    datasets), the saved model also carries its generation seeds: latent
-    codes of up to 20,000 training streamlines per bundle in both
-    orientations, with the reference space (see
-    :func:`dipy_tractogen.models.attach_seed_bank`).
-
-    Returns
-    -------
-    model : FintaAutoencoder
-        With the best validation weights (the last ones without validation).
-    card : dict
-        The model card written next to the model (data summary,
-        hyperparameters, losses, held-out errors in mm, wall time, versions).
-
-    Raises
-    ------
-    InputError
-        On invalid hyperparameters or input.
-    OutputExistsError
-        If ``out_path`` exists and ``force`` is False.
-    ModelError
-        On a corrupt checkpoint or a diverged run.
-
-    References
-    ----------
-    .. [1] Legarreta, J. H., et al. "Filtering in tractography using
-       autoencoders (FINTA)". Medical Image Analysis 72, 102126 (2021).
-       doi:10.1016/j.media.2021.102126
-    """
-    from dipy_tractogen.nn.data import load_training_data
-
-    wall0 = time.time()
-    hyper = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "max_learning_rate": max_learning_rate,
-        "weight_decay": weight_decay,
-        "latent_dim": latent_dim,
-        "n_points": n_points,
-        "scale": scale,
-        "flip_p": flip_p,
-        "early_stopping": early_stopping,
-        "max_minutes": max_minutes,
-        "loss_units": loss_units,
-    }
-    _check_hyperparameters(**hyper)
-    from dipy_tractogen.nn.precision import check_precision
-
-    check_precision(precision)
-    paths = training_paths(out_path)
-    if not paths["model"].name.endswith(".keras"):
-        raise InputError(f"the model file must end with .keras: {paths['model']}")
-    from dipy_tractogen.models import card_paths
-
-    check_writable([paths["model"], *card_paths(paths["model"])], force=force)
-    from dipy_tractogen.conditions import parse_condition_names
-    from dipy_tractogen.nn.variational import MODEL_TYPES
-
-    if model_type not in MODEL_TYPES:
-        raise InputError(
-            f"unknown model_type {model_type!r}; use one of {', '.join(MODEL_TYPES)}"
-        )
-    conditions = parse_condition_names(conditions)
-    if model_type != "ae" and precision != "float32":
-        raise InputError(
-            f"precision={precision!r} is only supported for model_type='ae'"
-        )
-    ckpt = paths["checkpoint"]
-    state = _read_state(ckpt) if resume else None
-    if state is None:
-        extras = ["log", "plot"] + (["latent", "report"] if report else [])
-        check_writable([paths[k] for k in extras], force=force)
-
-    if conditions:
-        from dipy_tractogen.nn.conditioning import load_conditional_data
-
-        tdata = load_conditional_data(
-            data,
-            conditions,
-            participants=participants,
-            n_points=int(n_points),
-            valid_fraction=valid_fraction,
-            seed=seed,
-            feed_conditions=model_type != "ae",
-        )
-    else:
-        tdata = load_training_data(
-            data, n_points=int(n_points), valid_fraction=valid_fraction, seed=seed
-        )
-    wm_mask = _read_mask(wm_mask)
-    if wm_mask is not None and tdata.reference is not None:
-        dims = tuple(int(d) for d in tdata.reference[1])
-        if tuple(wm_mask.shape) != dims:
-            raise InputError(
-                f"white-matter mask shape {tuple(wm_mask.shape)} does not match "
-                f"the data's reference dimensions {dims}"
-            )
-    if not normalize:
-        scale = 1.0
-    seq_args = {"batch_size": int(batch_size), "seed": int(seed)}
-    train_seq = tdata.sequence("train", shuffle=True, flip_p=flip_p, **seq_args)
-    centre = _resolve_center(center, normalize, train_seq)
-    train_seq.center, train_seq.scale = centre.astype(np.float32), float(scale)
-    valid_seq = tdata.sequence(
-        "valid", shuffle=False, flip_p=0.0, center=centre, scale=scale, **seq_args
-    )
-    steps = len(train_seq)
-    config = {
-        **{
-            k: v for k, v in hyper.items() if k not in ("max_minutes", "early_stopping")
-        },
-        "normalize": bool(normalize),
-        "center": [float(c) for c in centre],
-        "scale": float(scale),
-        "seed": int(seed),
-        "valid_fraction": float(valid_fraction),
-        "pct_start": DEFAULTS["pct_start"],
-        "div_factor": DEFAULTS["div_factor"],
-        "final_div_factor": DEFAULTS["final_div_factor"],
-        "optimizer": "AdamL2 (coupled L2, PyTorch Adam semantics)",
-        "schedule": "OneCycle" if max_learning_rate else "constant",
-        "loss": "squared error summed over points x coords, summed over batch",
-        "steps_per_epoch": steps,
-        "data_fingerprint": tdata.fingerprint,
-    }
-    if precision != "float32":  # absent for float32: older checkpoints resume
-        config["precision"] = precision
-    if model_type != "ae" or conditions:  # likewise absent for a plain FINTA AE
-        from dipy_tractogen.nn.conditioning import model_options_for
-
-        model_options = model_options_for(
-            model_type,
-            beta=beta,
-            options=model_options,
-            loss_units=loss_units,
-            scale=scale,
-            tdata=tdata,
-            seed=seed,
-        )
-        config.update(
-            model_type=model_type,
-            conditions=list(conditions),
-            model_options=model_options["card"],
-        )
-    if state is not None and state.get("config") != config:
-        old = state.get("config") or {}
-        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-        raise InputError(
-            f"checkpoint {ckpt} was made with other settings ({', '.join(diff)}); "
-            "rerun with the same settings, or resume=False to start over"
-        )
-    loss_scale = float(scale) if loss_units == "mm" else 1.0
-    from dipy_tractogen.nn.precision import resolve_jit_compile, training_optimizer
-
-    if precision == "float32":
-        jit = _resolve_jit(jit_compile)
-    else:  # the XLA choice measured for each precision
-        jit = resolve_jit_compile(precision, "train", jit_compile=jit_compile)
-
-    def make_model(total_steps):
-        model = _build_model(
-            latent_dim,
-            n_points,
-            centre,
-            scale,
-            precision,
-            model_type=model_type,
-            model_options=(model_options or {}).get("model"),
-        )
-        if max_learning_rate:
-            lr = OneCycleSchedule(
-                max_learning_rate,
-                total_steps=total_steps,
-                pct_start=DEFAULTS["pct_start"],
-                div_factor=DEFAULTS["div_factor"],
-                final_div_factor=DEFAULTS["final_div_factor"],
-            )
-        else:
-            lr = float(learning_rate)
-        model.compile(
-            optimizer=training_optimizer(
-                AdamL2(learning_rate=lr, l2=float(weight_decay)), precision
-            ),
-            loss=StreamlineSquaredError(scale=loss_scale),
-            metrics=[StreamlineLoss(scale=loss_scale)],
-            jit_compile=jit,
-        )
-        return model
-
-    budget = None
-    if epochs == "auto":
-        if state is not None and state.get("epochs"):  # resumed: the same plan
-            epochs = int(state["epochs"])
-        else:
-            epochs, budget = _epochs_for_budget(
-                lambda: make_model(steps),
-                train_seq[0],
-                steps=steps,
-                valid_steps=0 if valid_seq is None else len(valid_seq),
-                seconds=60.0 * float(max_minutes),
-            )
-            from dipy.utils.logging import logger
-
-            logger.info(
-                f"epochs=auto: {epochs} epochs of about "
-                f"{budget['estimated_epoch_s']:.0f} s fit {float(max_minutes):g} "
-                "minutes"
-            )
-    keras.utils.set_random_seed(int(seed))
-    model = make_model(int(epochs) * steps)
-    _check_replica_split(model, train_seq, valid_seq)
-    if state is None:
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
-        ckpt.mkdir(parents=True)
-        state = {"config": config, "epoch": 0, "history": [], "best": None}
-        if budget is not None:
-            state.update(epochs=int(epochs), epochs_budget=budget)
-        _write_json(state, ckpt / _STATE)
-    elif state.get("weights"):
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(ckpt / state["weights"])
-
-    done = state["epoch"] >= int(epochs) or state.get("stop_reason")
-    if not done:
-        cbs = [
-            _EpochSetter(train_seq),
-            _Checkpointer(
-                ckpt,
-                state,
-                paths=paths,
-                patience=early_stopping,
-                max_seconds=None if max_minutes is None else 60.0 * float(max_minutes),
-                has_valid=valid_seq is not None,
-            ),
-        ]
-        if tensorboard_dir:
-            cbs.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
-        if hasattr(tdata, "training_callbacks"):  # conditional checks
-            cbs.extend(tdata.training_callbacks(model, seed=seed))
-        cbs.extend(callbacks or [])
-        model.fit(
-            train_seq,
-            validation_data=valid_seq,
-            epochs=int(epochs),
-            initial_epoch=int(state["epoch"]),
-            callbacks=cbs,
-            verbose=verbose,
-            # the sequences order their rows from (seed, epoch); Keras'
-            # own shuffle would reorder the batches with Python's global
-            # ``random`` state (not restored on resume, consumed differently
-            # under tf.distribute)
-            shuffle=False,
-        )
-    if state.get("best_weights"):
-        with np.load(ckpt / state["best_weights"]) as f:
-            model.set_weights([f[f"arr_{i}"] for i in range(len(f.files))])
-    elif state.get("stop_reason") == "non-finite loss":
-        raise ModelError(
-            f"training diverged (non-finite loss at epoch {state['epoch']}); "
-            "try a lower max_learning_rate"
-        )
-    if state.get("history"):
-        _safe_plot(state["history"], paths["plot"])
-    if precision != "float32":  # saved and evaluated as a float32 model
-        from dipy_tractogen.nn.precision import with_precision
-
-        model = with_precision(model, "float32")
-    card = _make_card(model, tdata, state, config, hyper, wall0, seed)
-    card["hyperparameters"]["precision"] = precision
-    if state.get("epochs_budget"):  # epochs="auto": what was planned, and why
-        card["hyperparameters"].update(
-            epochs=int(state["epochs"]),
-            epochs_requested="auto",
-            epochs_budget=state["epochs_budget"],
-        )
-    from dipy_tractogen.models import attach_seed_bank, save_model
-
-    if hasattr(tdata, "finish_model"):  # seeds with conditions, checks in card
-        tdata.finish_model(model, card, wm_mask=wm_mask, seed=seed)
-    elif tdata.reference is not None:  # what generation needs, inside the model
-        X_seed, y_seed = tdata.seed_sample(seed=seed)
-        attach_seed_bank(model, X_seed, y_seed, tdata.reference, wm_mask=wm_mask)
-
-    save_model(model, paths["model"], card=card, force=force)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    if report:
-        _safe_report(model, tdata, paths, seed)
-    return model, model.card
-
-
-def _read_mask(wm_mask):
-    """A white-matter mask array from a NIfTI path (or the array itself)."""
-    if wm_mask is None or isinstance(wm_mask, np.ndarray):
-        return wm_mask
-    import nibabel as nib
-
-    if not os.path.isfile(wm_mask):
-        raise InputError(f"white-matter mask not found: {wm_mask}")
-    try:
-        return np.asarray(nib.load(wm_mask).dataobj) > 0
-    except Exception as exc:
-        raise InputError(f"cannot read white-matter mask {wm_mask}: {exc}") from exc
-
-
-def _make_card(model, tdata, state, config, hyper, wall0, seed):
-    """The trainer's part of the model card (``save_model`` adds the rest)."""
-    history = state.get("history", [])
-    last = history[-1] if history else {}
-    held = tdata.held_out(seed=seed)
-    errors = None
-    if held is not None and len(held):
-        held_c = None
-        if getattr(tdata, "feed_conditions", False):  # a conditional model
-            held_c = tdata.held_out_conditions(seed=seed)
-        errors = reconstruction_errors(model, held, conditions=held_c)
-        errors["split"] = "test" if tdata.test is not None else "valid"
-    card = {
-        "task": "streamline autoencoder (FINTA recipe)",
-        "references": [
-            "doi:10.1016/j.media.2021.102126",
-            "doi:10.1016/j.media.2023.102761",
-        ],
-        "training_data": tdata.summary,
-        "hyperparameters": {
-            **config,
-            "early_stopping": hyper["early_stopping"],
-            "max_minutes": hyper["max_minutes"],
-        },
-        "losses": {
-            "units": "mm^2 per streamline"
-            if config["loss_units"] == "mm"
-            else "normalized^2 per streamline",
-            "final_train": last.get("streamline_loss"),
-            "final_valid": last.get("val_streamline_loss"),
-            "best_valid": state.get("best") if tdata.valid is not None else None,
-            "best_epoch": state.get("best_epoch"),
-            "epochs_run": state.get("epoch", 0),
-            "iterations": state.get("iterations"),
-            "stop_reason": state.get("stop_reason") or "completed",
-        },
-        "heldout_errors_mm": errors,
-        "wall_time_s": time.time() - wall0,
-        "training_time_s": state.get("elapsed_s"),
-        "seed": int(seed),
-        "history": [{k: r.get(k) for k in _CARD_HISTORY if k in r} for r in history],
-    }
-    if "bundles" in tdata.summary:
-        names = tdata.summary["bundles"]
-        card["bundle_names"] = list(names) if not isinstance(names, list) else names
-    return card

@@ -138,9 +138,8 @@ class TrainTractoencoderFlow(TractogenFlow):
         """
         from dipy.utils.logging import logger
 
-        from dipy_tractogen.models import card_paths
-        from dipy_tractogen.nn.data import expand_inputs
-        from dipy_tractogen.nn.training import train_autoencoder, training_paths
+        from dipy_tractogen.models.files import card_paths
+        from dipy_tractogen.training.config import training_paths
 
         if model not in MODELS:
             raise InputError(
@@ -156,28 +155,19 @@ class TrainTractoencoderFlow(TractogenFlow):
             raise InputError(f"max_learning_rate must be >= 0, got {max_learning_rate}")
         if not str(out_model).endswith(".keras"):
             raise InputError(f"out_model must end with .keras, got {out_model}")
-        files = expand_inputs(input_files)
         out_path = Path(out_dir) / out_model if out_dir else Path(out_model)
-        paths = training_paths(out_path)
-        card_json, card_md = card_paths(out_path)
-        self.flat_outputs = [
-            str(out_path),
-            str(card_json),
-            str(card_md),
-            str(paths["log"]),
-            str(paths["plot"]),
-        ]
-        self.last_generated_outputs = {
-            "out_model": str(out_path),
-            "card": str(card_json),
-            "log": str(paths["log"]),
-            "plot": str(paths["plot"]),
-        }
-        if not no_report:
-            self.flat_outputs += [str(paths["latent"]), str(paths["report"])]
-            self.last_generated_outputs.update(
-                latent=str(paths["latent"]), report=str(paths["report"])
-            )
+        self._claim(
+            training_paths(out_path),
+            card_paths(out_path),
+            restart=restart,
+            report=not no_report,
+        )
+
+        # Keras and TensorFlow start here, once the outputs are claimed
+        from dipy_tractogen.training.data import expand_inputs
+        from dipy_tractogen.training.trainer import train_autoencoder
+
+        files = expand_inputs(input_files)
         data = files[0] if len(files) == 1 else files
         net, card = train_autoencoder(
             data,
@@ -227,3 +217,23 @@ class TrainTractoencoderFlow(TractogenFlow):
                 f"the real bundle's ({'passed' if diversity['passed'] else 'FAILED'})"
             )
         logger.info(msg)
+
+    def _claim(self, paths, cards, *, restart, report):
+        """Refuse existing outputs, before anything imports Keras.
+
+        The model and its card are always new; the log and the pictures of
+        an interrupted run that is resumed (its checkpoint state is there
+        and ``--restart`` is not given) are continued, not refused (the
+        trainer checks the checkpoint itself).
+        """
+        names = ["log", "plot"] + (["latent", "report"] if report else [])
+        new = [paths["model"], *cards]
+        continued = [paths[k] for k in names]
+        resumed = not restart and paths["state"].is_file()
+        self.claim_outputs(new if resumed else new + continued)
+        self.flat_outputs = [str(p) for p in new + continued]
+        self.last_generated_outputs = {
+            "out_model": str(paths["model"]),
+            "card": str(cards[0]),
+            **{k: str(paths[k]) for k in names},
+        }
