@@ -1,5 +1,6 @@
-"""Pictures: FURY rendering of tractograms (in a worker process), matplotlib
-plots (losses, latent projections, attribute histograms) and HTML reports.
+"""Pictures: renderings of tractograms (FURY in a worker process where a
+Vulkan driver works, matplotlib elsewhere), matplotlib plots (losses, latent
+projections, attribute histograms) and HTML reports.
 
 It draws arrays and files; it knows no model, so every stage above can
 draw.
@@ -11,6 +12,9 @@ from dipy_tractogen._lazy import lazy_attributes
 _PUBLIC = {
     "NO_RENDER_ENV": "._worker",
     "VIEWS": ".render",
+    "RENDERERS": ".render",
+    "Picture": ".render",
+    "picture_renderer": ".render",
     "RenderingUnavailable": "._worker",
     "bundle_color": ".render",
     "check_rendering": "._worker",

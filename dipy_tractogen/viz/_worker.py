@@ -25,6 +25,7 @@ FURY is imported inside :func:`import_fury`: importing this module is cheap.
 import ast
 import atexit
 import importlib
+import importlib.util
 import os
 import pickle
 import subprocess
@@ -178,6 +179,9 @@ def check_rendering():
         if _device["error"] is not None:
             raise RenderingUnavailable(_device["error"])
         return
+    if importlib.util.find_spec("pygfx") is not None:
+        # the device first: without one, FURY's import (seconds) is useless
+        check_device()
     import_fury()
     check_device()
 

@@ -1,4 +1,4 @@
-"""Pictures of tractograms with FURY 2: snapshots, comparison panels, windows.
+"""Pictures of tractograms: snapshots, comparison panels, windows.
 
 Rendering uses FURY 2 (pygfx/wgpu) [1]_ off screen, so it works on servers and
 in CI without a display: on a machine without a GPU, the Mesa CPU Vulkan
@@ -42,24 +42,36 @@ TensorFlow ships its own copy of LLVM whose symbols clash with the LLVM that
 Mesa's lavapipe compiles shaders with: rendering in a process that has
 imported TensorFlow crashes it (segmentation fault at the first draw), and so
 does importing TensorFlow after rendering (checked with TensorFlow 2.21 and
-Mesa 22.3). So by default the rendering functions here run in a worker
-process (:mod:`dipy_tractogen.viz._worker`: a fresh ``python -c``, which
-imports neither TensorFlow nor the caller's ``__main__``), started on first
-use and kept warm for later calls; arguments and results travel pickled
-over a local authenticated connection and errors are re-raised in the
-caller. A crash of the driver cannot take the caller down; a dead worker is
-restarted by the next call. Set
+Mesa 22.3). So by default FURY draws in a worker process
+(:mod:`dipy_tractogen.viz._worker`: a fresh ``python -c``, which imports
+neither TensorFlow nor the caller's ``__main__``), started on first use and
+kept warm for later calls: the caller reads, checks, subsamples, colours and
+simplifies the streamlines, the worker gets the lines and colours and
+returns the bare image (pickled over a local authenticated connection;
+errors are re-raised in the caller), and the caller draws the legend and
+writes the PNG. A crash of the driver cannot take the caller down (the
+picture is then drawn with matplotlib); a dead worker is restarted by the
+next call. Set
 ``DIPY_TRACTOGEN_RENDER_ISOLATED=0`` to render in the calling process (a
 little faster when nothing imports TensorFlow).
 
-Rendering unavailable
----------------------
+Without a GPU driver: matplotlib
+---------------------------------
 When FURY is missing or no Vulkan device can be created (wgpu fails at the
-device request), the functions raise
-:class:`~dipy_tractogen.viz.RenderingUnavailable`, whose
-one-line message says how to enable rendering. Setting the environment
-variable ``DIPY_TRACTOGEN_NO_RENDER=1`` makes every rendering call raise it
-(to skip pictures on purpose, or to test the fallback paths).
+device request: a headless server, most HPC nodes), the pictures are drawn
+with matplotlib instead (:mod:`dipy_tractogen.viz.flat`: the streamlines
+projected orthographically along the same view, depth-ordered, in the same
+colours, with the same legend, colour bar, title and size), and one line is
+logged: ``picture drawn with matplotlib (FURY cannot render here: ...)``.
+``renderer="fury"`` asks for FURY only (then
+:class:`~dipy_tractogen.viz.RenderingUnavailable` is raised, whose one-line
+message says how to enable rendering), ``renderer="matplotlib"`` for the
+flat picture only. The returned arrays are :class:`Picture` objects whose
+``renderer`` says who drew them, and PNG files record it in their text
+(:func:`picture_renderer`). An interactive window needs FURY. Setting the
+environment variable ``DIPY_TRACTOGEN_NO_RENDER=1`` disables FURY (the
+matplotlib pictures are still drawn; this is also how the tests exercise the
+fallback).
 
 References
 ----------
@@ -76,6 +88,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from dipy.utils.logging import logger
 
 from dipy_tractogen._text import one_line
 from dipy_tractogen.errors import InputError
@@ -94,10 +107,15 @@ from dipy_tractogen.viz._worker import (
     check_rendering,
     import_fury,
     isolated,
+    rendering_available,
 )
+from dipy_tractogen.viz.flat import draw_streamlines
 
 __all__ = [
     "VIEWS",
+    "RENDERERS",
+    "Picture",
+    "picture_renderer",
     "bundle_color",
     "render_tractogram",
     "render_comparison",
@@ -113,6 +131,13 @@ VIEWS = {
     "coronal": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
     "oblique": ((1.0, -1.0, -1.0), (0.0, 0.0, 1.0)),
 }
+
+#: Values of the ``renderer`` option: FURY where it can render, else
+#: matplotlib ("auto"); FURY only; matplotlib only.
+RENDERERS = ("auto", "fury", "matplotlib")
+
+#: PNG text keys naming the renderer of a picture and why it is not FURY.
+_PNG_RENDERER, _PNG_NOTE = "Renderer", "Renderer note"
 
 # tab10 then the light tab20 shades: 20 distinct colours, fixed per bundle id
 _PALETTE = np.array(
@@ -289,7 +314,26 @@ def _value_norm(items):
     return lo, hi
 
 
-def _colour_items(items, mode, colormap, *, cmap, norm):
+def _orientation_rgb(lines):
+    """End-to-end direction of each streamline as RGB.
+
+    The absolute unit vector (red left-right, green anterior-posterior, blue
+    inferior-superior), as FURY's ``colormap.line_colors``; grey for a
+    streamline that ends where it starts.
+    """
+    if isinstance(lines, np.ndarray):
+        d = lines[:, -1] - lines[:, 0]
+    else:
+        d = np.array([s[-1] - s[0] for s in lines])
+    d = np.asarray(d, dtype=np.float64).reshape(-1, 3)
+    norm = np.linalg.norm(d, axis=1)
+    rgb = np.full(d.shape, 0.5)
+    ok = norm > 0
+    rgb[ok] = np.abs(d[ok] / norm[ok, None])
+    return rgb
+
+
+def _colour_items(items, mode, *, cmap, norm):
     """Set ``item.rgb`` (N, 3) for each item; return the legend entries."""
     legend = {}
     for it in items:
@@ -300,7 +344,7 @@ def _colour_items(items, mode, colormap, *, cmap, norm):
             for i in np.unique(ids).tolist():
                 legend[int(i)] = tuple(bundle_color(i))
         elif mode == "orientation":
-            it.rgb = np.asarray(colormap.line_colors(it.lines), dtype=np.float64)[:, :3]
+            it.rgb = _orientation_rgb(it.lines)
         elif mode == "value":
             import matplotlib
 
@@ -561,8 +605,38 @@ def _annotate(img, *, background, title=None, legend=None, colorbar=None):
     return out.copy()
 
 
+class Picture(np.ndarray):
+    """An RGBA picture (H, W, 4) uint8 that says which renderer drew it.
+
+    What :func:`render_tractogram`, :func:`render_comparison` and
+    :func:`render_tractogram_file` return: a numpy array with two more
+    attributes, kept by views and copies.
+
+    Attributes
+    ----------
+    renderer : str
+        ``"fury"`` or ``"matplotlib"``.
+    note : str
+        Why FURY did not draw it (``""`` when it did, or when matplotlib was
+        asked for).
+    """
+
+    def __array_finalize__(self, obj):
+        self.renderer = getattr(obj, "renderer", "")
+        self.note = getattr(obj, "note", "")
+
+
+def _picture(image, renderer, note=""):
+    out = np.asarray(image, dtype=np.uint8).view(Picture)
+    out.renderer, out.note = renderer, note
+    return out
+
+
 def save_png(image, path, *, force=False):
     """Write an RGB(A) uint8 image as PNG, atomically.
+
+    The renderer of a :class:`Picture` (and why it is not FURY) is written
+    in the PNG's text (see :func:`picture_renderer`).
 
     Parameters
     ----------
@@ -577,9 +651,44 @@ def save_png(image, path, *, force=False):
     """
     from matplotlib.image import imsave
 
+    metadata = {}
+    if getattr(image, "renderer", ""):
+        metadata[_PNG_RENDERER] = image.renderer
+        if image.note:
+            metadata[_PNG_NOTE] = image.note
     with atomic_output(path, force=force) as tmp:
-        imsave(tmp, np.asarray(image, dtype=np.uint8), format="png")
+        imsave(
+            tmp,
+            np.asarray(image, dtype=np.uint8),
+            format="png",
+            metadata=metadata or None,
+        )
     return str(path)
+
+
+def picture_renderer(path):
+    """The renderer recorded in a PNG written by this module.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    renderer : str
+        ``"fury"``, ``"matplotlib"``, or ``""`` when the file does not say
+        (or is not a PNG).
+    note : str
+        Why FURY did not draw it (``""`` if it did or the file does not say).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            text = dict(getattr(im, "text", {}) or {})
+    except (OSError, UnidentifiedImageError):
+        return "", ""
+    return str(text.get(_PNG_RENDERER, "")), str(text.get(_PNG_NOTE, ""))
 
 
 def _legend_entries(legend, bundle_names):
@@ -589,6 +698,140 @@ def _legend_entries(legend, bundle_names):
 
 def _auto_tube_radius(radius):
     return max(radius * 0.004, 0.05)
+
+
+def _check_renderer(renderer, interactive=False):
+    key = str(renderer).lower()
+    if key not in RENDERERS:
+        raise InputError(f"unknown renderer {renderer!r} (use {', '.join(RENDERERS)})")
+    if interactive and key == "matplotlib":
+        raise InputError("an interactive window needs renderer 'fury' or 'auto'")
+    return key
+
+
+def _with_fury(function, kwargs):
+    """``function(**kwargs)`` where FURY renders: the worker unless disabled."""
+    if isolated():
+        return call_in_worker(function, kwargs)
+    return function(**kwargs)
+
+
+def _strip(item, tolerance):
+    """What a renderer needs of an item: its lines (simplified) and colours."""
+    lines = item.lines if tolerance is None else _simplify(item.lines, tolerance)
+    return _Item(lines, None, item.rgb, None, None)
+
+
+def _fury_images(items, *, spec, sphere, size, background, tubes, tube_radius):
+    """Bare FURY images of each item (in the worker process by default)."""
+    actor, _, window = import_fury()
+    check_device()
+    actor_sets = [
+        [_make_actor(actor, it, tubes=tubes, tube_radius=tube_radius)] for it in items
+    ]
+    return _render(
+        actor_sets,
+        size=size,
+        background=background,
+        spec=spec,
+        sphere=sphere,
+        window=window,
+    )
+
+
+def _fury_window(item, *, spec, sphere, size, background, tubes, tube_radius, title):
+    """Open an interactive FURY window on an item (full resolution)."""
+    actor, _, window = import_fury()
+    check_device()
+    _open_window(
+        [_make_actor(actor, item, tubes=tubes, tube_radius=tube_radius)],
+        size=size,
+        background=background,
+        spec=spec,
+        sphere=sphere,
+        window=window,
+        title=title,
+    )
+
+
+def _flat_camera(spec, sphere):
+    """(direction, up, centre, half extent) of the orthographic picture that
+    shows what the FURY camera of ``spec`` shows at its focal plane."""
+    kind, payload = spec
+    centre, radius = sphere
+    if kind == "view":
+        direction, up = payload
+        # show_object frames the bounding sphere: about 2.2 r across
+        return direction, up, centre, 1.1 * radius
+    pos, focal, up = payload
+    # a 50 degree field of view, seen at the focal distance
+    half = float(np.linalg.norm(focal - pos) * np.tan(np.radians(25)))
+    return focal - pos, up, focal, half
+
+
+def _flat_images(items, *, spec, sphere, size, background, tubes, tube_radius):
+    """Bare matplotlib images of each item (orthographic projection)."""
+    direction, up, centre, half = _flat_camera(spec, sphere)
+    return [
+        draw_streamlines(
+            it.lines,
+            it.rgb,
+            direction=direction,
+            up=up,
+            centre=centre,
+            half_extent=half,
+            size=size,
+            background=background[:3],
+            width_mm=2.0 * tube_radius if tubes else None,
+        )
+        for it in items
+    ]
+
+
+def _draw(items, *, renderer, spec, sphere, size, background, tubes, tube_radius):
+    """Bare images of ``items`` (same camera), with FURY or matplotlib.
+
+    ``renderer="auto"``: FURY where it can render, else matplotlib, saying so
+    in one logged line.
+
+    Returns
+    -------
+    images : list of ndarray (H, W, 4) uint8
+    renderer : str
+        Who drew them.
+    note : str
+        Why FURY did not ("" if it did or matplotlib was asked for).
+    """
+    asked, note = renderer, ""
+    if asked == "fury":
+        check_rendering()  # the one-line reason, before sending anything
+    elif asked == "auto":
+        ok, note = rendering_available()
+        renderer = "fury" if ok else "matplotlib"
+    tolerance = None if tubes else _pixel_tolerance(spec, sphere, size)
+    # simplified here: the worker gets up to 15 times fewer points
+    bare = [_strip(it, tolerance) for it in items]
+    options = {
+        "spec": spec,
+        "sphere": sphere,
+        "size": size,
+        "background": background,
+        "tubes": tubes,
+        "tube_radius": tube_radius,
+    }
+    if renderer == "fury":
+        try:
+            return _with_fury(_fury_images, dict(options, items=bare)), "fury", ""
+        except RenderingUnavailable as exc:  # the worker died, no window...
+            if asked == "fury":
+                raise
+            note = str(exc)
+    images = _flat_images(bare, **options)
+    if note:
+        logger.warning(
+            f"picture drawn with matplotlib (FURY cannot render here: {note})"
+        )
+    return images, "matplotlib", note
 
 
 def render_tractogram(
@@ -612,8 +855,12 @@ def render_tractogram(
     title=None,
     max_streamlines=None,
     seed=0,
+    renderer="auto",
 ):
     """Render a tractogram off screen and return the picture.
+
+    With FURY where a Vulkan driver works, else with matplotlib (see the
+    module's notes and ``renderer``).
 
     Parameters
     ----------
@@ -666,24 +913,30 @@ def render_tractogram(
         Draw a random subset of at most this many streamlines (None or 0: all).
     seed : int, optional
         Seed of that subset.
+    renderer : {"auto", "fury", "matplotlib"}, optional
+        ``"auto"``: FURY where it can render, else a flat matplotlib picture
+        (orthographic projection, lines drawn as tubes are flat bands), with
+        one logged line saying so; ``"fury"``: FURY or
+        :class:`RenderingUnavailable`; ``"matplotlib"``: the flat picture.
 
     Returns
     -------
-    image : ndarray (H, W, 4) uint8
-        The RGBA picture, legend and colour bar included.
+    image : Picture (H, W, 4) uint8
+        The RGBA picture, legend and colour bar included; its ``renderer``
+        says who drew it.
 
     Raises
     ------
     InputError
-        On bad streamlines, colours, view or size.
+        On bad streamlines, colours, view, size or renderer.
     RenderingUnavailable
-        If FURY or a Vulkan device is missing, or rendering is disabled.
+        With ``renderer="fury"``, if FURY or a Vulkan device is missing or
+        rendering is disabled; with ``interactive``, if no window can be
+        opened (after ``out_path`` is written).
     OutputExistsError
         If ``out_path`` exists and ``force`` is False (checked first).
     """
-    if isolated():
-        return call_in_worker(render_tractogram, dict(locals()))
-
+    renderer = _check_renderer(renderer, interactive)
     if out_path is not None:
         check_writable(out_path, force=force)
     mode = _mode(colors, values)
@@ -699,19 +952,19 @@ def render_tractogram(
         seed=seed,
         what="the tractogram",
     )
-    actor, colormap, window = import_fury()
-    check_device()
     norm = _value_norm([item]) if mode == "value" else None
-    entries = _colour_items([item], mode, colormap, cmap=cmap, norm=norm)
+    entries = _colour_items([item], mode, cmap=cmap, norm=norm)
     sphere = _bounding_sphere(item.points)
     radius = tube_radius or _auto_tube_radius(sphere[1])
-    tolerance = _pixel_tolerance(spec, sphere, size)
-    actors = [
-        _make_actor(actor, item, tubes=tubes, tube_radius=radius, tolerance=tolerance)
-    ]
-    (img,) = _render(
-        [actors], size=size, background=bg, spec=spec, sphere=sphere, window=window
-    )
+    options = {
+        "spec": spec,
+        "sphere": sphere,
+        "size": size,
+        "background": bg,
+        "tubes": tubes,
+        "tube_radius": radius,
+    }
+    (img,), used, note = _draw([item], renderer=renderer, **options)
     img = _annotate(
         img,
         background=bg[:3],
@@ -721,19 +974,15 @@ def render_tractogram(
         else None,
         colorbar=(cmap, norm, value_label) if legend and mode == "value" else None,
     )
+    picture = _picture(img, used, note)
     if out_path is not None:
-        save_png(img, out_path, force=force)
+        save_png(picture, out_path, force=force)
     if interactive:
-        _open_window(
-            [_make_actor(actor, item, tubes=tubes, tube_radius=radius)],
-            size=size,
-            background=bg,
-            spec=spec,
-            sphere=sphere,
-            window=window,
-            title=title,
-        )
-    return img
+        if used != "fury":
+            raise RenderingUnavailable(f"no interactive window without FURY: {note}")
+        # the full streamlines: the user zooms in a window
+        _with_fury(_fury_window, dict(options, item=_strip(item, None), title=title))
+    return picture
 
 
 def render_comparison(
@@ -759,6 +1008,7 @@ def render_comparison(
     force=False,
     max_streamlines=None,
     seed=0,
+    renderer="auto",
 ):
     """Render two tractograms side by side with the same camera and colours.
 
@@ -805,19 +1055,19 @@ def render_comparison(
         Draw at most this many streamlines of each tractogram.
     seed : int, optional
         Seed of the subsets.
+    renderer : {"auto", "fury", "matplotlib"}, optional
+        As for :func:`render_tractogram`.
 
     Returns
     -------
-    image : ndarray (H, 2 W, 4) uint8
+    image : Picture (H, 2 W, 4) uint8
 
     Raises
     ------
     InputError, RenderingUnavailable, OutputExistsError
         As :func:`render_tractogram`.
     """
-    if isolated():
-        return call_in_worker(render_comparison, dict(locals()))
-
+    renderer = _check_renderer(renderer)
     if out_path is not None:
         check_writable(out_path, force=force)
     if not isinstance(colors, str):
@@ -846,26 +1096,19 @@ def render_comparison(
             (generated, generated_bundle_ids, generated_values, "the generated one"),
         )
     ]
-    actor, colormap, window = import_fury()
-    check_device()
     norm = _value_norm(items) if mode == "value" else None
-    entries = _colour_items(items, mode, colormap, cmap=cmap, norm=norm)
+    entries = _colour_items(items, mode, cmap=cmap, norm=norm)
     sphere = _bounding_sphere(np.concatenate([it.points for it in items]))
     radius = tube_radius or _auto_tube_radius(sphere[1])
-    actor_sets = [
-        [
-            _make_actor(
-                actor,
-                it,
-                tubes=tubes,
-                tube_radius=radius,
-                tolerance=_pixel_tolerance(spec, sphere, size),
-            )
-        ]
-        for it in items
-    ]
-    images = _render(
-        actor_sets, size=size, background=bg, spec=spec, sphere=sphere, window=window
+    images, used, note = _draw(
+        items,
+        renderer=renderer,
+        spec=spec,
+        sphere=sphere,
+        size=size,
+        background=bg,
+        tubes=tubes,
+        tube_radius=radius,
     )
     titles = tuple(titles) if titles else (None, None)
     left = _annotate(images[0], background=bg[:3], title=titles[0])
@@ -878,7 +1121,7 @@ def render_comparison(
         else None,
         colorbar=(cmap, norm, value_label) if legend and mode == "value" else None,
     )
-    panel = np.concatenate([left, right], axis=1)
+    panel = _picture(np.concatenate([left, right], axis=1), used, note)
     if out_path is not None:
         save_png(panel, out_path, force=force)
     return panel
@@ -903,10 +1146,12 @@ def render_tractogram_file(
     interactive=False,
     title=None,
     titles=None,
+    renderer="auto",
 ):
     """Render a tractogram file, or two side by side, as the commands do.
 
-    Checks that rendering is possible before reading anything.
+    With ``renderer="fury"``, checks that FURY can render before reading
+    anything; by default, falls back to matplotlib where it cannot.
 
     Parameters
     ----------
@@ -942,23 +1187,24 @@ def render_tractogram_file(
         Title of a single picture (default: the file name and count).
     titles : (str, str), optional
         Titles of a comparison (default: the file names).
+    renderer : {"auto", "fury", "matplotlib"}, optional
+        As for :func:`render_tractogram`.
 
     Returns
     -------
-    image : ndarray (H, W, 4) uint8
+    image : Picture (H, W, 4) uint8
 
     Raises
     ------
     RenderingUnavailable, TractogramError, InputError, OutputExistsError
     """
-    if isolated():
-        return call_in_worker(render_tractogram_file, dict(locals()))
-
+    renderer = _check_renderer(renderer, interactive)
     if out_path is not None:
         check_writable(out_path, force=force)
     if max_streamlines is not None and max_streamlines < 0:
         raise InputError(f"max_streamlines must be >= 0, got {max_streamlines}")
-    check_rendering()
+    if renderer == "fury":
+        check_rendering()
     first = read_for_view(
         path, reference=reference, max_streamlines=max_streamlines, seed=seed
     )
@@ -989,6 +1235,7 @@ def render_tractogram_file(
             titles=titles or (Path(path).name, Path(compare).name),
             out_path=out_path,
             force=force,
+            renderer=renderer,
         )
     if title is None:
         shown = len(first.lines)
@@ -1012,6 +1259,7 @@ def render_tractogram_file(
         force=force,
         interactive=interactive,
         title=title,
+        renderer=renderer,
     )
 
 
@@ -1024,12 +1272,15 @@ def snapshot_tractogram(
     max_streamlines=20000,
     seed=0,
     force=False,
+    renderer="auto",
 ):
     """Picture of a tractogram a command has just written; never fails it.
 
-    Renders at most ``max_streamlines`` streamlines coloured by bundle. When
-    rendering is unavailable, logs one line saying the picture was skipped
-    and how to enable it, and returns False.
+    Renders at most ``max_streamlines`` streamlines coloured by bundle, with
+    FURY where it can render, else with matplotlib (one logged line says
+    which, and the PNG records it: :func:`picture_renderer`). When no
+    picture can be drawn (``renderer="fury"`` without FURY) or no window
+    opened, logs one line saying why and how to enable rendering.
 
     Parameters
     ----------
@@ -1047,13 +1298,14 @@ def snapshot_tractogram(
         Seed of the subset.
     force : bool, optional
         Allow overwriting ``out_png``.
+    renderer : {"auto", "fury", "matplotlib"}, optional
+        As for :func:`render_tractogram`.
 
     Returns
     -------
     written : bool
         Whether ``out_png`` was written.
     """
-    from dipy.utils.logging import logger
 
     def stamp():
         if out_png is None or not Path(out_png).is_file():
@@ -1070,11 +1322,16 @@ def snapshot_tractogram(
             out_path=out_png,
             force=force,
             interactive=interactive,
+            renderer=renderer,
         )
+        failed = None
     except RenderingUnavailable as exc:
-        logger.warning(f"picture skipped: {exc}")
+        failed = exc
     after = stamp()
     written = after is not None and after != before
+    if failed is not None:
+        what = "no interactive window" if written else "picture skipped"
+        logger.warning(f"{what}: {failed}")
     if written:
         logger.info(f"wrote {out_png}")
     return written

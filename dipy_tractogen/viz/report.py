@@ -34,6 +34,7 @@ from dipy_tractogen.errors import InputError
 from dipy_tractogen.io.outputs import atomic_output, check_writable
 from dipy_tractogen.io.subsets import merge_bundle_names, read_for_view
 from dipy_tractogen.viz.plots import plot_attribute_histograms
+from dipy_tractogen.viz.render import picture_renderer
 
 __all__ = [
     "write_html_report",
@@ -276,6 +277,18 @@ def _sidecar_metadata(tractogram):
     return {k: v for k, v in meta.items() if k != "report"}
 
 
+def _picture_caption(png):
+    """The file name and who drew the picture (FURY, or matplotlib and why)."""
+    renderer, note = picture_renderer(png)
+    caption = Path(png).name
+    if renderer == "fury":
+        caption += ", drawn with FURY"
+    elif renderer == "matplotlib":
+        caption += ", drawn with matplotlib (a flat projection"
+        caption += f"; FURY cannot render here: {note})" if note else ")"
+    return caption
+
+
 def write_generation_report(
     path,
     report,
@@ -305,7 +318,7 @@ def write_generation_report(
     tractogram : str or path-like
         The generated tractogram.
     snapshot : str or path-like, optional
-        Its picture (PNG).
+        Its picture (PNG), captioned with the renderer that drew it.
     seeds : str or path-like, optional
         The seed tractogram, drawn as "real" in the histograms.
     reference : str or path-like, optional
@@ -338,7 +351,9 @@ def write_generation_report(
         },
     ]
     if snapshot is not None:
-        sections.append({"title": "Picture", "image": (snapshot, Path(snapshot).name)})
+        sections.append(
+            {"title": "Picture", "image": (snapshot, _picture_caption(snapshot))}
+        )
     with tempfile.TemporaryDirectory(prefix="dipy-tractogen-report-") as tmp:
         gen = read_for_view(
             tractogram, reference=reference, max_streamlines=max_streamlines, seed=seed

@@ -63,13 +63,16 @@ class ViewTractogramFlow(TractogenFlow):
         width=800,
         height=800,
         compare="",
+        renderer="auto",
         out_dir="",
         out_png="tractogram.png",
     ):
         """Render a tractogram coloured by bundle, orientation or a value.
 
-        Renders off screen with FURY 2 (a Vulkan driver is needed: on a
-        machine without a GPU, install mesa-vulkan-drivers and libvulkan1).
+        Renders off screen with FURY 2 where a Vulkan driver works (on a
+        machine without a GPU: install mesa-vulkan-drivers and libvulkan1),
+        else draws a flat picture with matplotlib (the streamlines projected
+        along the view, in the same colours) and says so in one line.
         Bundles come from the file's labels (as written by dipy-tractogen);
         the legend or colour bar is drawn on the picture. With ``--compare``
         the two tractograms are drawn side by side with the same camera and
@@ -102,6 +105,9 @@ class ViewTractogramFlow(TractogenFlow):
             Picture height in pixels.
         compare : string, optional
             A second tractogram drawn on the right, for comparison.
+        renderer : string, optional
+            auto (FURY where it can render, else matplotlib), fury (fail
+            without a Vulkan driver) or matplotlib (the flat picture).
         out_dir : string, optional
             Output directory (default: current directory).
         out_png : string, optional
@@ -134,6 +140,7 @@ class ViewTractogramFlow(TractogenFlow):
                 out_path=out_file,
                 force=self.force,
                 interactive=interactive,
+                renderer=renderer,
             )
             logger.info(f"wrote {out_file}")
             done.append(str(out_file))
