@@ -219,7 +219,10 @@ def place_together(moves, *, force=False):
                 os.unlink(final)
         for old, final in reversed(aside):
             with contextlib.suppress(OSError):
-                os.replace(old, final)
+                if os.path.lexists(final) and os.path.samefile(old, final):
+                    os.unlink(old)  # a hard link: the original is in place
+                else:
+                    os.replace(old, final)
         for tmp, _ in moves:
             _remove(tmp)
         raise

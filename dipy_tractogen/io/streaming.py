@@ -222,10 +222,21 @@ class TractogramStreamWriter:
 
     # ------------------------------------------------------------ finalising
     def _flush_files(self):
-        if not self._offsets.closed:  # TRX offsets end with the total vertex count
-            self._offsets.write(np.array([self.n_vertices], np.uint64).tobytes())
+        """Close the spill files (every one, even if one fails: a full disk);
+        the first failure is raised after."""
+        error = None
+        try:
+            if not self._offsets.closed:  # TRX offsets end with the vertex count
+                self._offsets.write(np.array([self.n_vertices], np.uint64).tobytes())
+        except OSError as exc:
+            error = exc
         for f in (self._positions, self._offsets, *self._dps_files.values()):
-            f.close()
+            try:
+                f.close()
+            except OSError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def _header(self):
         affine, dims, _, _ = self.reference
@@ -323,9 +334,9 @@ class TractogramStreamWriter:
         output path."""
         if self._closed:
             return self.path
-        self._flush_files()
         tmp_out = tmp_json = None
         try:
+            self._flush_files()
             tmp_out = temporary_path(self.path)
             if self.format == ".trx":
                 self._finish_trx(tmp_out)
@@ -354,9 +365,13 @@ class TractogramStreamWriter:
     def abort(self):
         """Discard everything written so far; no output is produced."""
         if not self._closed:
-            self._flush_files()
             self._closed = True
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            try:
+                self._flush_files()
+            except OSError:  # a full disk: the files are closed all the same
+                pass
+            finally:
+                shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self):
         return self

@@ -129,13 +129,15 @@ class GeneratePhantomFlow(TractogenFlow):
             "reference": out_reference,
             "wm_mask": out_mask,
         }
-        self.flat_outputs = [
-            str(out / tractogram),
-            sidecar_path(out / tractogram),
-            str(out / out_reference),
-            str(out / out_mask),
-        ]
-        self.manage_output_overwrite()  # raises OutputExistsError without --force
+        # refuses existing (without --force), busy and unwritable outputs
+        self.claim_outputs(
+            [
+                out / tractogram,
+                sidecar_path(out / tractogram),
+                out / out_reference,
+                out / out_mask,
+            ]
+        )
 
         phantom = generate_phantom(counts=counts, age=age, status=status, seed=seed)
         paths = write_phantom(phantom, out, force=self.force, names=names)
