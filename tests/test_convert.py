@@ -18,7 +18,7 @@ from dipy_tractogen.errors import (  # noqa: E402
     OutputExistsError,
     TractogramError,
 )
-from dipy_tractogen.nn.convert import (  # noqa: E402
+from dipy_tractogen.models.convert import (  # noqa: E402
     PUBLISHED_LICENSE,
     TorchUnavailableError,
     convert_finta_checkpoint,
@@ -129,8 +129,8 @@ def checkpoint(torch_net, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(checkpoint, tmp_path_factory):
-    from dipy_tractogen.models import load_model
-    from dipy_tractogen.nn.convert import file_md5
+    from dipy_tractogen.models.convert import file_md5
+    from dipy_tractogen.models.files import load_model
 
     out = tmp_path_factory.mktemp("model") / "finta_published.keras"
     convert_finta_checkpoint(
@@ -185,7 +185,7 @@ def test_flatten_order_mapping():
 def test_matches_pytorch_on_random_and_phantom_streamlines(torch_net, converted):
     import torch
 
-    from dipy_tractogen.io import resample_streamlines
+    from dipy_tractogen.measures.resampling import resample_streamlines
     from dipy_tractogen.phantom import generate_phantom
 
     _, model = converted
@@ -206,8 +206,9 @@ def test_matches_pytorch_on_random_and_phantom_streamlines(torch_net, converted)
 
 @needs_torch
 def test_card_and_space(converted, checkpoint):
-    from dipy_tractogen.models import card_paths, model_bundle_names, model_reference
-    from dipy_tractogen.nn.convert import file_md5
+    from dipy_tractogen.models.convert import file_md5
+    from dipy_tractogen.models.files import card_paths
+    from dipy_tractogen.models.seed_bank import model_bundle_names, model_reference
 
     path, model = converted
     card = model.card
@@ -240,7 +241,7 @@ def test_numpy_1_metadata_is_read(tmp_path):
     ``lowest_loss``) loads with weights_only=True; weights are torch tensors."""
     import torch
 
-    from dipy_tractogen.nn.convert import read_finta_checkpoint
+    from dipy_tractogen.models.convert import read_finta_checkpoint
 
     state = {k: torch.from_numpy(v) for k, v in _zeros_state_dict().items()}
     saved = tmp_path / "np2.pt"
@@ -274,8 +275,8 @@ def test_bare_state_dict_without_torch(tmp_path):
 @needs_torch
 def test_generate_from_seed_tractogram(converted, tmp_path):
     """The converted model generates from a user's seed bundles like any model."""
-    from dipy_tractogen.generation import generate_tractogram
-    from dipy_tractogen.io import load_bundles, save_bundles
+    from dipy_tractogen.generation.pipeline import generate_tractogram
+    from dipy_tractogen.io.tractograms import load_bundles, save_bundles
     from dipy_tractogen.phantom import generate_phantom
 
     path, _ = converted
@@ -307,8 +308,8 @@ def test_seed_files_stored_then_generate_and_filter(checkpoint, tmp_path):
     """One-bundle files named after their bundle (as the RecoBundlesX atlas)
     become the model's seed bank: generation with the latent filter and FINTA
     filtering then work from the model file alone."""
-    from dipy_tractogen.generation import generate_tractogram
-    from dipy_tractogen.models import load_model
+    from dipy_tractogen.generation.pipeline import generate_tractogram
+    from dipy_tractogen.models.files import load_model
 
     files = _one_bundle_files(tmp_path, ("uturn", "arch"))
     path = tmp_path / "seeded.keras"
@@ -328,10 +329,10 @@ def test_seed_files_stored_then_generate_and_filter(checkpoint, tmp_path):
     assert report.complete and out.is_file()
     assert report.produced == {"uturn": 3, "arch": 3}
 
-    plausibility = pytest.importorskip("dipy_tractogen.plausibility")
+    plausibility = pytest.importorskip("dipy_tractogen.generation.plausibility")
     kept = tmp_path / "kept.trx"
     plausibility.filter_tractogram(files[1], kept, model=path, percentile=100.0)
-    from dipy_tractogen.io import load_tractogram_checked
+    from dipy_tractogen.io.tractograms import load_tractogram_checked
 
     # the seeds themselves lie at latent distance 0: all kept
     assert len(load_tractogram_checked(kept).streamlines) == 6
@@ -339,7 +340,7 @@ def test_seed_files_stored_then_generate_and_filter(checkpoint, tmp_path):
 
 def test_seed_names_must_be_known(tmp_path):
     from dipy_tractogen.errors import ConditionError
-    from dipy_tractogen.io import save_bundles
+    from dipy_tractogen.io.tractograms import save_bundles
     from dipy_tractogen.phantom import generate_phantom
 
     ph = generate_phantom(counts=2)
@@ -554,8 +555,8 @@ def test_docstring_parses():
 def test_command_end_to_end(checkpoint, tmp_path, monkeypatch, capsys):
     import nibabel as nib
 
-    from dipy_tractogen.models import load_model
-    from dipy_tractogen.nn.convert import file_md5
+    from dipy_tractogen.models.convert import file_md5
+    from dipy_tractogen.models.files import load_model
 
     affine, dims, _, _ = _space()
     ref = tmp_path / "mni.nii.gz"
@@ -604,9 +605,9 @@ def test_command_fetch_uses_downloaded_files(checkpoint, tmp_path, monkeypatch):
     import dipy.data.fetcher
     import nibabel as nib
 
-    from dipy_tractogen import fetcher
-    from dipy_tractogen.models import load_model
-    from dipy_tractogen.nn.convert import file_md5
+    from dipy_tractogen.models import fetcher
+    from dipy_tractogen.models.convert import file_md5
+    from dipy_tractogen.models.files import load_model
 
     affine, dims, _, _ = _space()
     calls = []

@@ -13,7 +13,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from dipy_tractogen.errors import InputError  # noqa: E402
-from dipy_tractogen.nn.finta import FintaAutoencoder, bottleneck_length  # noqa: E402
+from dipy_tractogen.models.finta import FintaAutoencoder, bottleneck_length  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -194,7 +194,7 @@ def test_matches_pytorch_implementation(model):
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
 def test_torch_backend(model, tmp_path):
     """A TF-saved model runs, encodes, decodes, round-trips on KERAS_BACKEND=torch."""
-    from dipy_tractogen.models import save_model
+    from dipy_tractogen.models.files import save_model
 
     path = tmp_path / "m.keras"
     save_model(model, path)
@@ -205,7 +205,7 @@ def test_torch_backend(model, tmp_path):
         f"""
         import numpy as np, keras
         assert keras.backend.backend() == "torch"
-        from dipy_tractogen.models import load_model, save_model
+        from dipy_tractogen.models.files import load_model, save_model
         ref = np.load({str(tmp_path / "ref.npz")!r})
         m = load_model({str(path)!r})
         z = m.encode(ref["x"])

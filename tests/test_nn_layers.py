@@ -9,7 +9,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from dipy_tractogen.nn.layers import (  # noqa: E402
+from dipy_tractogen.models.layers import (  # noqa: E402
     ConvBlock,
     LinearUpsampling1D,
     ReflectionPadding1D,
@@ -132,9 +132,9 @@ def test_nn_imports_without_keras():
     """Without Keras the subpackage imports; using a model says how to fix it."""
     code = (
         "import sys; sys.modules['keras'] = None\n"
-        "import dipy_tractogen.nn as nn\n"
-        "from dipy_tractogen.nn.finta import FintaAutoencoder\n"
-        "from dipy_tractogen.models import load_model\n"
+        "import dipy_tractogen.models.backend as nn\n"
+        "from dipy_tractogen.models.finta import FintaAutoencoder\n"
+        "from dipy_tractogen.models.files import load_model\n"
         "assert not nn.have_keras\n"
         "for make in (FintaAutoencoder, load_model):\n"
         "    try:\n"

@@ -1,4 +1,4 @@
-"""VAE / cVAE / AR-VAE / AAE models (dipy_tractogen.nn.variational)."""
+"""VAE / cVAE / AR-VAE / AAE models (dipy_tractogen.models.variational)."""
 
 import importlib.util
 import os
@@ -11,10 +11,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from dipy_tractogen.conditions import ConditionEncoder  # noqa: E402
 from dipy_tractogen.errors import ConditionError, InputError  # noqa: E402
-from dipy_tractogen.nn import variational as V  # noqa: E402
-from dipy_tractogen.nn.training import AdamL2, StreamlineSquaredError  # noqa: E402
+from dipy_tractogen.models import variational as V  # noqa: E402
+from dipy_tractogen.models.conditions import ConditionEncoder  # noqa: E402
+from dipy_tractogen.training.trainer import AdamL2, StreamlineSquaredError  # noqa: E402
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 N_POINTS = 64
@@ -230,7 +230,7 @@ def test_short_training_lowers_loss_without_nan(trained, data):
 
 
 def test_save_load_bit_exact(trained, data, tmp_path):
-    from dipy_tractogen.models import load_model, save_model
+    from dipy_tractogen.models.files import load_model, save_model
 
     arr, ids, age, enc, cond = data
     model = trained[0]
@@ -336,7 +336,7 @@ def test_torch_backend_trains_and_round_trips(tmp_path):
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_nn_variational import toy_bundles, encoder_for, make, compile_
         from test_nn_variational import inputs
-        from dipy_tractogen.models import load_model, save_model
+        from dipy_tractogen.models.files import load_model, save_model
         arr, ids, age = toy_bundles(32)
         enc = encoder_for(ids, age)
         cond = enc.transform({{"bundle": ids, "age": age}})

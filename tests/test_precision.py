@@ -1,4 +1,4 @@
-"""Tests of the compute precisions (dipy_tractogen.nn.precision) and their options."""
+"""Tests of the compute precisions (dipy_tractogen.models.precision) and their options."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from dipy_tractogen.errors import InputError  # noqa: E402
-from dipy_tractogen.nn import precision as prec  # noqa: E402
-from dipy_tractogen.nn.finta import FintaAutoencoder  # noqa: E402
+from dipy_tractogen.models import precision as prec  # noqa: E402
+from dipy_tractogen.models.finta import FintaAutoencoder  # noqa: E402
 
 CENTER = (10.0, -20.0, 30.0)
 
@@ -172,8 +172,8 @@ def test_training_optimizer_loss_scaling_for_float16():
 
 @pytest.mark.slow  # ~25 s on the shared 2-core machine
 def test_training_in_bfloat16_saves_a_float32_model(tmp_path):
-    from dipy_tractogen.models import load_model
-    from dipy_tractogen.nn import training
+    from dipy_tractogen.models.files import load_model
+    from dipy_tractogen.training import trainer as training
 
     seen = []
 
@@ -215,7 +215,8 @@ def test_training_in_bfloat16_saves_a_float32_model(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model_file(tmp_path_factory):
     """A tiny random model with phantom seeds and a reference space, saved."""
-    from dipy_tractogen.models import attach_seed_bank, save_model
+    from dipy_tractogen.models.files import save_model
+    from dipy_tractogen.models.seed_bank import attach_seed_bank
     from dipy_tractogen.phantom import generate_phantom
 
     ph = generate_phantom(counts=6, seed=1)
@@ -235,7 +236,10 @@ def test_generation_precision_recorded_and_close(tiny_model_file, tmp_path):
 
     from dipy.io.streamline import load_tractogram
 
-    from dipy_tractogen.generation import generate_streamlines, generate_tractogram
+    from dipy_tractogen.generation.pipeline import (
+        generate_streamlines,
+        generate_tractogram,
+    )
 
     runs = {}
     for precision in ("float32", "mixed_bfloat16"):
@@ -290,7 +294,7 @@ def test_commands_accept_precision(tmp_path, monkeypatch, capsys, tiny_model_fil
 
     from dipy.workflows.base import IntrospectiveArgumentParser
 
-    from dipy_tractogen.io import save_bundles
+    from dipy_tractogen.io.tractograms import save_bundles
     from dipy_tractogen.workflows.generate import GenerateTractogramFlow
     from dipy_tractogen.workflows.train import TrainTractoencoderFlow
 
@@ -300,7 +304,7 @@ def test_commands_accept_precision(tmp_path, monkeypatch, capsys, tiny_model_fil
         assert "precision" in [p[0] for p in parser.optional_parameters]
 
     # training: a bad name is a one-line error; a good one reaches the trainer
-    from dipy_tractogen.nn import training
+    from dipy_tractogen.training import trainer as training
 
     x = _streamlines(40)
     ref = (np.eye(4), (120, 120, 80), (1.0,) * 3, "RAS")
