@@ -6,16 +6,17 @@ import json
 import numpy as np
 import pytest
 
-from dipy_tractogen.conditional import (
+from dipy_tractogen.errors import ConditionError, InputError
+from dipy_tractogen.evaluation.conditional import diversity_check
+from dipy_tractogen.generation.conditional import (
     ConditionalSampler,
-    diversity_check,
     generate_conditional_streamlines,
     generate_conditional_tractogram,
-    mean_pairwise_mdf,
     resolve_request,
 )
-from dipy_tractogen.conditions import ConditionEncoder
-from dipy_tractogen.errors import ConditionError, InputError
+from dipy_tractogen.generation.pipeline import generate_streamlines
+from dipy_tractogen.measures.distances import mean_pairwise_mdf
+from dipy_tractogen.models.conditions import ConditionEncoder
 
 N_POINTS = 32
 BUNDLES = ["up", "down"]
@@ -50,6 +51,7 @@ class StubModel:
     """
 
     model_type = "cvae"
+    has_prior = True
     latent_dim = 2
     n_points = N_POINTS
     is_conditional = True
@@ -146,7 +148,7 @@ def test_generation_honours_conditions_and_is_deterministic():
     assert report.requested["bundle=up, age=30, length=100"] == 100
     up = values["bundle"] == "up"
     assert (X[up, :, 1].mean(1) > 0).all() and (X[~up, :, 1].mean(1) < 0).all()
-    from dipy_tractogen.attributes import streamline_length
+    from dipy_tractogen.measures.attributes import streamline_length
 
     np.testing.assert_allclose(streamline_length(X), 100.0, rtol=1e-4)
     old = values["age"] > 50
@@ -155,6 +157,13 @@ def test_generation_honours_conditions_and_is_deterministic():
     np.testing.assert_array_equal(X, X2)
     X3, _, _ = generate_conditional_streamlines(model, request, 400, seed=4)
     assert not np.array_equal(X, X3)
+    # the one pipeline with a conditional source gives the same
+    X4, values4, report4 = generate_streamlines(
+        model, 400, request=request, filters=None, seed=3
+    )
+    np.testing.assert_array_equal(X, X4)
+    np.testing.assert_array_equal(values["age"], values4["age"])
+    assert report4.produced == report.produced
 
 
 def test_kde_latent_uses_seeds_of_the_matching_condition():
@@ -173,16 +182,10 @@ def test_kde_latent_uses_seeds_of_the_matching_condition():
     with pytest.raises(InputError, match="unknown latent source"):
         ConditionalSampler(model, combos, latent="gmm")
     no_prior = StubModel()
-    del StubModel.sample_latent  # a model without a prior (plain AE)
-    try:
-        with pytest.raises(ConditionError, match="has no prior"):
-            ConditionalSampler(no_prior, combos, latent="prior")
-        assert ConditionalSampler(no_prior, combos).latent_ == "kde"
-    finally:
-        StubModel.sample_latent = _sample_latent
-
-
-_sample_latent = StubModel.sample_latent
+    no_prior.has_prior = False  # a model without a prior (plain AE)
+    with pytest.raises(ConditionError, match="has no prior"):
+        ConditionalSampler(no_prior, combos, latent="prior")
+    assert ConditionalSampler(no_prior, combos).latent_ == "kde"
 
 
 def test_kde_weighs_seeds_by_closeness_of_their_covariates():
@@ -269,6 +272,11 @@ def test_tractogram_has_conditions_per_streamline_and_provenance(tmp_path):
     }
     assert cond["trained_on"][2]["categories"] == ["control", "neurodegeneration"]
     assert meta["model_type"] == "cvae"
+    # the FINTA latent filter does not apply to conditional draws
+    assert [f["name"] for f in meta["filters"]] == [
+        "in_volume",
+        "length",
+    ]
     with pytest.raises(ConditionError, match="outside the training range"):
         generate_conditional_tractogram(
             tmp_path / "bad.trx", model=model, request={"age": 10}
@@ -329,9 +337,9 @@ def _rewrite_participants(folder, path, edit):
 
 
 def test_conditional_data_from_files_aligns_conditions(cohort):
-    from dipy_tractogen.attributes import streamline_length
-    from dipy_tractogen.covariates import read_participants
-    from dipy_tractogen.nn.conditioning import load_conditional_data
+    from dipy_tractogen.io.participants import read_participants
+    from dipy_tractogen.measures.attributes import streamline_length
+    from dipy_tractogen.training.conditioning import load_conditional_data
 
     files = str(cohort / "sub-*" / "*.trx")
     data = load_conditional_data(
@@ -360,7 +368,7 @@ def test_conditional_data_from_files_aligns_conditions(cohort):
 
 
 def test_conditional_data_errors(cohort, tmp_path):
-    from dipy_tractogen.nn.conditioning import load_conditional_data
+    from dipy_tractogen.training.conditioning import load_conditional_data
 
     files = str(cohort / "sub-*" / "*.trx")
     # a missing covariate (n/a) is named with its subject
@@ -402,8 +410,8 @@ def test_conditional_data_errors(cohort, tmp_path):
 
 
 def test_conditional_data_from_hdf5(cohort, tmp_path):
-    from dipy_tractogen.dataset import build_dataset
-    from dipy_tractogen.nn.conditioning import load_conditional_data
+    from dipy_tractogen.io.dataset import build_dataset
+    from dipy_tractogen.training.conditioning import load_conditional_data
 
     files = sorted(cohort.glob("sub-*/*.trx"))
     h5 = tmp_path / "ds.h5"
@@ -420,7 +428,7 @@ def test_conditional_data_from_hdf5(cohort, tmp_path):
     seq = data.sequence("train", batch_size=16, flip_p=0.0, seed=1)
     (x, c), _ = seq[0]
     values = data.encoder.inverse_transform(c)
-    from dipy_tractogen.attributes import streamline_length
+    from dipy_tractogen.measures.attributes import streamline_length
 
     np.testing.assert_allclose(values["length"], streamline_length(x), rtol=1e-3)
     assert set(values["status"]) <= {"control", "neurodegeneration"}
@@ -451,10 +459,10 @@ def _command(monkeypatch, name, *args):
 def cvae_file(cohort, tmp_path_factory):
     """An untrained cVAE (64 points) with seeds and conditions, saved."""
     pytest.importorskip("keras")
-    from dipy_tractogen.conditional import attach_conditional_seed_bank
-    from dipy_tractogen.models import save_model
-    from dipy_tractogen.nn.conditioning import load_conditional_data
-    from dipy_tractogen.nn.variational import build_model
+    from dipy_tractogen.models.files import save_model
+    from dipy_tractogen.models.seed_bank import attach_conditional_seed_bank
+    from dipy_tractogen.models.variational import build_model
+    from dipy_tractogen.training.conditioning import load_conditional_data
 
     files = str(cohort / "sub-*" / "*.trx")
     data = load_conditional_data(files, "bundle,age,status", n_points=64)
@@ -473,7 +481,7 @@ def cvae_file(cohort, tmp_path_factory):
 
 
 def test_model_file_conditions_reads_the_archive(cvae_file):
-    from dipy_tractogen.conditional import model_file_conditions
+    from dipy_tractogen.models.seed_bank import model_file_conditions
 
     path, _ = cvae_file
     assert model_file_conditions(path) == (
@@ -559,7 +567,7 @@ def test_generate_command_with_conditions(cvae_file, tmp_path, monkeypatch, caps
 @pytest.mark.slow
 def test_train_command_conditional_end_to_end(cohort, tmp_path, monkeypatch, capsys):
     """--model cvae --condition_on ...: trains, card has the checks; generate."""
-    from dipy_tractogen.nn import training
+    from dipy_tractogen.training import trainer as training
 
     monkeypatch.setattr(training, "_resolve_jit", lambda jit: False)
     args = [str(cohort / "sub-*" / "*.trx"), "--model", "cvae"]
@@ -615,7 +623,7 @@ def test_train_command_conditional_end_to_end(cohort, tmp_path, monkeypatch, cap
 def test_collapse_monitor_stops_and_training_fails_loudly(cohort):
     pytest.importorskip("keras")
     from dipy_tractogen.errors import ModelError
-    from dipy_tractogen.nn.conditioning import (
+    from dipy_tractogen.training.conditioning import (
         _diversity_monitor_class,
         load_conditional_data,
     )
@@ -655,8 +663,12 @@ def test_shipped_cohort_model(tmp_path, monkeypatch, capsys):
     """``--model cohort --age 75 --status neurodegeneration`` works offline."""
     from dipy.io.streamline import load_tractogram
 
-    from dipy_tractogen.conditional import model_condition_encoder
-    from dipy_tractogen.models import SHIPPED_MODELS, load_model, resolve_model_path
+    from dipy_tractogen.models.files import (
+        SHIPPED_MODELS,
+        load_model,
+        resolve_model_path,
+    )
+    from dipy_tractogen.models.seed_bank import model_condition_encoder
 
     assert SHIPPED_MODELS["cohort"] == "cohort_model.keras"
     model = load_model("cohort")

@@ -7,17 +7,16 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from dipy_tractogen.errors import InputError
-from dipy_tractogen.filtering import (
+from dipy_tractogen.generation.filters import (
     CropToMask,
     CurvatureFilter,
     FilterPipeline,
     LatentDistanceFilter,
     LengthFilter,
     WhiteMatterFilter,
-    crop_to_mask,
     curvature_and_winding,
-    points_in_mask,
 )
+from dipy_tractogen.measures.masks import crop_to_mask, points_in_mask
 
 
 @pytest.fixture(autouse=True)
@@ -158,13 +157,16 @@ def test_curvature_ignores_repeated_points():
 
 
 def test_blocked_computation_matches_one_block(monkeypatch):
-    import dipy_tractogen.filtering as filtering
+    import dipy_tractogen.generation.filters as filtering
+    import dipy_tractogen.measures.masks as masks
 
     mask, affine = _grid()
     rng = np.random.default_rng(0)
     X = np.cumsum(rng.normal(0, 1, (23, 11, 3)), axis=1).astype(np.float32) + 4
     whole = points_in_mask(X, mask, affine), curvature_and_winding(X)
-    monkeypatch.setattr(filtering, "_BLOCK_POINTS", 30)  # 2 streamlines a block
+    # 2 streamlines a block, in the mask lookup and in the curvature
+    monkeypatch.setattr(masks, "BLOCK_POINTS", 30)
+    monkeypatch.setattr(filtering, "BLOCK_POINTS", 30)
     blocked = points_in_mask(X, mask, affine), curvature_and_winding(X)
     assert 0 < whole[0].mean() < 1
     np.testing.assert_array_equal(blocked[0], whole[0])
@@ -216,7 +218,7 @@ def test_latent_filter_threshold_dict_and_percentile_rule():
         LatentDistanceFilter({0: 0.5, 1: 1.0, 7: 1.0}).fit(Z, labels)
     with pytest.raises(InputError, match="percentile"):
         LatentDistanceFilter(percentile=120).fit(Z, labels)
-    with pytest.raises(InputError, match="k must be >= 1"):
+    with pytest.raises(InputError, match="k must be an integer >= 1"):
         LatentDistanceFilter(k=0).fit(Z, labels)
 
 

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from dipy_tractogen.errors import ConditionError, InputError, OutputExistsError
-from dipy_tractogen.generation import (
+from dipy_tractogen.generation.pipeline import (
     GenerationReport,
-    allocate_counts,
-    build_sampler,
     default_filters,
     iter_generate,
+)
+from dipy_tractogen.generation.sources import (
+    allocate_counts,
+    build_sampler,
     resolve_bundles,
 )
 
@@ -109,8 +111,9 @@ def test_iter_generate_budget_exhausted_reports_reason():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     pytest.importorskip("keras")
-    from dipy_tractogen.models import attach_seed_bank, save_model
-    from dipy_tractogen.nn.finta import FintaAutoencoder
+    from dipy_tractogen.models.files import save_model
+    from dipy_tractogen.models.finta import FintaAutoencoder
+    from dipy_tractogen.models.seed_bank import attach_seed_bank
     from dipy_tractogen.phantom import generate_phantom
 
     ph = generate_phantom(counts=6, seed=1)
@@ -124,7 +127,7 @@ def tiny_model(tmp_path_factory):
 
 
 def test_seed_bank_round_trips(tiny_model):
-    from dipy_tractogen.models import load_model
+    from dipy_tractogen.models.files import load_model
 
     path, ph = tiny_model
     model = load_model(path)
@@ -138,7 +141,7 @@ def test_seed_bank_round_trips(tiny_model):
 def test_generate_tractogram_writes_provenance(tiny_model, tmp_path):
     from dipy.io.streamline import load_tractogram
 
-    from dipy_tractogen.generation import generate_tractogram
+    from dipy_tractogen.generation.pipeline import generate_tractogram
 
     path, ph = tiny_model
     out = tmp_path / "gen.trx"
@@ -181,7 +184,7 @@ def test_generate_tractogram_writes_provenance(tiny_model, tmp_path):
 
 def test_generate_tractogram_bad_input(tiny_model, tmp_path):
     from dipy_tractogen.errors import ModelError
-    from dipy_tractogen.generation import generate_tractogram
+    from dipy_tractogen.generation.pipeline import generate_tractogram
 
     path, _ = tiny_model
     out = tmp_path / "gen.trk"
@@ -249,7 +252,7 @@ def test_generate_command_end_to_end(tiny_model, tmp_path):
 
 def test_nothing_generated_writes_nothing(tiny_model, tmp_path):
     from dipy_tractogen.errors import GenerationError
-    from dipy_tractogen.generation import generate_tractogram
+    from dipy_tractogen.generation.pipeline import generate_tractogram
 
     path, _ = tiny_model
     with pytest.raises(GenerationError, match="no streamline passed the filters"):
@@ -265,7 +268,7 @@ def test_nothing_generated_writes_nothing(tiny_model, tmp_path):
 
 
 def test_volume_filter_keeps_files_valid():
-    from dipy_tractogen.generation import volume_filter
+    from dipy_tractogen.generation.pipeline import volume_filter
 
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     f = volume_filter(affine, (10, 10, 10))
@@ -274,3 +277,80 @@ def test_volume_filter_keeps_files_valid():
     outside[0, -1, 2] = 25.0  # beyond 19 mm (the last voxel's outer face)
     keep = f(np.concatenate([inside, outside]))
     assert keep.tolist() == [True, False]
+
+
+# ---------------------------------------------------------------------------
+# one pipeline: sources and filter settings
+# ---------------------------------------------------------------------------
+
+
+def test_filter_settings_are_the_defaults_of_default_filters():
+    import inspect
+
+    from dipy_tractogen.generation.filters import FilterSettings
+
+    settings = FilterSettings()
+    params = inspect.signature(default_filters).parameters
+    for name in (
+        "min_length",
+        "max_length",
+        "min_wm_fraction",
+        "max_curvature",
+        "latent_percentile",
+        "latent_filter",
+    ):
+        assert params[name].default == getattr(settings, name), name
+    changed = settings.replace(min_length=5.0, apply_filters=False)
+    assert changed.min_length == 5.0 and not changed.apply_filters
+    assert settings.min_length == 20.0  # frozen: replace makes a copy
+    with pytest.raises(TypeError, match="unknown filter setting 'min_lenght'"):
+        settings.replace(min_lenght=5.0)
+
+
+def test_source_arguments_are_checked(tmp_path):
+    from dipy_tractogen.generation.pipeline import generate_tractogram
+    from dipy_tractogen.generation.sources import BundleSource
+
+    out = tmp_path / "g.trx"
+    with pytest.raises(InputError, match="not both"):
+        generate_tractogram(out, source=BundleSource(), request={"age": 30})
+    with pytest.raises(InputError, match="bundles set"):
+        generate_tractogram(out, source=BundleSource(), bundles="arch")
+    with pytest.raises(InputError, match="not a latent source"):
+        generate_tractogram(out, source="kde")
+    with pytest.raises(InputError, match="filters must be FilterSettings"):
+        generate_tractogram(out, filters={"min_length": 5})
+    with pytest.raises(TypeError, match="unknown filter setting"):
+        generate_tractogram(out, min_lenght=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bundle_source_equals_its_shorthand_and_subsets_filter():
+    """The shipped model: a subset of bundles with every filter (the latent
+    filter's thresholds calibrated for the generated bundles, the others'
+    references still rejecting strays), the same through source=."""
+    pytest.importorskip("keras")
+    from dipy_tractogen.generation.pipeline import generate_streamlines
+    from dipy_tractogen.generation.sources import BundleSource
+
+    X, ids, report = generate_streamlines(None, 30, bundles="uturn,fan_1", seed=5)
+    assert report.complete and set(report.produced) == {"uturn", "fan_1"}
+    assert report.n_produced == 30 and set(np.unique(ids)) == {2, 4}
+    X2, ids2, _ = generate_streamlines(
+        None, 30, source=BundleSource("uturn,fan_1"), seed=5
+    )
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(ids, ids2)
+
+
+def test_rejection_sampler_runs_are_reproducible():
+    pytest.importorskip("keras")
+    from dipy_tractogen.generation.pipeline import generate_streamlines
+
+    runs = [
+        generate_streamlines(
+            None, 20, bundles="arch", sampler="rejection", filters=None, seed=2
+        )[0]
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(runs[0], runs[1])

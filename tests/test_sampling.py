@@ -7,7 +7,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from dipy_tractogen.errors import ConditionError, InputError
-from dipy_tractogen.sampling import (
+from dipy_tractogen.generation.sampling import (
     KDESampler,
     PerClassSampler,
     RejectionSampler,
@@ -324,7 +324,7 @@ def test_sample_until_accepts_transformed_rows():
 def test_weighted_kde_matches_sklearn_and_draws_by_weight():
     from sklearn.neighbors import KernelDensity
 
-    from dipy_tractogen.sampling import KDESampler, gaussian_kde_logpdf
+    from dipy_tractogen.generation.sampling import KDESampler, gaussian_kde_logpdf
 
     rng = np.random.default_rng(0)
     S = rng.normal(size=(40, 4))

@@ -19,6 +19,9 @@ Filters (GESTA's order is crop, white-matter fraction, length [2]_):
 * :class:`LatentDistanceFilter`: FINTA, distance to the nearest plausible
   reference in latent space, with per-class thresholds [1]_.
 
+:class:`FilterSettings` holds the settings of generation's filters (and
+their defaults, which the ``dipy_generate_tractogram`` command shares).
+
 References
 ----------
 .. [1] Legarreta, J. H., et al. Filtering in tractography using autoencoders
@@ -29,17 +32,23 @@ References
    https://doi.org/10.1016/j.media.2023.102761
 """
 
+import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from dipy_tractogen._checks import check_fraction, check_int
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.measures.masks import (
+    BLOCK_POINTS,
+    MaskLookup,
+    as_streamline_array,
+    crop_spans,
+)
 
 __all__ = [
-    "as_streamline_array",
-    "points_in_mask",
-    "crop_to_mask",
+    "FilterSettings",
     "curvature_and_winding",
     "StreamlineFilter",
     "CropToMask",
@@ -52,164 +61,59 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class FilterSettings:
+    """Settings of the plausibility filters of a generation run.
+
+    The defaults here are those of
+    :func:`~dipy_tractogen.generation.pipeline.generate_tractogram` and of
+    the ``dipy_generate_tractogram`` command.
+
+    Parameters
+    ----------
+    min_length, max_length : float, optional
+        Length range in mm (GESTA: 20-220 mm).
+    wm_mask : str, path-like, ndarray or None, optional
+        White-matter mask (a NIfTI path, or an array in the model's space);
+        None uses the model's own mask when it carries one.
+    min_wm_fraction : float, optional
+        Fraction of points required inside the mask (GESTA: 0.95).
+    max_curvature : float or None, optional
+        Largest discrete curvature (1/mm); None for no curvature filter.
+    latent_filter : bool, optional
+        Apply FINTA's latent-distance filter where the latent source allows
+        it (per-bundle sources; not conditional ones).
+    latent_percentile : float, optional
+        The latent filter's threshold: this percentile of the sampler's own
+        nearest-seed distances, per bundle (see
+        :func:`~dipy_tractogen.generation.pipeline.default_filters`).
+    apply_filters : bool, optional
+        False disables every filter but the ``in_volume`` one, which keeps
+        output files valid.
+    """
+
+    min_length: float = 20.0
+    max_length: float = 220.0
+    wm_mask: object = None
+    min_wm_fraction: float = 0.95
+    max_curvature: object = None
+    latent_filter: bool = True
+    latent_percentile: float = 95.0
+    apply_filters: bool = True
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (field names; an unknown one raises
+        TypeError, as an unknown keyword argument does)."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise TypeError(
+                f"unknown filter setting {unknown[0]!r}; the settings are "
+                + ", ".join(f.name for f in fields(self))
+            )
+        return dataclasses.replace(self, **changes)
+
+
 # Points processed at once by the vectorised filters (bounds temporary memory).
-_BLOCK_POINTS = 2**20
-
-
-def as_streamline_array(streamlines, *, name="streamlines"):
-    """Return streamlines as a float array ``(N, P, 3)`` or raise InputError.
-
-    float32 and float64 arrays are returned as they are (no copy); anything
-    else is converted to float32. ``N`` may be 0.
-    """
-    X = np.asarray(streamlines)
-    if X.ndim != 3 or X.shape[2] != 3:
-        raise InputError(
-            f"{name} must be an array (N, P, 3) with a common number of points "
-            f"(resample first), got shape {X.shape}"
-        )
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float32)
-    return X
-
-
-def _check_volume(mask, affine):
-    vol = np.asarray(mask)
-    if vol.ndim != 3:
-        raise InputError(f"mask must be a 3-D volume, got shape {vol.shape}")
-    if vol.dtype == bool:
-        vol = vol.view(np.uint8)
-    A = np.asarray(affine, dtype=np.float64)
-    if A.shape != (4, 4) or not np.all(np.isfinite(A)):
-        raise InputError(f"affine must be a finite 4x4 matrix, got shape {A.shape}")
-    if not np.allclose(A[3], [0, 0, 0, 1]) or abs(np.linalg.det(A[:3, :3])) < 1e-12:
-        raise InputError("affine is not an invertible voxel-to-RAS+ matrix")
-    return vol, np.linalg.inv(A)
-
-
-def _inside(X, inside_flat, shape, inv_affine):
-    """Boolean (N, P): the point's nearest voxel is in the grid and inside.
-
-    ``inside_flat`` is the raveled (C order) boolean volume of ``shape``. The
-    nearest voxel is ``floor(ijk + 0.5)``, as in DIPY's ``density_map``.
-    """
-    N, P, _ = X.shape
-    out = np.empty((N, P), dtype=bool)
-    M = inv_affine[:3, :3].T.astype(X.dtype)
-    b = (inv_affine[:3, 3] + 0.5).astype(X.dtype)
-    step = max(1, _BLOCK_POINTS // max(P, 1))
-    for start in range(0, N, step):
-        block = slice(start, start + step)
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: masked by ok
-            v = X[block] @ M
-            v += b
-            ok = np.ones(v.shape[:2], dtype=bool)
-            flat = np.zeros(v.shape[:2], dtype=np.intp)
-            for axis, size in enumerate(shape):
-                va = v[..., axis]
-                ok &= (va >= 0) & (va < size)
-                flat *= size
-                flat += va.astype(np.intp)  # truncation = floor where ok
-        flat[~ok] = 0
-        out[block] = inside_flat[flat] & ok
-    return out
-
-
-def _inside_volume(vol, threshold):
-    return np.ascontiguousarray(vol > threshold).ravel()
-
-
-def points_in_mask(streamlines, mask, affine, *, threshold=0.0):
-    """Which points fall in a mask (nearest voxel, via the inverse affine).
-
-    Parameters
-    ----------
-    streamlines : array_like, shape (N, P, 3)
-        Points in RAS+ mm.
-    mask : array_like, shape (I, J, K)
-        Binary mask or scalar map (for instance FA).
-    affine : array_like, shape (4, 4)
-        Voxel-to-RAS+ matrix of ``mask``.
-    threshold : float, optional
-        A voxel is inside when its value is ``> threshold`` (0 for a binary
-        mask, for example 0.1 for an FA map).
-
-    Returns
-    -------
-    inside : ndarray of bool, shape (N, P)
-        Points outside the grid are outside.
-    """
-    X = as_streamline_array(streamlines)
-    vol, inv = _check_volume(mask, affine)
-    return _inside(X, _inside_volume(vol, threshold), vol.shape, inv)
-
-
-def _crop_bounds(inside, min_points):
-    """First/last inside index per row and whether the span is long enough."""
-    P = inside.shape[1]
-    any_in = inside.any(axis=1)
-    first = np.argmax(inside, axis=1)
-    last = P - 1 - np.argmax(inside[:, ::-1], axis=1)
-    keep = any_in & (last - first + 1 >= min_points)
-    return first, last, keep
-
-
-def crop_to_mask(streamlines, mask, affine, *, threshold=0.0, min_points=3):
-    """Crop streamlines to the part from their first to last point in a mask.
-
-    GESTA's crop [1]_: the points before the first and after the last point
-    inside the mask are cut (points outside in between are kept).
-    Streamlines whose cropped part has fewer than ``min_points`` points are
-    dropped. Cropping changes the number of points: use :class:`CropToMask`
-    (which resamples) in a pipeline, or resample the result with
-    :func:`dipy.tracking.streamline.set_number_of_points`.
-
-    Parameters
-    ----------
-    streamlines : array_like, shape (N, P, 3)
-        Streamlines in RAS+ mm.
-    mask : array_like, shape (I, J, K)
-        Mask or scalar map.
-    affine : array_like, shape (4, 4)
-        Voxel-to-RAS+ matrix of ``mask``.
-    threshold : float, optional
-        Inside means value ``> threshold``.
-    min_points : int, optional
-        Fewest points a cropped streamline may keep.
-
-    Returns
-    -------
-    cropped : list of ndarray
-        The kept streamlines, cropped (views of the input).
-    keep : ndarray of bool, shape (N,)
-        Which input streamlines were kept.
-
-    References
-    ----------
-    .. [1] Legarreta et al. (2023). https://doi.org/10.1016/j.media.2023.102761
-    """
-    X = as_streamline_array(streamlines)
-    min_points = _positive_int(min_points, "min_points")
-    vol, inv = _check_volume(mask, affine)
-    inside = _inside(X, _inside_volume(vol, threshold), vol.shape, inv)
-    first, last, keep = _crop_bounds(inside, min_points)
-    cropped = [X[i, first[i] : last[i] + 1] for i in np.flatnonzero(keep)]
-    return cropped, keep
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name} must be an integer, got {value!r}")
-    if value < 1:
-        raise InputError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _check_fraction(value, name):
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise InputError(f"{name} must lie in [0, 1], got {value}")
-    return value
 
 
 def curvature_and_winding(streamlines):
@@ -240,7 +144,7 @@ def curvature_and_winding(streamlines):
     kappa, winding = np.zeros(N), np.zeros(N)
     if P < 3:
         return kappa, winding
-    step = max(1, _BLOCK_POINTS // P)
+    step = max(1, BLOCK_POINTS // P)
     for start in range(0, N, step):
         block = slice(start, start + step)
         kappa[block], winding[block] = _curvature_block(X[block])
@@ -309,10 +213,11 @@ class StreamlineFilter:
         raise NotImplementedError
 
     def __repr__(self):
-        params = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({params})"
 
-    def _params(self):
+    def params(self):
+        """The filter's settings (for its ``repr``, reports and provenance)."""
         return {"name": self.name}
 
 
@@ -345,7 +250,7 @@ class LengthFilter(StreamlineFilter):
         lengths = np.asarray(length(list(X)))
         return (lengths >= self.min_length) & (lengths <= self.max_length)
 
-    def _params(self):
+    def params(self):
         return {"min_length": self.min_length, "max_length": self.max_length}
 
 
@@ -376,19 +281,18 @@ class WhiteMatterFilter(StreamlineFilter):
     def __init__(
         self, mask, affine, *, min_fraction=0.95, threshold=0.0, name="white_matter"
     ):
-        vol, self._inv = _check_volume(mask, affine)
-        self.affine = np.asarray(affine, dtype=np.float64)
-        self.min_fraction = _check_fraction(min_fraction, "min_fraction")
-        self.threshold = float(threshold)
-        self.shape = vol.shape
-        self._flat = _inside_volume(vol, self.threshold)
+        self._lookup = MaskLookup(mask, affine, threshold=threshold)
+        self.affine = self._lookup.affine
+        self.min_fraction = check_fraction(min_fraction, "min_fraction")
+        self.threshold = self._lookup.threshold
+        self.shape = self._lookup.shape
         self.name = name
 
     def _keep(self, X, latents, labels):
-        inside = _inside(X, self._flat, self.shape, self._inv)
+        inside = self._lookup.inside(X)
         return inside.mean(axis=1) >= self.min_fraction
 
-    def _params(self):
+    def params(self):
         return {"shape": self.shape, "min_fraction": self.min_fraction}
 
 
@@ -419,15 +323,12 @@ class CropToMask(StreamlineFilter):
     def __init__(
         self, mask, affine, *, threshold=0.0, min_points=3, n_points=None, name="crop"
     ):
-        vol, self._inv = _check_volume(mask, affine)
-        self.affine = np.asarray(affine, dtype=np.float64)
-        self.threshold = float(threshold)
-        self.shape = vol.shape
-        self._flat = _inside_volume(vol, self.threshold)
-        self.min_points = _positive_int(min_points, "min_points")
-        self.n_points = (
-            None if n_points is None else _positive_int(n_points, "n_points")
-        )
+        self._lookup = MaskLookup(mask, affine, threshold=threshold)
+        self.affine = self._lookup.affine
+        self.threshold = self._lookup.threshold
+        self.shape = self._lookup.shape
+        self.min_points = check_int(min_points, "min_points")
+        self.n_points = None if n_points is None else check_int(n_points, "n_points")
         if self.n_points is not None and self.n_points < 2:
             raise InputError(f"n_points must be >= 2, got {self.n_points}")
         self.name = name
@@ -440,8 +341,8 @@ class CropToMask(StreamlineFilter):
         n_points = P if self.n_points is None else self.n_points
         if N == 0:
             return np.zeros(0, dtype=bool), np.empty((0, n_points, 3), X.dtype)
-        inside = _inside(X, self._flat, self.shape, self._inv)
-        first, last, keep = _crop_bounds(inside, self.min_points)
+        inside = self._lookup.inside(X)
+        first, last, keep = crop_spans(inside, self.min_points)
         idx = np.flatnonzero(keep)
         if n_points == P:
             out = X[idx]
@@ -454,7 +355,7 @@ class CropToMask(StreamlineFilter):
             out[cut] = np.asarray(set_number_of_points(pieces, n_points))
         return keep, out
 
-    def _params(self):
+    def params(self):
         return {"shape": self.shape, "min_points": self.min_points}
 
 
@@ -496,7 +397,7 @@ class CurvatureFilter(StreamlineFilter):
             keep &= winding <= self.max_winding
         return keep
 
-    def _params(self):
+    def params(self):
         return {"max_curvature": self.max_curvature, "max_winding": self.max_winding}
 
 
@@ -575,7 +476,7 @@ class LatentDistanceFilter(StreamlineFilter):
     def _fit_reference(self, Z, labels):
         from sklearn.neighbors import NearestNeighbors
 
-        _positive_int(self.k, "k")
+        check_int(self.k, "k")
         if not 0 <= float(self.percentile) <= 100:
             raise InputError(f"percentile must lie in [0, 100], got {self.percentile}")
         Z = _check_codes(Z, "reference latents")
@@ -795,7 +696,7 @@ class LatentDistanceFilter(StreamlineFilter):
             keep &= pred == labels
         return keep
 
-    def _params(self):
+    def params(self):
         return {"threshold": self.threshold, "k": self.k, "name": self.name}
 
 

@@ -1,27 +1,30 @@
-"""Synthetic tractogram generation: seeds -> sample -> decode -> filter -> write.
+"""Synthetic tractogram generation: latents -> decode -> filter -> write.
 
-GESTA [1]_ generation, streamed in chunks so that millions of streamlines fit
-in bounded memory:
+One pipeline, streamed in chunks so that millions of streamlines fit in
+bounded memory, whatever the latent codes come from:
 
-1. **Seeds.** Latent codes of real streamlines of each bundle, in both
-   orientations: those stored in the model file by its trainer (the training
-   set), or those of a tractogram the user passes (one subject's bundles).
-2. **Sampling.** One latent sampler per bundle
-   (:class:`~dipy_tractogen.sampling.PerClassSampler` around a Gaussian KDE or
-   GESTA's rejection sampler).
-3. **Decoding** in batches with the model.
-4. **Plausibility filters**, in order (each reports how many it rejected):
-   length range, white-matter mask, curvature, and FINTA's latent-distance
-   filter, which also rejects a streamline whose nearest plausible reference
-   belongs to another bundle than the one requested.
-5. **Writing** chunk by chunk with
-   :class:`~dipy_tractogen.streaming.TractogramStreamWriter`, provenance in the
-   file's metadata and in a JSON sidecar.
+1. **Latents** from a :class:`~dipy_tractogen.generation.sources.LatentSource`:
+   GESTA's per-bundle samplers on bundle seeds [1]_
+   (:class:`~dipy_tractogen.generation.sources.BundleSource`, the default), or
+   the draws of a conditional model for requested condition values
+   (:class:`~dipy_tractogen.generation.sources.ConditionalSource`).
+2. **Decoding** in batches with the model (optionally in another compute
+   precision).
+3. **Plausibility filters**, in order (each reports how many it rejected),
+   set by a :class:`~dipy_tractogen.generation.filters.FilterSettings`:
+   every point inside the output's grid, length range, white-matter mask,
+   curvature, and FINTA's latent-distance filter (per-bundle sources only),
+   which also rejects a streamline whose nearest plausible reference belongs
+   to another bundle than the one requested.
+4. **Writing** chunk by chunk with
+   :class:`~dipy_tractogen.io.streaming.TractogramStreamWriter`, each
+   streamline's data (its bundle; its conditions) beside it, provenance in
+   the file's metadata and in a JSON sidecar.
 
-Draws go on in rounds until every bundle has its count or the sampling budget
+Draws go on in rounds until every class has its count or the sampling budget
 (``budget`` times the requested count, in decoded candidates) is spent; the
 returned :class:`GenerationReport` says how many were produced and why it
-stopped. The same ``random_state`` gives the same streamlines.
+stopped. The same ``seed`` gives the same streamlines.
 
 References
 ----------
@@ -30,45 +33,48 @@ References
    doi:10.1016/j.media.2023.102761
 """
 
-import functools
 import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dipy_tractogen.errors import ConditionError, GenerationError, InputError
-from dipy_tractogen.models import (
-    model_bundle_names,
-    model_reference,
-    model_seeds,
-    model_wm_mask,
-    resolve_model,
+from dipy_tractogen._json import jsonable
+from dipy_tractogen.errors import GenerationError, InputError
+from dipy_tractogen.generation.filters import (
+    CurvatureFilter,
+    FilterPipeline,
+    FilterSettings,
+    LatentDistanceFilter,
+    LengthFilter,
+    WhiteMatterFilter,
 )
-from dipy_tractogen.provenance import model_provenance, package_version
+from dipy_tractogen.generation.sources import (
+    BundleSource,
+    ConditionalSource,
+    LatentSource,
+)
+from dipy_tractogen.io.outputs import check_writable
+from dipy_tractogen.io.provenance import package_version
+from dipy_tractogen.io.streaming import TractogramStreamWriter
+from dipy_tractogen.io.tractograms import reference_info, same_space
+from dipy_tractogen.models.files import model_provenance, resolve_model
+from dipy_tractogen.models.precision import check_precision
+from dipy_tractogen.models.seed_bank import model_reference, model_wm_mask
 
 __all__ = [
     "GenerationReport",
-    "allocate_counts",
-    "build_sampler",
     "default_filters",
     "volume_filter",
     "iter_generate",
     "check_outputs",
     "output_space",
     "generation_filters",
+    "source_filters",
     "write_generated",
     "generate_streamlines",
     "generate_tractogram",
 ]
-
-SAMPLERS = ("kde", "rejection")
-
-#: latent vectors per decoder call during generation. The decoder's
-#: activations at 4096 (the encode/decode default) held about 0.5 GiB: peak
-#: RSS of a 200,000-streamline run 1.65 GiB, against 1.11 GiB at 1024, at the
-#: same decoding rate within noise (2,170-2,440 streamlines/s either way)
-DECODE_BATCH_SIZE = 1024
 
 
 @dataclass
@@ -138,77 +144,18 @@ class GenerationReport:
         return text
 
 
-def allocate_counts(n_total, weights):
-    """Split ``n_total`` over keys in proportion to ``weights`` (largest remainder).
-
-    Parameters
-    ----------
-    n_total : int
-        Total count (>= 0).
-    weights : dict
-        Key -> non-negative weight (not all zero).
-
-    Returns
-    -------
-    counts : dict
-        Key -> int, summing to ``n_total``.
-
-    Examples
-    --------
-    >>> allocate_counts(10, {"a": 1, "b": 1, "c": 1})
-    {'a': 4, 'b': 3, 'c': 3}
-    """
-    keys = list(weights)
-    w = np.asarray([weights[k] for k in keys], dtype=float)
-    if w.size == 0 or np.any(w < 0) or w.sum() <= 0:
-        raise InputError("allocation weights must be non-negative and not all zero")
-    exact = n_total * w / w.sum()
-    counts = np.floor(exact).astype(int)
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[: n_total - counts.sum()]] += 1
-    return {k: int(c) for k, c in zip(keys, counts, strict=True)}
-
-
-def build_sampler(sampler="kde", *, bandwidth=0.025):
-    """Return an unfitted per-bundle latent sampler.
-
-    Parameters
-    ----------
-    sampler : {"kde", "rejection"}
-        Gaussian KDE on the seeds, or GESTA rejection sampling (KDE target,
-        GMM proposal).
-    bandwidth : float or {"scott", "silverman", "cv"}, optional
-        KDE bandwidth (``"kde"`` only; GESTA's default is 0.025).
-
-    Returns
-    -------
-    PerClassSampler
-    """
-    from dipy_tractogen.sampling import KDESampler, PerClassSampler, RejectionSampler
-
-    if sampler == "kde":
-        base = KDESampler(bandwidth=bandwidth)
-    elif sampler == "rejection":
-        base = RejectionSampler()
-    else:
-        raise InputError(
-            f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}"
-        )
-    return PerClassSampler(base)
-
-
 def default_filters(
     *,
     seeds=None,
     seed_labels=None,
-    min_length=20.0,
-    max_length=220.0,
+    min_length=FilterSettings.min_length,
+    max_length=FilterSettings.max_length,
     wm_mask=None,
     affine=None,
-    min_wm_fraction=0.95,
-    max_curvature=None,
-    latent_percentile=95.0,
-    latent_filter=True,
+    min_wm_fraction=FilterSettings.min_wm_fraction,
+    max_curvature=FilterSettings.max_curvature,
+    latent_percentile=FilterSettings.latent_percentile,
+    latent_filter=FilterSettings.latent_filter,
     sampler=None,
     n_calibration=2000,
     volume=None,
@@ -264,13 +211,6 @@ def default_filters(
     -------
     FilterPipeline
     """
-    from dipy_tractogen.filtering import (
-        CurvatureFilter,
-        FilterPipeline,
-        LatentDistanceFilter,
-        LengthFilter,
-        WhiteMatterFilter,
-    )
 
     filters = [] if volume is None else [volume_filter(*volume)]
     filters.append(LengthFilter(min_length, max_length))
@@ -300,17 +240,21 @@ def volume_filter(affine, dimensions):
     holding one fails DIPY's bounding-box check on load, so generation always
     applies this filter, even with the plausibility filters off.
     """
-    from dipy_tractogen.filtering import WhiteMatterFilter
 
     grid = np.ones(tuple(int(d) for d in dimensions), dtype=bool)
     return WhiteMatterFilter(grid, affine, min_fraction=1.0, name="in_volume")
 
 
 def _calibrated_thresholds(latent, sampler, percentile, n_per_class):
-    """Per-bundle percentile of sampled latents' nearest-reference distance."""
+    """Per-bundle percentile of sampled latents' nearest-reference distance.
+
+    Bundles the sampler does not draw (references of bundles not generated)
+    keep the thresholds of ``latent`` (fitted on the references alone): a
+    candidate nearest to one of them is rejected for its bundle anyway.
+    """
     Z, labels = sampler.sample(int(n_per_class), random_state=0)
     pred, dist = latent.predict(Z)
-    thresholds = {}
+    thresholds = dict(latent.thresholds_)
     for label in np.unique(labels):
         own = (labels == label) & (pred == label)
         values = dist[own] if own.any() else dist[labels == label]
@@ -422,69 +366,9 @@ def iter_generate(
             yield np.asarray(X[keep], dtype=np.float32), labels[keep], Z[keep]
 
 
-# ---------------------------------------------------------------------------
-# model-level entry points
-# ---------------------------------------------------------------------------
-
-
-def resolve_bundles(requested, names):
-    """Turn bundle names (or ``None`` for all) into ids of ``names``.
-
-    Raises
-    ------
-    ConditionError
-        On a name the model does not know (the message lists those it knows).
-    """
-    if requested is None or len(requested) == 0:
-        return list(range(len(names)))
-    if isinstance(requested, str):
-        requested = [r for r in requested.split(",") if r.strip()]
-    ids = []
-    for name in requested:
-        name = str(name).strip()
-        if name not in names:
-            raise ConditionError(
-                f"unknown bundle {name!r}: the model knows {', '.join(names)}"
-            )
-        ids.append(names.index(name))
-    return list(dict.fromkeys(ids))
-
-
-def seeds_from_tractogram(model, path, *, reference="same"):
-    """Encode a tractogram's bundles (both orientations) as latent seeds.
-
-    Bundle names of the file (its ``bundle`` data, TRX groups or sidecar;
-    see :func:`dipy_tractogen.io.load_bundles`) are matched to the model's;
-    a file without bundle information must hold a single bundle named after
-    its file stem (for instance ``uturn.trk``).
-
-    Returns
-    -------
-    latents : ndarray (2 N, d)
-    labels : ndarray (2 N,) int
-        Bundle ids of the model.
-    """
-    from dipy_tractogen.io import load_bundles
-    from dipy_tractogen.sampling import latent_seeds
-
-    names = model_bundle_names(model)
-    sft, ids, file_names, _ = load_bundles(path, reference=reference)
-    ids = np.asarray(ids)
-    labels = np.empty(len(ids), dtype=int)
-    for fid in np.unique(ids):
-        name = file_names.get(int(fid), str(fid))
-        labels[ids == fid] = resolve_bundles([name], names)[0]
-    from dipy_tractogen.io import resample_streamlines
-
-    X = resample_streamlines(sft.streamlines, n_points=model.n_points)
-    Z = latent_seeds(model.encode, X)
-    return Z, np.concatenate([labels, labels])
-
-
 def check_outputs(out_path, n_streamlines, *, force=False):
     """Validate a requested count and that ``out_path`` (and its JSON
     sidecar) may be written, before any work is done."""
-    from dipy_tractogen.outputs import check_writable
 
     if isinstance(n_streamlines, bool) or int(n_streamlines) != n_streamlines:
         raise InputError(f"n_streamlines must be an integer, got {n_streamlines!r}")
@@ -510,7 +394,6 @@ def output_space(model, reference=None):
     InputError
         If ``reference`` does not match, or neither gives a space.
     """
-    from dipy_tractogen.io import reference_info, same_space
 
     space = model_reference(model)
     if reference is not None:
@@ -528,18 +411,17 @@ def output_space(model, reference=None):
 def generation_filters(model, space, *, apply_filters=True, wm_mask=None, **kwargs):
     """The filters of a generation run in ``space``.
 
-    Always the ``in_volume`` filter (:func:`volume_filter`); with
-    ``apply_filters``, :func:`default_filters` with the white-matter mask
-    ``wm_mask`` (None: the model's own, when it carries one) and ``kwargs``.
+    Always the ``in_volume`` filter (:func:`volume_filter`) when ``space`` is
+    given; with ``apply_filters``, :func:`default_filters` with the
+    white-matter mask ``wm_mask`` (None: the model's own, when it carries
+    one) and ``kwargs``.
     """
-    from dipy_tractogen.filtering import FilterPipeline
 
+    volume = None if space is None else (space[0], space[1])
     if not apply_filters:
-        return FilterPipeline([volume_filter(space[0], space[1])])
+        return FilterPipeline([] if volume is None else [volume_filter(*volume)])
     mask, mask_affine = model_wm_mask(model, wm_mask, space)
-    return default_filters(
-        volume=(space[0], space[1]), wm_mask=mask, affine=mask_affine, **kwargs
-    )
+    return default_filters(volume=volume, wm_mask=mask, affine=mask_affine, **kwargs)
 
 
 def write_generated(
@@ -576,7 +458,7 @@ def write_generated(
         The file's metadata (the renamed report is added as ``report``).
     data_per_streamline : dict of str to dtype
     group_names, group_by : optional
-        TRX groups (see :class:`~dipy_tractogen.streaming.TractogramStreamWriter`).
+        TRX groups (see :class:`~dipy_tractogen.io.streaming.TractogramStreamWriter`).
     total : int, optional
         Progress bar length.
     positions_dtype, force, progress : optional
@@ -592,7 +474,6 @@ def write_generated(
     GenerationError
         If no streamline passed the filters (no file is left then).
     """
-    from dipy_tractogen.streaming import TractogramStreamWriter
 
     t0 = time.time() if t0 is None else t0
     bar = _progress(progress, total)
@@ -626,23 +507,53 @@ def write_generated(
     return named
 
 
+def source_filters(model, space, settings, source):
+    """The filters of a run: ``settings`` for the draws of ``source``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The fitted source's model (its white-matter mask, when it carries
+        one and ``settings.wm_mask`` is None).
+    space : tuple or None
+        From :func:`output_space` (None: no ``in_volume`` filter).
+    settings : FilterSettings
+    source : LatentSource
+        Fitted; the latent filter is added when ``settings.latent_filter``
+        and the source uses it (calibrated on the source's sampler).
+
+    Returns
+    -------
+    FilterPipeline
+    """
+    latent = bool(settings.latent_filter) and source.uses_latent_filter
+    return generation_filters(
+        model,
+        space,
+        apply_filters=settings.apply_filters,
+        wm_mask=settings.wm_mask,
+        min_length=settings.min_length,
+        max_length=settings.max_length,
+        min_wm_fraction=settings.min_wm_fraction,
+        max_curvature=settings.max_curvature,
+        latent_filter=latent,
+        latent_percentile=settings.latent_percentile,
+        **(source.latent_references() if latent else {}),
+    )
+
+
 def generate_tractogram(
     out_path,
     *,
     model=None,
+    source=None,
+    request=None,
     n_streamlines=10000,
     bundles=None,
     seeds=None,
-    sampler="kde",
-    bandwidth=0.025,
-    min_length=20.0,
-    max_length=220.0,
-    wm_mask=None,
-    min_wm_fraction=0.95,
-    max_curvature=None,
-    latent_filter=True,
-    latent_percentile=95.0,
-    apply_filters=True,
+    sampler=None,
+    bandwidth=None,
+    filters=None,
     chunk_size=10000,
     budget=20.0,
     seed=0,
@@ -651,6 +562,7 @@ def generate_tractogram(
     precision="float32",
     force=False,
     progress=False,
+    **filter_options,
 ):
     """Generate a synthetic tractogram and write it, chunk by chunk.
 
@@ -662,36 +574,33 @@ def generate_tractogram(
     model : str, path-like, model or None, optional
         A trained model, the path of a ``.keras`` file, or the name of a
         shipped model (None: the shipped default).
+    source : LatentSource, optional
+        Where the latent codes come from:
+        :class:`~dipy_tractogen.generation.sources.BundleSource` (per-bundle
+        GESTA sampling, the default) or
+        :class:`~dipy_tractogen.generation.sources.ConditionalSource`
+        (requested conditions). It is fitted to ``model`` here.
+    request : dict of str to value or list, optional
+        Short for ``source=ConditionalSource(request)``: requested values
+        per condition of a conditional model (lists make a sweep).
     n_streamlines : int, optional
-        Total number of streamlines, split over the bundles in proportion to
-        their number of seeds.
-    bundles : sequence of str or str, optional
-        Bundle names to generate (comma-separated string accepted); all by
-        default.
-    seeds : str or path-like, optional
-        A tractogram whose bundles seed the sampling instead of the seeds
-        stored in the model.
-    sampler : {"kde", "rejection"}, optional
-        Latent sampler (see :func:`build_sampler`).
-    bandwidth : float or str, optional
-        KDE bandwidth (GESTA: 0.025).
-    min_length, max_length : float, optional
-        Length filter, mm.
-    wm_mask : str, path-like, ndarray or None, optional
-        White-matter mask (a NIfTI path, or an array in the model's space);
-        None uses the model's own mask when it carries one.
-    min_wm_fraction : float, optional
-        Fraction of points required inside the mask.
-    max_curvature : float, optional
-        Curvature filter (1/mm); None for none.
-    latent_filter : bool, optional
-        Apply FINTA's latent-distance filter (nearest seed's bundle must be
-        the requested one, distance within the bundle's threshold).
-    latent_percentile : float, optional
-        The latent filter's threshold: this percentile of the sampler's own
-        nearest-seed distances, per bundle (see :func:`default_filters`).
-    apply_filters : bool, optional
-        False disables every filter.
+        Total number of streamlines, split over the source's classes (the
+        bundles, in proportion to their number of seeds; the combinations
+        of a request, equally).
+    bundles, seeds, sampler, bandwidth : optional
+        Short for ``source=BundleSource(bundles, seeds=..., sampler=...,
+        bandwidth=...)`` (its defaults for those not given): the bundle
+        names to generate (all by default; a comma-separated string is
+        accepted), a tractogram whose bundles seed the sampling instead of
+        the seeds stored in the model, the sampler (``"kde"`` or
+        ``"rejection"``) and the KDE bandwidth (GESTA: 0.025).
+    filters : FilterSettings, optional
+        The plausibility filters (default: ``FilterSettings()``).
+    **filter_options
+        Fields of :class:`~dipy_tractogen.generation.filters.FilterSettings`
+        overriding those of ``filters``: ``min_length``, ``max_length``,
+        ``wm_mask``, ``min_wm_fraction``, ``max_curvature``,
+        ``latent_filter``, ``latent_percentile``, ``apply_filters``.
     chunk_size : int, optional
         Latent samples decoded per round (bounds memory).
     budget : float, optional
@@ -705,7 +614,7 @@ def generate_tractogram(
         Coordinate storage of ``.trx`` outputs.
     precision : {"float32", "mixed_bfloat16", "mixed_float16"}, optional
         Compute precision of decoding (float32 weights either way; see
-        :mod:`dipy_tractogen.nn.precision`); recorded in the provenance.
+        :mod:`dipy_tractogen.models.precision`); recorded in the provenance.
     force : bool, optional
         Overwrite existing outputs.
     progress : bool, optional
@@ -714,72 +623,45 @@ def generate_tractogram(
     Returns
     -------
     report : GenerationReport
-        Counts per bundle name, rejections per filter, stop reason.
+        Counts per class (bundle name, or combination such as
+        ``"bundle=arch, age=72"``), rejections per filter, stop reason.
 
     Raises
     ------
     InputError, ConditionError, ModelError, OutputExistsError
-        On bad input; nothing is written then.
+        On bad input (an unknown bundle, a condition value outside the
+        training range...); nothing is written then.
+    GenerationError
+        If no streamline passed the filters (no file is left then).
     """
     t0 = time.time()
     check_outputs(out_path, n_streamlines, force=force)
-    _check_precision(precision)
+    check_precision(precision)
+    settings = _filter_settings(filters, filter_options)
+    source = _source(source, request, bundles, seeds, sampler, bandwidth)
     model_arg = model
     model = resolve_model(model)
-    names = model_bundle_names(model)
-    wanted = resolve_bundles(bundles, names)
     space = output_space(model, reference)
-
-    # seeds and sampler
-    if seeds is not None:
-        Z_seed, y_seed = seeds_from_tractogram(model, seeds)
-    else:
-        Z_seed, y_seed = model_seeds(model)
-    present = set(np.unique(y_seed).tolist())
-    missing = [names[i] for i in wanted if i not in present]
-    if missing:
-        raise ConditionError(f"no seeds for bundle(s) {', '.join(missing)}")
-    sel = np.isin(y_seed, wanted)
-    sampler_obj = build_sampler(sampler, bandwidth=bandwidth).fit(
-        Z_seed[sel], y_seed[sel]
-    )
-    weights = {i: int(np.sum(y_seed == i)) for i in wanted}
-    counts = allocate_counts(int(n_streamlines), weights)
-    pipeline = generation_filters(
-        model,
-        space,
-        apply_filters=apply_filters,
-        wm_mask=wm_mask,
-        seeds=Z_seed if latent_filter else None,
-        seed_labels=y_seed,
-        min_length=min_length,
-        max_length=max_length,
-        min_wm_fraction=min_wm_fraction,
-        max_curvature=max_curvature,
-        latent_filter=latent_filter,
-        latent_percentile=latent_percentile,
-        sampler=sampler_obj,
-    )
+    source.fit(model)
+    pipeline = source_filters(model, space, settings, source)
 
     provenance = {
-        "generator": "dipy_tractogen.generation.generate_tractogram",
+        "generator": "dipy_tractogen.generation.pipeline.generate_tractogram",
         "version": package_version(),
         "model": model_provenance(model, model_arg),
         "seed": int(seed),
-        "sampler": {"name": sampler, "bandwidth": bandwidth},
-        "seeds": str(seeds) if seeds is not None else "model",
+        **source.provenance(),
         "filters": _filters_provenance(pipeline),
-        "conditions": {"bundles": [names[i] for i in wanted]},
         "n_requested": int(n_streamlines),
         "precision": precision,
     }
-    report = GenerationReport(requested=dict(counts))
+    report = GenerationReport(requested={})
     chunks = (
-        (X, {"bundle": ids})
-        for X, ids, _ in iter_generate(
-            _decoder(model, precision),
-            sampler_obj,
-            counts,
+        (X, source.streamline_data(rows, labels))
+        for X, labels, rows in iter_generate(
+            source.decoder(_decoding_model(model, precision)),
+            source,
+            source.counts(n_streamlines),
             filters=pipeline,
             chunk_size=chunk_size,
             budget=budget,
@@ -787,16 +669,17 @@ def generate_tractogram(
             report=report,
         )
     )
+    group_names, group_by = source.groups()
     return write_generated(
         out_path,
         space,
         chunks,
         report,
-        name=names.__getitem__,
+        name=source.label,
         provenance=provenance,
-        data_per_streamline={"bundle": "int16"},
-        group_names=names,
-        group_by="bundle",
+        data_per_streamline=source.data_per_streamline(),
+        group_names=group_names,
+        group_by=group_by,
         total=int(n_streamlines),
         positions_dtype=positions_dtype,
         force=force,
@@ -809,10 +692,12 @@ def generate_streamlines(
     model=None,
     n_streamlines=1000,
     *,
+    source=None,
+    request=None,
     bundles=None,
     seed=0,
-    sampler="kde",
-    bandwidth=0.025,
+    sampler=None,
+    bandwidth=None,
     filters="default",
     chunk_size=10000,
     budget=20.0,
@@ -821,45 +706,50 @@ def generate_streamlines(
     """Generate streamlines in memory (small counts; see
     :func:`generate_tractogram` to write large ones).
 
-    ``precision`` is the compute precision of decoding, as for
-    :func:`generate_tractogram`.
+    Parameters
+    ----------
+    model : str, path-like, model or None, optional
+        As for :func:`generate_tractogram`.
+    n_streamlines : int, optional
+        Total count, split over the source's classes.
+    source, request, bundles, sampler, bandwidth : optional
+        The latent source, as for :func:`generate_tractogram` (the seeds
+        stored in the model for a per-bundle source).
+    seed : int, optional
+        The same seed gives the same streamlines.
+    filters : "default", FilterSettings, FilterPipeline or None, optional
+        ``"default"``: ``FilterSettings()`` (without the ``in_volume``
+        filter when the model records no space); a ready pipeline; None for
+        no filter.
+    chunk_size, budget, precision : optional
+        As for :func:`generate_tractogram`.
 
     Returns
     -------
     streamlines : ndarray (N, P, 3) float32
         In mm, in the model's space.
-    bundle_ids : ndarray (N,) int
+    values : ndarray (N,) int or dict of str to ndarray (N,)
+        Per-bundle source: the bundle id of each streamline. Conditional
+        source: each condition's value per streamline (category names for
+        categorical conditions).
     report : GenerationReport
+        Keyed by bundle name, or by combination (``"bundle=arch, age=30"``).
     """
-    _check_precision(precision)
+    t0 = time.time()
+    check_precision(precision)
+    source = _source(source, request, bundles, None, sampler, bandwidth)
     model = resolve_model(model)
-    names = model_bundle_names(model)
-    wanted = resolve_bundles(bundles, names)
-    Z_seed, y_seed = model_seeds(model)
-    sel = np.isin(y_seed, wanted)
-    sampler_obj = build_sampler(sampler, bandwidth=bandwidth).fit(
-        Z_seed[sel], y_seed[sel]
-    )
-    counts = allocate_counts(
-        int(n_streamlines), {i: int(np.sum(y_seed == i)) for i in wanted}
-    )
-    if filters == "default":
-        space = model_reference(model)
-        mask, affine = model_wm_mask(model, None, space)
-        filters = default_filters(
-            seeds=Z_seed,
-            seed_labels=y_seed,
-            wm_mask=mask,
-            affine=affine,
-            sampler=sampler_obj,
-            volume=None if space is None else (space[0], space[1]),
-        )
-    report = GenerationReport(requested=dict(counts))
+    source.fit(model)
+    if isinstance(filters, str) and filters == "default":
+        filters = FilterSettings()
+    if isinstance(filters, FilterSettings):
+        filters = source_filters(model, model_reference(model), filters, source)
+    report = GenerationReport(requested={})
     parts = list(
         iter_generate(
-            _decoder(model, precision),
-            sampler_obj,
-            counts,
+            source.decoder(_decoding_model(model, precision)),
+            source,
+            source.counts(n_streamlines),
             filters=filters,
             chunk_size=chunk_size,
             budget=budget,
@@ -869,27 +759,48 @@ def generate_streamlines(
     )
     if parts:
         X = np.concatenate([p[0] for p in parts])
-        ids = np.concatenate([p[1] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        rows = np.concatenate([p[2] for p in parts])
     else:
         X = np.zeros((0, model.n_points, 3), np.float32)
-        ids = np.zeros(0, int)
-    return X, ids, report.renamed(names.__getitem__)
+        labels = np.zeros(0, int)
+        rows = np.zeros((0, source.row_width()), np.float32)
+    report.seconds = time.time() - t0
+    return X, source.streamline_values(rows, labels), report.renamed(source.label)
 
 
-def _check_precision(precision):
-    from dipy_tractogen.nn.precision import check_precision
+def _source(source, request, bundles, seeds, sampler, bandwidth):
+    """The run's latent source, from ``source`` or its shorthands."""
+    shorthands = {"bundles": bundles, "seeds": seeds}
+    shorthands.update(sampler=sampler, bandwidth=bandwidth)
+    given = [k for k, v in shorthands.items() if v is not None]
+    if source is not None or request is not None:
+        if source is not None and request is not None:
+            raise InputError("pass source= or request=, not both")
+        if given:
+            raise InputError(
+                f"{', '.join(given)} set(s) a per-bundle source; with source= or "
+                "request=, pass them to BundleSource"
+            )
+        if request is not None:
+            return ConditionalSource(request)
+        if not isinstance(source, LatentSource):
+            raise InputError(f"not a latent source: {source!r}")
+        return source
+    options = {k: v for k, v in shorthands.items() if v is not None}
+    return BundleSource(**options)
 
-    check_precision(precision)
+
+def _filter_settings(filters, options):
+    settings = FilterSettings() if filters is None else filters
+    if not isinstance(settings, FilterSettings):
+        raise InputError(f"filters must be FilterSettings, got {filters!r}")
+    return settings.replace(**options) if options else settings
 
 
-def _decoder(model, precision):
-    """``model.decode`` (in batches of :data:`DECODE_BATCH_SIZE`), or that of
-    a copy computing in ``precision``."""
-    if precision != "float32":
-        from dipy_tractogen.nn.precision import with_precision
-
-        model = with_precision(model, precision)
-    return functools.partial(model.decode, batch_size=DECODE_BATCH_SIZE)
+def _decoding_model(model, precision):
+    """``model``, or a copy of it computing in ``precision``."""
+    return model if precision == "float32" else model.with_precision(precision)
 
 
 def _rejections(report):
@@ -897,22 +808,22 @@ def _rejections(report):
 
 
 def _filters_provenance(pipeline):
+    """Name and settings of each filter (shapes as text, big arrays by shape)."""
     if pipeline is None:
         return []
-    return [{"name": f.name, **_jsonable(f._params())} for f in pipeline.filters]
-
-
-def _jsonable(d):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, (np.generic,)):
-            v = v.item()
-        elif isinstance(v, np.ndarray):
-            v = v.tolist() if v.size < 64 else f"array{v.shape}"
-        elif not isinstance(v, (str, int, float, bool, type(None), list, dict)):
-            v = repr(v)
-        out[k] = v
-    return out
+    return [
+        {
+            "name": f.name,
+            **jsonable(
+                {
+                    k: str(v) if isinstance(v, tuple) else v
+                    for k, v in f.params().items()
+                },
+                max_items=63,
+            ),
+        }
+        for f in pipeline.filters
+    ]
 
 
 class _NoBar:

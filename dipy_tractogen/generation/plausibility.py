@@ -2,7 +2,7 @@
 
 FINTA [1]_ used on its own, on any tractogram (tracked or generated):
 
-1. the tractogram is read (:func:`dipy_tractogen.io.load_bundles`, RAS+ mm)
+1. the tractogram is read (:func:`dipy_tractogen.io.tractograms.load_bundles`, RAS+ mm)
    and processed ``chunk_size`` streamlines at a time;
 2. every streamline is resampled to the model's number of points and
    encoded;
@@ -16,7 +16,7 @@ Thresholds per bundle come from, in order of precedence: ``thresholds``
 (given), the ROC of plausible vs implausible latent distances when an
 ``implausible`` tractogram is given (the point where TPR = 1 - FPR, as in
 FINTA), or the ``percentile`` of the references' leave-one-out distances
-(see :class:`~dipy_tractogen.filtering.LatentDistanceFilter`).
+(see :class:`~dipy_tractogen.generation.filters.LatentDistanceFilter`).
 
 Kept (and optionally rejected) streamlines are written with their original
 geometry, in the input's space, with per-streamline ``bundle`` (predicted
@@ -38,7 +38,32 @@ from pathlib import Path
 
 import numpy as np
 
+from dipy_tractogen._checks import check_int
 from dipy_tractogen.errors import ConditionError, InputError, ModelError
+from dipy_tractogen.generation.filters import (
+    FilterPipeline,
+    FilterSettings,
+    LatentDistanceFilter,
+    LengthFilter,
+    WhiteMatterFilter,
+)
+from dipy_tractogen.io.outputs import check_writable
+from dipy_tractogen.io.provenance import file_provenance, package_version
+from dipy_tractogen.io.streaming import STREAM_FORMATS, TractogramStreamWriter
+from dipy_tractogen.io.tractograms import (
+    load_bundles,
+    load_tractogram_checked,
+    same_space,
+    sidecar_path,
+)
+from dipy_tractogen.measures.resampling import resample_streamlines
+from dipy_tractogen.models.files import model_provenance, resolve_model
+from dipy_tractogen.models.seed_bank import (
+    model_bundle_names,
+    model_reference,
+    model_seeds,
+    model_wm_mask,
+)
 
 __all__ = ["fit_latent_filter", "filter_tractogram"]
 
@@ -52,19 +77,8 @@ def _logger():
     return logger
 
 
-def _check_chunk_size(chunk_size):
-    if (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, (int, np.integer))
-        or chunk_size < 1
-    ):
-        raise InputError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    return int(chunk_size)
-
-
 def _encode_file(model, path, *, reference, chunk_size):
     """Latent codes of a tractogram's streamlines (one orientation)."""
-    from dipy_tractogen.io import load_tractogram_checked, resample_streamlines
 
     sft = load_tractogram_checked(path, reference=reference, bbox_valid_check=False)
     parts = []
@@ -112,11 +126,12 @@ def fit_latent_filter(
     Parameters
     ----------
     model : FintaAutoencoder
-        A model carrying a seed bank (:func:`dipy_tractogen.models.attach_seed_bank`).
+        A model carrying a seed bank
+        (:func:`dipy_tractogen.models.seed_bank.attach_seed_bank`).
     implausible : str or path-like, optional
         A tractogram of implausible streamlines: thresholds from the ROC of
         plausible (references, leave-one-out) vs implausible latent distances
-        (:meth:`~dipy_tractogen.filtering.LatentDistanceFilter.fit_roc`).
+        (:meth:`~dipy_tractogen.generation.filters.LatentDistanceFilter.fit_roc`).
     thresholds : float or dict, optional
         Fixed threshold(s) in latent units: one number, or ``{bundle name:
         number}`` for every bundle of the model's seeds.
@@ -148,15 +163,13 @@ def fit_latent_filter(
     ----------
     .. [1] Legarreta et al. (2021). https://doi.org/10.1016/j.media.2021.102126
     """
-    from dipy_tractogen.filtering import LatentDistanceFilter
-    from dipy_tractogen.models import model_bundle_names, model_seeds
 
     if thresholds is not None and implausible is not None:
         raise InputError(
             "give fixed thresholds or an implausible tractogram (ROC thresholds), "
             "not both"
         )
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = check_int(chunk_size, "chunk_size")
     Z_seed, y_seed = model_seeds(model)
     names = model_bundle_names(model)
     if thresholds is not None:
@@ -178,8 +191,6 @@ def fit_latent_filter(
 
 def _output_paths(in_path, out_kept, out_rejected):
     """Output tractograms and their sidecars; refuse clashes with the input."""
-    from dipy_tractogen.io import sidecar_path
-    from dipy_tractogen.streaming import STREAM_FORMATS
 
     outs = [Path(out_kept)] + ([Path(out_rejected)] if out_rejected else [])
     for out in outs:
@@ -203,12 +214,6 @@ def _output_paths(in_path, out_kept, out_rejected):
 
 def _geometry_filters(model, *, min_length, max_length, wm_mask, min_wm_fraction):
     """Length and white-matter filters (None when neither is asked for)."""
-    from dipy_tractogen.filtering import (
-        FilterPipeline,
-        LengthFilter,
-        WhiteMatterFilter,
-    )
-    from dipy_tractogen.models import model_reference, model_wm_mask
 
     filters = []
     if min_length is not None or max_length is not None:
@@ -269,7 +274,7 @@ def filter_tractogram(
     min_length=None,
     max_length=None,
     wm_mask=None,
-    min_wm_fraction=0.95,
+    min_wm_fraction=FilterSettings.min_wm_fraction,
     chunk_size=10000,
     force=False,
 ):
@@ -340,18 +345,9 @@ def filter_tractogram(
     ----------
     .. [1] Legarreta et al. (2021). https://doi.org/10.1016/j.media.2021.102126
     """
-    from dipy_tractogen.io import load_bundles, resample_streamlines, same_space
-    from dipy_tractogen.models import model_bundle_names, model_reference, resolve_model
-    from dipy_tractogen.outputs import check_writable
-    from dipy_tractogen.provenance import (
-        file_provenance,
-        model_provenance,
-        package_version,
-    )
-    from dipy_tractogen.streaming import TractogramStreamWriter
 
     t0 = time.time()
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = check_int(chunk_size, "chunk_size")
     outputs = _output_paths(in_path, out_kept, out_rejected)
     check_writable(outputs, force=force)
     model_arg = model
@@ -402,7 +398,7 @@ def filter_tractogram(
     fields = {"bundle": "int16", "latent_distance": "float32"}
     fields.update({k: v.dtype.name for k, v in carried.items()})
     provenance = {
-        "generator": "dipy_tractogen.plausibility.filter_tractogram",
+        "generator": "dipy_tractogen.generation.plausibility.filter_tractogram",
         "version": package_version(),
         "input": file_provenance(in_path),
         "model": model_provenance(model, model_arg),

@@ -369,7 +369,7 @@ def iter_until(n, draw_fn, accept_fn, *, budget, chunk, report=None):
         ``accept_fn(batch) -> mask``: boolean array, one value per row; or
         ``accept_fn(batch) -> (mask, kept)`` where ``kept`` holds the accepted
         rows after a transformation (for instance streamlines cropped by a
-        :class:`~dipy_tractogen.filtering.FilterPipeline`), in the structure
+        :class:`~dipy_tractogen.generation.filters.FilterPipeline`), in the structure
         of ``batch`` and with ``mask.sum()`` rows.
     budget : int
         Most candidates to draw in total.

@@ -22,8 +22,8 @@ def _conditional_request(model, bundle, age, status, length):
     Conditional generation is used when an age, status or length is asked,
     or when the model's decoder needs conditions (cvae, arvae, aae).
     """
-    from dipy_tractogen.conditional import model_file_conditions
-    from dipy_tractogen.conditions import parse_condition_values
+    from dipy_tractogen.models.conditions import parse_condition_values
+    from dipy_tractogen.models.seed_bank import model_file_conditions
 
     asked = {"age": age, "status": status, "length": length}
     _, _, conditional = model_file_conditions(model)
@@ -176,11 +176,7 @@ class GenerateTractogramFlow(TractogenFlow):
         out_report : string, optional
             HTML report of the run.
         """
-        from dipy.utils.logging import logger
-
-        from dipy_tractogen.generation import generate_tractogram
-        from dipy_tractogen.report import write_generation_report
-        from dipy_tractogen.viz import snapshot_tractogram
+        from dipy_tractogen.generation.filters import FilterSettings
 
         if n_streamlines <= 0:
             raise InputError(f"n_streamlines must be > 0, got {n_streamlines}")
@@ -190,67 +186,78 @@ class GenerateTractogramFlow(TractogenFlow):
         html = Path(out_dir) / out_report
         self.claim_outputs([p for p in (out, sidecar, snapshot, html) if p])
         request = _conditional_request(model or None, bundle, age, status, length)
-        if request is not None:  # a conditional model, or conditions asked
-            from dipy_tractogen.conditional import generate_conditional_tractogram
+        if request is not None and (
+            seeds or sampler != "kde" or no_latent_filter or precision != "float32"
+        ):
+            raise InputError(
+                "--seeds, --sampler, --no_latent_filter and --precision do not "
+                "apply to conditional generation"
+            )
+        filters = FilterSettings(
+            min_length=min_length,
+            max_length=max_length,
+            wm_mask=wm_mask or None,
+            min_wm_fraction=min_wm_fraction,
+            max_curvature=max_curvature or None,
+            latent_filter=not no_latent_filter,
+            latent_percentile=latent_percentile,
+            apply_filters=not no_filter,
+        )
 
-            if seeds or sampler != "kde" or no_latent_filter or precision != "float32":
-                raise InputError(
-                    "--seeds, --sampler, --no_latent_filter and --precision do not "
-                    "apply to conditional generation"
-                )
-            report = generate_conditional_tractogram(
-                out,
-                model=model or None,
-                request=request,
-                n_streamlines=n_streamlines,
+        # Keras only now: the refusals above start no TensorFlow
+        from dipy.utils.logging import logger
+
+        from dipy_tractogen.generation.pipeline import generate_tractogram
+        from dipy_tractogen.generation.sources import BundleSource, ConditionalSource
+
+        if request is not None:  # a conditional model, or conditions asked
+            source = ConditionalSource(
+                request,
                 latent=latent,
                 bandwidth=_bandwidth(bandwidth),
                 condition_bandwidth=condition_bandwidth,
                 extrapolate=extrapolate,
-                min_length=min_length,
-                max_length=max_length,
-                wm_mask=wm_mask or None,
-                min_wm_fraction=min_wm_fraction,
-                max_curvature=max_curvature or None,
-                apply_filters=not no_filter,
-                chunk_size=chunk_size,
-                budget=budget,
-                seed=seed,
-                reference=reference or None,
-                positions_dtype="float16" if float16 else "float32",
-                force=self.force,
-                progress=True,
             )
         else:
-            report = generate_tractogram(
-                out,
-                model=model or None,
-                n_streamlines=n_streamlines,
-                bundles=bundle or None,
+            source = BundleSource(
+                bundle or None,
                 seeds=seeds or None,
                 sampler=sampler,
                 bandwidth=_bandwidth(bandwidth),
-                min_length=min_length,
-                max_length=max_length,
-                wm_mask=wm_mask or None,
-                min_wm_fraction=min_wm_fraction,
-                max_curvature=max_curvature or None,
-                latent_filter=not no_latent_filter,
-                latent_percentile=latent_percentile,
-                apply_filters=not no_filter,
-                chunk_size=chunk_size,
-                budget=budget,
-                seed=seed,
-                reference=reference or None,
-                positions_dtype="float16" if float16 else "float32",
-                precision=precision,
-                force=self.force,
-                progress=True,
             )
+        report = generate_tractogram(
+            out,
+            model=model or None,
+            source=source,
+            n_streamlines=n_streamlines,
+            filters=filters,
+            chunk_size=chunk_size,
+            budget=budget,
+            seed=seed,
+            reference=reference or None,
+            positions_dtype="float16" if float16 else "float32",
+            precision=precision,
+            force=self.force,
+            progress=True,
+        )
         self.last_generated_outputs = {"out_tractogram": str(out)}
         (logger.info if report.complete else logger.warning)(report.summary())
         logger.info(json.dumps(report.produced))
         logger.info(f"wrote {out} and {sidecar}")
+        self._picture_and_report(
+            report, out, snapshot, html, interactive, seeds, reference, seed
+        )
+
+    def _picture_and_report(
+        self, report, out, snapshot, html, interactive, seeds, reference, seed
+    ):
+        """The picture (when asked, and a renderer is available) and the HTML
+        report of a generated tractogram."""
+        from dipy.utils.logging import logger
+
+        from dipy_tractogen.viz.render import snapshot_tractogram
+        from dipy_tractogen.viz.report import write_generation_report
+
         if snapshot or interactive:
             if snapshot_tractogram(
                 out,
