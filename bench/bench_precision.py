@@ -430,10 +430,11 @@ def roughness(streamlines):
 
 def generation_section(model, precisions, ph, n, n_eval, repeats):
     from dipy_tractogen.evaluation.metrics import evaluate_bundles
-    from dipy_tractogen.generation.pipeline import generate_tractogram, model_seeds
+    from dipy_tractogen.generation.pipeline import generate_tractogram
     from dipy_tractogen.io.tractograms import load_bundles
     from dipy_tractogen.measures.resampling import resample_streamlines
     from dipy_tractogen.models.precision import with_precision
+    from dipy_tractogen.models.seed_bank import model_seeds
     from dipy_tractogen.phantom import generate_phantom
 
     train_ph = generate_phantom(seed=0)  # bench/train_to_accuracy.py's data
