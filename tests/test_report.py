@@ -108,9 +108,37 @@ def test_generation_report(tmp_path, png):
     assert '<td>uturn</td><td class="num">26</td><td class="num">20</td>' in text
     assert '<td>length</td><td class="num">14</td>' in text
     assert text.count("data:image/png;base64,") == 2  # snapshot + histograms
+    assert "<figcaption>pic.png</figcaption>" in text  # no renderer recorded
     assert "against the seed tractogram" in text
     numbers = read_report_numbers(out)[0]
     assert numbers["n_produced"] == 50 and numbers["complete"] is False
+
+
+def test_generation_report_names_the_renderer(tmp_path):
+    """The picture's caption says who drew it (read from the PNG's text)."""
+    from dipy_tractogen.generation.pipeline import GenerationReport
+    from dipy_tractogen.phantom import generate_phantom, write_phantom
+    from dipy_tractogen.viz.render import render_tractogram_file
+
+    ph = generate_phantom(counts=8, seed=0)
+    files = write_phantom(ph, tmp_path / "ph")
+    png = tmp_path / "generated.png"
+    picture = render_tractogram_file(
+        files["tractogram"], out_path=png, size=(160, 160), renderer="matplotlib"
+    )
+    assert picture.renderer == "matplotlib"
+    report = GenerationReport(
+        requested={"arch": 8}, produced={"arch": 8}, n_drawn=8, seconds=1.0
+    )
+    out = tmp_path / "gen.html"
+    write_generation_report(out, report, files["tractogram"], snapshot=png)
+    text = out.read_text()
+    embedded = base64.b64encode(png.read_bytes()).decode()
+    assert f"data:image/png;base64,{embedded}" in text
+    assert (
+        "<figcaption>generated.png, drawn with matplotlib (a flat projection)"
+        "</figcaption>" in text
+    )
 
 
 def test_training_report_of_the_shipped_cohort_model(tmp_path):

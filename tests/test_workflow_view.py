@@ -3,11 +3,13 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dipy_tractogen.errors import InputError, OutputExistsError
-from dipy_tractogen.viz import NO_RENDER_ENV, rendering_available
+from dipy_tractogen.viz import NO_RENDER_ENV, picture_renderer, rendering_available
 from dipy_tractogen.workflows.view import ViewTractogramFlow, parse_view
 
 
@@ -27,6 +29,14 @@ def phantom_file(tmp_path_factory):
     return files["tractogram"], ph
 
 
+DEFAULT_MODEL = (
+    Path(__file__).resolve().parents[1]
+    / "dipy_tractogen"
+    / "data"
+    / "default_model.keras"
+)
+
+
 def _drawn(path):
     from matplotlib.image import imread
 
@@ -37,6 +47,8 @@ def _drawn(path):
 def _env(**extra):
     env = dict(os.environ, **extra)
     env.pop("DIPY_TRACTOGEN_RENDER_ISOLATED", None)
+    # DIPY's logger propagates under pytest: every line would print twice
+    env.pop("PYTEST_CURRENT_TEST", None)
     return env
 
 
@@ -100,10 +112,26 @@ def test_view_bad_options(rendering, phantom_file, tmp_path):
 
 
 def test_view_command_without_rendering(phantom_file, tmp_path):
+    """Without FURY the command draws with matplotlib and says so in one line;
+    --renderer fury fails with one line instead."""
     path, _ = phantom_file
     code = "from dipy_tractogen.workflows.cli import view_tractogram as m; m()"
+    command = [sys.executable, "-c", code, path, "--out_dir", str(tmp_path)]
     res = subprocess.run(
-        [sys.executable, "-c", code, path, "--out_dir", str(tmp_path)],
+        command, capture_output=True, text=True, env=_env(**{NO_RENDER_ENV: "1"})
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    said = (res.stdout + res.stderr).splitlines()  # DIPY's logger: stdout
+    notes = [ln for ln in said if "picture drawn with" in ln]
+    assert len(notes) == 1, said
+    assert "matplotlib" in notes[0] and NO_RENDER_ENV in notes[0]
+    out = tmp_path / "tractogram.png"
+    img, drawn = _drawn(out)
+    assert img.shape[:2] == (800, 800) and drawn > 0.01
+    renderer, note = picture_renderer(out)
+    assert renderer == "matplotlib" and NO_RENDER_ENV in note
+    res = subprocess.run(
+        [*command, "--renderer", "fury", "--out_png", "fury.png"],
         capture_output=True,
         text=True,
         env=_env(**{NO_RENDER_ENV: "1"}),
@@ -111,7 +139,45 @@ def test_view_command_without_rendering(phantom_file, tmp_path):
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and NO_RENDER_ENV in lines[0]
-    assert not list(tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tractogram.png"]
+
+
+def test_view_matplotlib_bundle_colours(phantom_file, tmp_path):
+    """The flat picture of the phantom: each bundle in its palette colour, in
+    its own part of the picture (the phantom's bundles lie apart in z = 0)."""
+    from dipy_tractogen.viz import bundle_color
+
+    path, ph = phantom_file
+    flow = ViewTractogramFlow()
+    flow.run(
+        path,
+        renderer="matplotlib",
+        width=300,
+        height=300,
+        out_dir=str(tmp_path),
+    )
+    img, _ = _drawn(tmp_path / "tractogram.png")
+    img = np.round(img[..., :3] * 255).astype(int)
+    centres = {}
+    for i, name in enumerate(ph.bundle_names):
+        c = np.round(bundle_color(i) * 255).astype(int)
+        rows, cols = np.nonzero(np.abs(img - c).max(axis=-1) <= 3)
+        assert len(rows) > 50, name  # drawn, in its colour
+        centres[name] = (rows.mean(), cols.mean())
+    # where the bundles are (axial view): columns follow x, rows follow -y
+    ids = np.asarray(ph.bundle_ids)
+    means = {
+        name: np.concatenate(
+            [ph.streamlines[k] for k in np.flatnonzero(ids == i)]
+        ).mean(axis=0)
+        for i, name in enumerate(ph.bundle_names)
+    }
+    for a in ph.bundle_names:
+        for b in ph.bundle_names:
+            if means[a][0] < means[b][0] - 15:
+                assert centres[a][1] < centres[b][1], (a, b)
+            if means[a][1] < means[b][1] - 15:
+                assert centres[a][0] > centres[b][0], (a, b)
 
 
 # --------------------------------------------------------------------------
@@ -137,9 +203,9 @@ def tiny_model(tmp_path_factory):
     return path
 
 
-def test_generate_skips_picture_when_rendering_unavailable(
-    tiny_model, tmp_path, monkeypatch
-):
+def test_generate_draws_picture_without_rendering(tiny_model, tmp_path, monkeypatch):
+    """Without FURY the picture is drawn with matplotlib (one line says so),
+    and the report shows it with a caption naming the renderer."""
     import logging
 
     from dipy.utils.logging import logger
@@ -158,7 +224,8 @@ def test_generate_skips_picture_when_rendering_unavailable(
     handler = Collect()
     logger.addHandler(handler)
     try:
-        GenerateTractogramFlow().run(
+        flow = GenerateTractogramFlow()
+        flow.run(
             model=str(tiny_model),
             n_streamlines=10,
             no_filter=True,
@@ -167,12 +234,55 @@ def test_generate_skips_picture_when_rendering_unavailable(
     finally:
         logger.removeHandler(handler)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["generated.html", "generated.json", "generated.trx"]
-    skipped = [ln for ln in handler.lines if "picture skipped" in ln]
-    assert len(skipped) == 1 and NO_RENDER_ENV in skipped[0]
-    assert "\n" not in skipped[0]
+    assert names == [
+        "generated.html",
+        "generated.json",
+        "generated.png",
+        "generated.trx",
+    ]
+    png = tmp_path / "generated.png"
+    assert flow.last_generated_outputs["out_snapshot"] == str(png)
+    drawn = [ln for ln in handler.lines if "picture drawn with" in ln]
+    assert len(drawn) == 1 and "\n" not in drawn[0]
+    assert drawn[0].startswith("picture drawn with matplotlib")
+    assert NO_RENDER_ENV in drawn[0]
+    assert not [ln for ln in handler.lines if "picture skipped" in ln]
+    renderer, note = picture_renderer(png)
+    assert renderer == "matplotlib" and NO_RENDER_ENV in note
+    _, fraction = _drawn(png)
+    assert fraction > 0.005
     html = (tmp_path / "generated.html").read_text()
-    assert "<h2>Counts</h2>" in html and "<h2>Picture</h2>" not in html
+    assert "<h2>Counts</h2>" in html and "<h2>Picture</h2>" in html
+    assert html.count("data:image/png;base64,") == 2  # picture + histograms
+    assert "<figcaption>generated.png, drawn with matplotlib" in html
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no default model shipped")
+def test_readme_command_without_a_driver(run_cli, tmp_path, monkeypatch):
+    """The README's main command, without FURY: demo/generated.png (the 7
+    bundles in their colours) and the report showing it."""
+    import base64
+
+    from dipy_tractogen.viz import bundle_color
+
+    monkeypatch.setenv(NO_RENDER_ENV, "1")
+    monkeypatch.chdir(tmp_path)
+    assert (
+        run_cli("dipy_generate_tractogram", "--out_dir", "demo", "--n_streamlines", 300)
+        == 0
+    )
+    png = tmp_path / "demo" / "generated.png"
+    img, fraction = _drawn(png)
+    assert img.shape[:2] == (800, 800) and fraction > 0.01
+    assert picture_renderer(png)[0] == "matplotlib"
+    rgb = np.round(img[..., :3] * 255).astype(int)
+    for i in range(7):  # every bundle drawn in its palette colour
+        c = np.round(bundle_color(i) * 255).astype(int)
+        assert (np.abs(rgb - c).max(axis=-1) <= 3).sum() > 100, i
+    html = (tmp_path / "demo" / "generated.html").read_text()
+    embedded = base64.b64encode(png.read_bytes()).decode()
+    assert f"data:image/png;base64,{embedded}" in html
+    assert "drawn with matplotlib" in html
 
 
 def test_generate_writes_snapshot_and_report(rendering, tiny_model, tmp_path):
