@@ -3,8 +3,14 @@
 A DIPY plugin. Importing the package is cheap: TensorFlow/Keras, FURY and
 ``dipy.nn`` are imported only when a model or a renderer is used. Public
 functions are resolved lazily from their modules on first access.
+
+The package's Keras classes are registered as soon as Keras is imported
+(at once if it already is), so ``keras.saving.load_model`` loads the
+package's model files after ``import dipy_tractogen``
+(:func:`dipy_tractogen.models.register_keras_objects` does it explicitly).
 """
 
+from dipy_tractogen._keras_registration import install as _register_keras_classes
 from dipy_tractogen._lazy import lazy_attributes
 
 __version__ = "0.1.0.dev0"
@@ -39,3 +45,6 @@ _PUBLIC = {
 
 __all__ = ["__version__", *_PUBLIC]
 __getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)
+
+# Keras' own loader finds the model classes once Keras is imported
+_register_keras_classes()

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-__all__ = ["jsonable", "json_default"]
+__all__ = ["jsonable", "json_default", "json_kind"]
 
 
 def jsonable(value, *, max_items=None, nan=None, strict=False):
@@ -74,3 +74,32 @@ def json_default(obj):
     if isinstance(obj, (os.PathLike, datetime.date, datetime.datetime)):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def json_kind(value):
+    """What a value read from JSON is, in words: ``"a string"``, ``"a list"``...
+
+    For one-line messages about malformed JSON files (``'config' is a
+    string, expected an object``).
+
+    Parameters
+    ----------
+    value : object
+
+    Returns
+    -------
+    str
+        ``"an object"``, ``"a list"``, ``"a string"``, ``"a number"``,
+        ``"a boolean"``, ``"null"``, or ``"a <type>"`` for anything else.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    kinds = {dict: "an object", list: "a list", tuple: "a list", str: "a string"}
+    for cls, kind in kinds.items():
+        if isinstance(value, cls):
+            return kind
+    return f"a {type(value).__name__}"

@@ -199,6 +199,54 @@ def test_saved_model_has_no_optimizer_by_default(tmp_path):
     np.testing.assert_array_equal(loaded.seed_bank["labels"], [0, 1])
 
 
+def test_checkpoint_with_optimizer_loads_with_keras_loader(tmp_path):
+    """A model compiled with the package's optimiser, schedule, loss and
+    metric and saved with its optimizer state loads with Keras' own loader
+    after ``import dipy_tractogen`` (safe_mode, in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    from dipy_tractogen.training.trainer import (
+        AdamL2,
+        OneCycleSchedule,
+        StreamlineLoss,
+        StreamlineSquaredError,
+    )
+
+    model = FintaAutoencoder(latent_dim=4, n_points=64)
+    schedule = OneCycleSchedule(1e-3, total_steps=10)
+    model.compile(
+        optimizer=AdamL2(learning_rate=schedule, l2=1e-4),
+        loss=StreamlineSquaredError(),
+        metrics=[StreamlineLoss()],
+    )
+    x = np.zeros((2, 64, 3), np.float32)
+    model.train_on_batch(x, x)
+    path = tmp_path / "checkpoint.keras"
+    save_model(model, path, include_optimizer=True)
+    code = (
+        "import dipy_tractogen, keras; "
+        f"m = keras.saving.load_model({str(path)!r}, safe_mode=True); "
+        "print(type(m).__name__, type(m.optimizer).__name__, "
+        "type(m.optimizer._learning_rate).__name__, type(m.loss).__name__, "
+        "int(m.optimizer.iterations))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == [
+        "FintaAutoencoder",
+        "AdamL2",
+        "OneCycleSchedule",
+        "StreamlineSquaredError",
+        "1",
+    ]
+    # and with the package's loader, compile=True restores the same
+    loaded = load_model(path, compile=True)
+    assert type(loaded.optimizer).__name__ == "AdamL2"
+
+
 # --------------------------------------------------------------------------
 # the base interface (dipy_tractogen.models.base.StreamlineAutoencoder)
 # --------------------------------------------------------------------------

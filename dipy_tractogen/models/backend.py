@@ -10,7 +10,7 @@ and ``jax`` work too).
 
 Importing :mod:`dipy_tractogen` never imports this subpackage; importing this
 subpackage imports Keras (and its backend) when they are installed. The model
-classes are resolved lazily: ``from dipy_tractogen.models.backend import FintaAutoencoder``.
+classes are resolved lazily: ``from dipy_tractogen.models import FintaAutoencoder``.
 """
 
 from dipy.utils.optpkg import optional_package

@@ -46,10 +46,12 @@ and ``decoder`` (Keras models on normalised coordinates) and implement
 
 import json
 import os
+import zipfile
 
 import numpy as np
 
 from dipy_tractogen._checks import check_int
+from dipy_tractogen._text import one_line
 from dipy_tractogen.errors import ConditionError, InputError, ModelError
 from dipy_tractogen.measures.resampling import resample_streamlines
 from dipy_tractogen.models.backend import Model, require_keras
@@ -57,6 +59,16 @@ from dipy_tractogen.models.conditions import ConditionEncoder
 from dipy_tractogen.models.precision import with_precision
 
 __all__ = ["StreamlineAutoencoder", "run_batched", "replica_count"]
+
+
+#: array kinds -> words, for seed bank messages
+_KIND_WORDS = {
+    "f": "floats",
+    "iu": "integers",
+    "fiu": "numbers",
+    "US": "a string",
+    "biu": "booleans or integers",
+}
 
 
 def _as_center(center):
@@ -303,8 +315,59 @@ class StreamlineAutoencoder(Model):
     def load_assets(self, dir_path):
         path = os.path.join(dir_path, "seed_bank.npz")
         if os.path.isfile(path):
-            with np.load(path, allow_pickle=False) as data:
-                self.seed_bank = {k: data[k] for k in data.files}
+            if not zipfile.is_zipfile(path):  # np.load would try it as a pickle
+                raise ModelError("assets/seed_bank.npz is not an .npz archive")
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    bank = {k: data[k] for k in data.files}
+            except Exception as exc:  # zip, npy and pickle refusals
+                raise ModelError(
+                    f"assets/seed_bank.npz is unreadable: {one_line(exc)}"
+                ) from None
+            problem = self._seed_bank_problem(bank)
+            if problem:
+                raise ModelError(f"assets/seed_bank.npz: {problem}")
+            self.seed_bank = bank
+
+    def _seed_bank_problem(self, bank):
+        """What is wrong with a seed bank read from a file (None: nothing).
+
+        Each array present must have the shape and kind generation reads
+        (a bank may hold only some of them).
+        """
+        n = len(bank["latents"]) if getattr(bank.get("latents"), "ndim", 0) else None
+        checks = {
+            "latents": ("f", (None, self.latent_dim)),
+            "labels": ("iu", (n,)),
+            "conditions": ("f", (n, self.n_conditions or None)),
+            "affine": ("fiu", (4, 4)),
+            "dimensions": ("iu", (3,)),
+            "voxel_sizes": ("fiu", (3,)),
+            "voxel_order": ("US", ()),
+        }
+        if "dimensions" in bank and bank["dimensions"].shape == (3,):
+            dims = tuple(int(d) for d in bank["dimensions"])
+        else:
+            dims = (None, None, None)
+        checks["wm_mask"] = ("biu", dims)
+        for key, (kinds, shape) in checks.items():
+            if key not in bank:
+                continue
+            arr = bank[key]
+            expected = "(" + ", ".join("n" if d is None else str(d) for d in shape)
+            expected += ",)" if len(shape) == 1 else ")"
+            if arr.ndim != len(shape) or any(
+                d is not None and d != a for d, a in zip(shape, arr.shape, strict=False)
+            ):
+                return f"{key!r} has shape {arr.shape}, expected {expected}"
+            if arr.dtype.kind not in kinds:
+                return f"{key!r} has dtype {arr.dtype}, expected {_KIND_WORDS[kinds]}"
+        for key, arr in bank.items():
+            if arr.dtype.kind not in "biuf" and key not in checks:
+                return f"{key!r} has dtype {arr.dtype}, expected numbers"
+        if "labels" in bank and len(bank["labels"]) and bank["labels"].min() < 0:
+            return "'labels' has negative bundle ids"
+        return None
 
     # --- batched inference in millimetres ---------------------------------------
 

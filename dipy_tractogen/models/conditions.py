@@ -32,6 +32,7 @@ import numbers
 
 import numpy as np
 
+from dipy_tractogen._json import json_kind
 from dipy_tractogen.errors import ConditionError, InputError
 from dipy_tractogen.measures.attributes import ATTRIBUTES
 
@@ -312,21 +313,60 @@ class ContinuousCondition:
 _UNITS = {"age": "years", "length": "mm"}
 
 
-def _spec_from_config(config):
+def _spec_from_config(config, index):
+    """One condition from its configuration (entry ``index`` of the list).
+
+    Raises
+    ------
+    InputError
+        Naming what is wrong, without the "malformed" prefix.
+    """
+    if not isinstance(config, dict):
+        return _malformed(
+            f"condition {index} is {json_kind(config)}, expected an object"
+        )
+    name = config.get("name")
+    if not isinstance(name, str) or not name:
+        return _malformed(f"condition {index} has no name")
     kind = config.get("kind")
+    source = config.get("source")
+    if source is not None and not isinstance(source, str):
+        return _malformed(f"condition {name!r}: 'source' is {json_kind(source)}")
     if kind == "categorical":
-        return CategoricalCondition(
-            config["name"], config["categories"], source=config.get("source")
-        )
+        categories = config.get("categories")
+        if not isinstance(categories, list) or not categories:
+            return _malformed(f"categorical condition {name!r} has no categories")
+        if not all(isinstance(c, (str, int)) for c in categories):
+            return _malformed(
+                f"categorical condition {name!r}: categories must be names"
+            )
+        return CategoricalCondition(name, categories, source=source)
     if kind == "continuous":
+        low, high = config.get("low"), config.get("high")
+        if not (_finite_number(low) and _finite_number(high) and low <= high):
+            return _malformed(
+                f"continuous condition {name!r} needs a finite range low <= high, "
+                f"got low={low!r}, high={high!r}"
+            )
+        unit = config.get("unit", "")
         return ContinuousCondition(
-            config["name"],
-            config["low"],
-            config["high"],
-            source=config.get("source"),
-            unit=config.get("unit", ""),
+            name, low, high, source=source, unit="" if unit is None else str(unit)
         )
-    raise InputError(f"unknown condition kind {kind!r} in {config!r}")
+    return _malformed(
+        f"condition {name!r} has kind {kind!r}, expected categorical or continuous"
+    )
+
+
+def _finite_number(value):
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _malformed(what):
+    raise InputError(f"malformed condition configuration: {what}")
 
 
 def _is_numeric(values):
@@ -617,15 +657,36 @@ class ConditionEncoder:
         Parameters
         ----------
         config : dict
+            ``{"conditions": [{"name": ..., "kind": "categorical",
+            "categories": [...]}, {"name": ..., "kind": "continuous",
+            "low": ..., "high": ...}, ...]}``.
 
         Returns
         -------
         encoder : ConditionEncoder
+
+        Raises
+        ------
+        InputError
+            ``malformed condition configuration: ...`` naming what is wrong
+            (not an object, no ``conditions`` list, an entry without a name
+            or with an unknown kind, a categorical condition without
+            categories, a continuous one without a finite range, a name
+            given twice).
         """
-        try:
-            specs = [_spec_from_config(c) for c in config["conditions"]]
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"malformed condition configuration: {exc}") from None
+        if not isinstance(config, dict):
+            _malformed(f"it is {json_kind(config)}, expected an object")
+        entries = config.get("conditions")
+        if not isinstance(entries, list):
+            what = "missing" if entries is None else json_kind(entries)
+            _malformed(f"'conditions' is {what}, expected a list")
+        if not entries:
+            _malformed("'conditions' is empty")
+        specs = [_spec_from_config(c, i) for i, c in enumerate(entries)]
+        names = [s.name for s in specs]
+        for name in names:
+            if names.count(name) > 1:
+                _malformed(f"condition {name!r} appears {names.count(name)} times")
         enc = cls([s.name for s in specs])
         enc._set_specs(specs)
         return enc

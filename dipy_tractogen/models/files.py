@@ -16,11 +16,13 @@ import os
 import zipfile
 from pathlib import Path
 
-from dipy_tractogen._json import jsonable
+from dipy_tractogen._json import json_kind, jsonable
+from dipy_tractogen._keras_registration import import_registering_modules
 from dipy_tractogen._text import one_line
 from dipy_tractogen.errors import InputError, ModelError
 from dipy_tractogen.io.outputs import atomic_output, check_writable
 from dipy_tractogen.io.provenance import file_provenance
+from dipy_tractogen.models.conditions import ConditionEncoder
 
 __all__ = [
     "SHIPPED_MODELS",
@@ -31,7 +33,9 @@ __all__ = [
     "render_card_markdown",
     "save_model",
     "install_shipped_model",
+    "model_file_config",
     "load_model",
+    "register_keras_objects",
     "resolve_model",
     "model_provenance",
 ]
@@ -390,8 +394,155 @@ def _inference_copy(model):
     return copy
 
 
+def _bad_file(path, what):
+    return ModelError(f"cannot load model {path}: {what}")
+
+
+def _check_conditions(path, where, config):
+    """``config`` (a condition configuration found at ``where``) is valid."""
+    try:
+        ConditionEncoder.from_config(config)
+    except InputError as exc:
+        text = str(exc).removeprefix("malformed condition configuration: ")
+        raise _bad_file(path, f"{where}: {text}") from None
+
+
+def _check_card(path, card, *, file="config.json", key="config.card"):
+    """A model card (or None) is an object whose conditions are valid.
+
+    ``key``: where the card sits in ``file`` (None: the whole file).
+    """
+    if card is None:
+        return
+    where = file if key is None else f"{file}: '{key}'"
+    if not isinstance(card, dict):
+        raise _bad_file(path, f"{where} is {json_kind(card)}, expected an object")
+    if card.get("conditions") is not None:
+        inner = "conditions" if key is None else f"{key}.conditions"
+        _check_conditions(path, f"{file}: '{inner}'", card["conditions"])
+
+
+def model_file_config(model=None):
+    """The configuration stored in a ``.keras`` file, checked, without Keras.
+
+    Reads ``config.json`` from the archive (nothing is executed) and checks
+    what the package reads from it before Keras loads the model: the
+    top-level object, its ``class_name`` and ``config``, the model card
+    (``config.card``) and the conditions (``config.conditions``,
+    ``config.card.conditions``).
+
+    Parameters
+    ----------
+    model : str, path-like or None, optional
+        A ``.keras`` path or a shipped model name (None: the default).
+
+    Returns
+    -------
+    config : dict
+        The whole ``config.json`` (``class_name``, ``config``...).
+
+    Raises
+    ------
+    ModelError
+        One line naming the file and what is wrong: missing, not a zip
+        archive (or truncated), no ``config.json``, ``config.json`` not
+        JSON or not an object, ``config`` or the card not an object,
+        malformed conditions.
+    """
+    path = resolve_model_path(model)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read("config.json")
+    except KeyError:
+        raise _bad_file(
+            path, "config.json is missing (not a Keras model file)"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        raise ModelError(
+            f"not a Keras model file (not a zip archive, or truncated): {path} "
+            f"({one_line(exc)})"
+        ) from None
+    try:
+        config = json.loads(text)
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise _bad_file(path, f"config.json is not JSON ({one_line(exc)})") from None
+    if not isinstance(config, dict):
+        raise _bad_file(path, f"config.json is {json_kind(config)}, expected an object")
+    if not isinstance(config.get("class_name"), str):
+        kind = json_kind(config.get("class_name"))
+        raise _bad_file(path, f"config.json: 'class_name' is {kind}, expected a string")
+    inner = config.get("config")
+    if not isinstance(inner, dict):
+        kind = "missing" if "config" not in config else json_kind(inner)
+        raise _bad_file(path, f"config.json: 'config' is {kind}, expected an object")
+    _check_card(path, inner.get("card"))
+    if inner.get("conditions") is not None:
+        _check_conditions(path, "config.json: 'config.conditions'", inner["conditions"])
+    return config
+
+
+def _keras_error(exc):
+    """One line of an error Keras raised while loading a model.
+
+    Keras gathers the errors of the objects whose weights or assets fail to
+    load into ``A total of N objects could not be loaded. Example error
+    message for object ...:`` followed by the first error: that error's
+    first line is the one that says what is wrong.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("A total of "):
+        return one_line(lines[1])
+    return one_line(exc)
+
+
+def register_keras_objects():
+    """Register the package's Keras classes, so that Keras' own loader finds them.
+
+    ``keras.saving.load_model("model.keras")`` needs the classes a file
+    names (``dipy_tractogen>FintaAutoencoder``, the layers, and in a
+    training checkpoint the optimiser, schedule, loss and metric) to be
+    registered. ``import dipy_tractogen`` does it without importing Keras
+    itself: at once when Keras is already imported, otherwise as soon as
+    Keras is. Call this to do it explicitly (for example where the package
+    is imported by a path that skips its ``__init__``). Idempotent.
+
+    Returns
+    -------
+    names : list of str
+        The registered names (``"dipy_tractogen>FintaAutoencoder"``...).
+
+    Raises
+    ------
+    KerasUnavailableError
+        If Keras 3 is not installed.
+
+    Examples
+    --------
+    >>> import keras
+    >>> from dipy_tractogen.models import register_keras_objects
+    >>> "dipy_tractogen>FintaAutoencoder" in register_keras_objects()
+    True
+    >>> model = keras.saving.load_model(resolve_model_path("default"))  # doctest: +SKIP
+    """
+    from dipy_tractogen.models.backend import require_keras
+
+    require_keras()
+    import keras
+
+    import_registering_modules()
+    return sorted(
+        name
+        for name in keras.saving.get_custom_objects()
+        if name.startswith("dipy_tractogen>")
+    )
+
+
 def load_model(path=None, *, compile=False):
     """Load a saved autoencoder and its model card.
+
+    The file's configuration is checked first without Keras
+    (:func:`model_file_config`); Keras then loads it with
+    ``safe_mode=True`` (nothing in the file is executed).
 
     Parameters
     ----------
@@ -399,8 +550,8 @@ def load_model(path=None, *, compile=False):
         A ``.keras`` file or the name of a shipped model (a key of
         :data:`SHIPPED_MODELS`; ``None`` is ``"default"``).
     compile : bool, optional
-        Restore the training configuration (optimizer, loss) too; it needs
-        every custom loss to be registered. Not needed for inference.
+        Restore the training configuration (optimizer, loss) too (the
+        training objects are registered first). Not needed for inference.
 
     Returns
     -------
@@ -412,9 +563,11 @@ def load_model(path=None, *, compile=False):
     Raises
     ------
     ModelError
-        If the file is missing, not a Keras archive, truncated or corrupt,
-        does not hold a
-        :class:`~dipy_tractogen.models.base.StreamlineAutoencoder`, or if no
+        One line naming the file and what is wrong: missing, not a Keras
+        archive, truncated or corrupt (the weights or the seed bank
+        unreadable, or of the wrong shape), a malformed configuration, card
+        or conditions, not a
+        :class:`~dipy_tractogen.models.base.StreamlineAutoencoder`; or no
         default model is shipped.
     KerasUnavailableError
         If Keras 3 is not installed.
@@ -435,10 +588,13 @@ def load_model(path=None, *, compile=False):
         raise ModelError(
             f"not a Keras model file (not a zip archive, or truncated): {path}"
         )
+    model_file_config(path)
+    if compile:
+        register_keras_objects()
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:  # Keras raises many types for corrupt archives
-        raise ModelError(f"cannot load model {path}: {one_line(exc)}") from exc
+        raise _bad_file(path, _keras_error(exc)) from exc
     if not isinstance(model, StreamlineAutoencoder):
         raise ModelError(
             f"{path} holds a {type(model).__name__}, not a dipy-tractogen "
@@ -450,11 +606,13 @@ def load_model(path=None, *, compile=False):
         if json_path.is_file():
             try:
                 with open(json_path, encoding="utf-8") as f:
-                    model.card = json.load(f)
+                    card = json.load(f)
             except (OSError, ValueError) as exc:
                 raise ModelError(
                     f"cannot read model card {json_path}: {one_line(exc)}"
                 ) from exc
+            _check_card(path, card, file=json_path.name, key=None)
+            model.card = card
     return model
 
 

@@ -10,9 +10,7 @@ their space. Functions here read and write it, and tell what conditions a
 model (or a model file, without Keras) knows.
 """
 
-import json
 import os
-import zipfile
 
 import numpy as np
 
@@ -20,7 +18,7 @@ from dipy_tractogen.errors import InputError, ModelError
 from dipy_tractogen.io.tractograms import reference_info, same_space
 from dipy_tractogen.measures.masks import as_streamline_array
 from dipy_tractogen.measures.resampling import resample_streamlines
-from dipy_tractogen.models.files import resolve_model_path
+from dipy_tractogen.models.files import model_file_config
 
 __all__ = [
     "CONDITIONAL_CLASSES",
@@ -86,17 +84,12 @@ def model_file_conditions(model):
     Raises
     ------
     ModelError
-        If the file is missing or not a Keras archive.
+        If the file is missing, not a Keras archive, or its configuration
+        is malformed (see :func:`~dipy_tractogen.models.files.model_file_config`).
     """
-
-    path = resolve_model_path(model)
-    try:
-        with zipfile.ZipFile(path) as z:
-            config = json.loads(z.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"not a Keras model file: {path} ({exc})") from None
-    class_name = str(config.get("class_name", ""))
-    inner = config.get("config") or {}
+    config = model_file_config(model)
+    class_name = config["class_name"]
+    inner = config["config"]
     conditions = inner.get("conditions") or (inner.get("card") or {}).get("conditions")
     names = [c["name"] for c in (conditions or {}).get("conditions", [])]
     conditional = class_name in CONDITIONAL_CLASSES and bool(names)
