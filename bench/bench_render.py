@@ -1,5 +1,9 @@
 """Rendering speed: 10,000 streamlines x 256 points to PNG (lines), 1,000 as tubes.
 
+FURY (where a Vulkan driver works) and the matplotlib fallback (everywhere:
+``renderer="matplotlib"``, also at 20,000 streamlines, the most a command
+draws); without a driver only the matplotlib cases run.
+
 Each measurement runs in a fresh Python process (as a command would), three
 times; the medians are printed. Per run:
 
@@ -49,11 +53,12 @@ def child(mode, n, n_points, out_dir):
     from dipy_tractogen.viz import render as viz
 
     t_import = time.perf_counter() - t0
-    if mode == "lines-full":  # no simplification, to measure what it saves
+    if mode.endswith("-full"):  # no simplification, to measure what it saves
         viz._simplify = lambda lines, tolerance: lines
     X, ids = _streamlines(n, n_points)
     t_data = time.perf_counter() - t0 - t_import
     tubes = mode == "tubes"
+    renderer = "matplotlib" if mode.startswith("flat") else "fury"
     times = []
     for k in range(2):
         t = time.perf_counter()
@@ -64,6 +69,7 @@ def child(mode, n, n_points, out_dir):
             size=(800, 800),
             out_path=os.path.join(out_dir, f"{mode}_{k}.png"),
             force=True,
+            renderer=renderer,
         )
         times.append(time.perf_counter() - t)
         if k == 0:
@@ -99,7 +105,9 @@ def main():
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--n_tubes", type=int, default=1000)
     p.add_argument("--points", type=int, default=256)
-    p.add_argument("--child", choices=["lines", "lines-full", "tubes"])
+    p.add_argument(
+        "--child", choices=["lines", "lines-full", "tubes", "flat", "flat-full"]
+    )
     p.add_argument("--out")
     a = p.parse_args()
     if a.child:
@@ -108,16 +116,22 @@ def main():
     from dipy_tractogen.viz import rendering_available
 
     ok, reason = rendering_available()
-    if not ok:
-        raise SystemExit(f"cannot render here: {reason}")
     in_process = {"DIPY_TRACTOGEN_RENDER_ISOLATED": "0"}
     cases = [
-        ("lines, worker (default)", "lines", a.n, {}),
-        ("lines, in process", "lines", a.n, in_process),
-        # in process: the simplification is switched off in this process only
-        ("lines, in process, all points", "lines-full", a.n, in_process),
-        ("tubes, worker (default)", "tubes", a.n_tubes, {}),
+        ("matplotlib", "flat", a.n, {}),
+        ("matplotlib, 20,000", "flat", 2 * a.n, {}),
+        ("matplotlib, all points", "flat-full", a.n, {}),
     ]
+    if ok:
+        cases += [
+            ("lines, worker (default)", "lines", a.n, {}),
+            ("lines, in process", "lines", a.n, in_process),
+            # in process: the simplification is switched off in this process
+            ("lines, in process, all points", "lines-full", a.n, in_process),
+            ("tubes, worker (default)", "tubes", a.n_tubes, {}),
+        ]
+    else:
+        print(f"FURY cannot render here ({reason}): matplotlib only")
     print(f"800 x 800 PNG, {a.points} points per streamline, medians of {a.repeats}")
     heads = ("n", "import", "first", "next", "script")
     print(f"{'case':30s} " + " ".join(f"{h:>7s}" for h in heads))
@@ -129,6 +143,13 @@ def main():
             f"{label:30s} {n:7d} {r['import']:7.2f} {r['first']:7.2f} "
             f"{r['next']:7.2f} {r['script']:7.2f}"
         )
+    m, mf = results["matplotlib"], results["matplotlib, all points"]
+    print(
+        f"matplotlib simplified / all points: first {m['first'] / mf['first']:.2f}x, "
+        f"next {m['next'] / mf['next']:.2f}x"
+    )
+    if not ok:
+        return
     w, i = results["lines, worker (default)"], results["lines, in process"]
     f = results["lines, in process, all points"]
     for label, a_, b_ in (
