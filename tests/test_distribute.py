@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent(
     # the stochastic models draw noise per replica: make it a constant, so
     # that both runs compute the same function
     keras.random.normal = lambda shape, *a, **k: 0.1 * keras.ops.ones(shape)
-    from dipy_tractogen.nn import training
+    from dipy_tractogen.training import trainer as training
 
     out, model_types = sys.argv[1], sys.argv[2:]
     rng = np.random.default_rng(0)
