@@ -319,7 +319,7 @@ class _Crash(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill")
 
 
-def test_resume_after_interruption(tmp_path):
+def test_resume_after_interruption(tmp_path, dipy_log):
 
     arr, ids = _toy_bundles(64)
     out = tmp_path / "ae.keras"
@@ -346,6 +346,11 @@ def test_resume_after_interruption(tmp_path):
     assert not (tmp_path / "ae_report.html").exists()
     assert not (tmp_path / "ae_latent.png").exists()
     assert seen == [(2, 8), (3, 12)]  # resumed at epoch 3 with the schedule's step
+    # and it says so, in one line: from which epoch and which checkpoint
+    said = [r.getMessage() for r in dipy_log.records if "resuming" in r.getMessage()]
+    assert said == [
+        f"resuming training at epoch 3 of 4 from checkpoint {ckpt} (2 epochs done)"
+    ]
     rows = _read_csv(tmp_path / "ae_log.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert card["losses"]["iterations"] == 16

@@ -70,6 +70,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from dipy.utils.logging import logger
 from keras import ops
 
 from dipy_tractogen.errors import InputError, ModelError
@@ -520,6 +521,25 @@ def _read_state(folder):
     return state
 
 
+def _resume_line(state, epochs, checkpoint):
+    """The one line a resumed run logs: from which epoch and checkpoint."""
+    done = int(state.get("epoch", 0))
+    if state.get("stop_reason"):
+        return (
+            f"training already ended at epoch {done} of {epochs} "
+            f"({state['stop_reason']}); finishing from checkpoint {checkpoint}"
+        )
+    if done >= epochs:
+        return (
+            f"training already ran its {epochs} epochs; finishing from "
+            f"checkpoint {checkpoint}"
+        )
+    return (
+        f"resuming training at epoch {done + 1} of {epochs} from checkpoint "
+        f"{checkpoint} ({done} epochs done)"
+    )
+
+
 def _write_json(obj, path):
     with atomic_output(path, force=True) as tmp:
         with open(tmp, "w") as f:
@@ -534,7 +554,6 @@ def _safe_plot(history, path):
     try:
         plot_loss_curves(history, path, force=True)
     except Exception as exc:
-        from dipy.utils.logging import logger
 
         logger.warning(f"could not draw {path}: {exc}")
 
@@ -593,7 +612,6 @@ def report_latents(model, tdata=None, *, seed=0, max_per_bundle=1000):
 def _safe_report(model, tdata, paths, seed):
     """The latent picture and the HTML report; failing them must not fail a run
     whose model is already saved."""
-    from dipy.utils.logging import logger
 
     latent = None
     try:
@@ -1008,7 +1026,6 @@ class _TrainingRun:
             valid_steps=0 if self.valid_seq is None else len(self.valid_seq),
             seconds=c.max_seconds,
         )
-        from dipy.utils.logging import logger
 
         logger.info(
             f"epochs=auto: {epochs} epochs of about "
@@ -1051,9 +1068,11 @@ class _TrainingRun:
                 state.update(epochs=int(self.epochs), epochs_budget=budget)
             _write_json(state, self.ckpt / _STATE)
             self.state = state
-        elif self.state.get("weights"):
-            self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(self.ckpt / self.state["weights"])
+        else:
+            if self.state.get("weights"):
+                self.model.optimizer.build(self.model.trainable_variables)
+                self.model.load_weights(self.ckpt / self.state["weights"])
+            logger.info(_resume_line(self.state, self.epochs, self.ckpt))
 
     # ------------------------------------------------------------------
     # fit
