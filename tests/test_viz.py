@@ -213,6 +213,25 @@ def test_tubes_and_subsample(renderer, two_bundles, tmp_path):
     assert picture_renderer(out) == (renderer, "")  # recorded in the PNG
 
 
+def test_white_background(renderer, two_bundles):
+    lines, ids = two_bundles
+    img = render_tractogram(
+        lines,
+        bundle_ids=ids,
+        bundle_names={0: "AF_L", 3: "CST_R"},
+        size=SIZE,
+        background=(1, 1, 1),
+        title="white",
+        renderer=renderer,
+    )
+    white = _mask_colour(img, (1, 1, 1), tol=0)
+    assert white.mean() > 0.8 and white[-20:, 150:].all()  # an empty corner
+    assert _count_colour(img, bundle_color(0)) > 200
+    assert _count_colour(img, bundle_color(3)) > 200
+    top = img[:20, 60:140, :3].astype(int)  # the title, in black on white
+    assert (top.max(axis=-1) < 80).sum() > 10
+
+
 def test_near_bundles_cover_far_ones(renderer):
     """Where bundles cross, the one nearer the camera is drawn on top."""
     offsets = np.linspace(-20, 20, 11)
