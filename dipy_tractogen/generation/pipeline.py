@@ -59,7 +59,6 @@ from dipy_tractogen.io.provenance import package_version
 from dipy_tractogen.io.streaming import TractogramStreamWriter
 from dipy_tractogen.io.tractograms import reference_info, same_space
 from dipy_tractogen.models.files import model_provenance, resolve_model
-from dipy_tractogen.models.precision import check_precision
 from dipy_tractogen.models.seed_bank import model_reference, model_wm_mask
 
 __all__ = [
@@ -636,7 +635,7 @@ def generate_tractogram(
     """
     t0 = time.time()
     check_outputs(out_path, n_streamlines, force=force)
-    check_precision(precision)
+    _check_precision(precision)
     settings = _filter_settings(filters, filter_options)
     source = _source(source, request, bundles, seeds, sampler, bandwidth)
     model_arg = model
@@ -736,7 +735,7 @@ def generate_streamlines(
         Keyed by bundle name, or by combination (``"bundle=arch, age=30"``).
     """
     t0 = time.time()
-    check_precision(precision)
+    _check_precision(precision)
     source = _source(source, request, bundles, None, sampler, bandwidth)
     model = resolve_model(model)
     source.fit(model)
@@ -796,6 +795,13 @@ def _filter_settings(filters, options):
     if not isinstance(settings, FilterSettings):
         raise InputError(f"filters must be FilterSettings, got {filters!r}")
     return settings.replace(**options) if options else settings
+
+
+def _check_precision(precision):
+    # models.precision imports Keras: this module imports without it
+    from dipy_tractogen.models.precision import check_precision
+
+    check_precision(precision)
 
 
 def _decoding_model(model, precision):

@@ -204,7 +204,8 @@ class GenerateTractogramFlow(TractogenFlow):
             apply_filters=not no_filter,
         )
 
-        # Keras only now: the refusals above start no TensorFlow
+        # the library only now (it starts TensorFlow with the model): the
+        # refusals above are immediate
         from dipy.utils.logging import logger
 
         from dipy_tractogen.generation.pipeline import generate_tractogram
