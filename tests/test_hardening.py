@@ -7,13 +7,16 @@ disks are real (a tmpfs mounted in a private mount namespace with
 (root ignores ``chmod 555``).
 """
 
+import dataclasses
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import nibabel as nib
 import numpy as np
@@ -21,16 +24,24 @@ import pytest
 from dipy.io.stateful_tractogram import Space, StatefulTractogram
 from dipy.io.streamline import save_tractogram
 
+import dipy_tractogen.generation.pipeline as pipeline
 import dipy_tractogen.io.dataset as dataset_module
 import dipy_tractogen.io.outputs as outputs_module
+import dipy_tractogen.workflows.base as base_module
 from dipy_tractogen.errors import InputError, OutputExistsError
+from dipy_tractogen.generation.filters import FilterSettings
+from dipy_tractogen.generation.sources import ConditionalSource
 from dipy_tractogen.io.dataset import build_dataset
 from dipy_tractogen.io.outputs import (
     atomic_output,
     claim_outputs,
     place_together,
 )
-from dipy_tractogen.io.streaming import TractogramStreamWriter
+from dipy_tractogen.io.streaming import (
+    FIXED_BYTES,
+    TractogramStreamWriter,
+    output_bytes,
+)
 from dipy_tractogen.workflows.cli import error_line
 
 DATASET = "dipy_build_streamline_dataset"
@@ -555,3 +566,255 @@ def test_stale_kept_aside_original_is_restored(tmp_path):
         pass
     assert (tmp_path / "a.txt").read_text() == "the user's file"
     assert _listing(tmp_path) == ["a.txt"]
+
+
+# ----------------------------------------- dipy_generate_tractogram (3, 5, 6, 7)
+GENERATE = "dipy_generate_tractogram"
+FILTER_FIELDS = {f.name for f in dataclasses.fields(FilterSettings)}
+
+_BAD_GENERATE = [
+    (["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    (["--n_streamlines", "0"], "n_streamlines must be an integer >= 1, got 0"),
+    (["--chunk_size", "0"], "chunk_size must be an integer >= 1, got 0"),
+    (["--budget", "0"], "budget must be a finite number > 0, got 0.0"),
+    (["--budget", "nan"], "budget must be a finite number > 0, got nan"),
+    (["--bandwidth", "0"], "bandwidth must be a finite number > 0 or scott"),
+    (["--bandwidth", "wide"], "or cv, got 'wide'"),
+    (["--condition_bandwidth", "-0.1"], "condition_bandwidth must be a finite"),
+    (["--min_length", "-1"], "min_length must be a finite number >= 0"),
+    (["--max_length", "inf"], "max_length must be a finite number >= 0, got inf"),
+    (["--min_length", "300"], "min_length 300 mm is greater than max_length 220"),
+    (["--min_wm_fraction", "1.5"], "min_wm_fraction must lie in [0, 1], got 1.5"),
+    (["--max_curvature", "-1"], "max_curvature must be a finite number >= 0"),
+    (["--latent_percentile", "150"], "latent_percentile must be a finite number in"),
+    (["--n_streamlines", str(10**12)], "n_streamlines must be at most 2,147,483,647"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), _BAD_GENERATE)
+def test_generate_bad_numbers_are_one_line_before_work(
+    tmp_path, run_cli, cli_error, monkeypatch, args, message
+):
+    monkeypatch.setattr(
+        base_module, "claim_outputs", lambda *a, **k: pytest.fail("claimed")
+    )
+    out = tmp_path / "out"
+    assert run_cli(GENERATE, "--n_streamlines", 5, *args, "--out_dir", out) == 1
+    line = cli_error(GENERATE)
+    assert message in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"seed": 1.5}, "seed must be an integer >= 0"),
+        ({"n_streamlines": 0}, "n_streamlines must be an integer >= 1"),
+        ({"n_streamlines": 2**31}, "n_streamlines must be at most 2,147,483,647"),
+        ({"chunk_size": 0}, "chunk_size must be an integer >= 1"),
+        ({"budget": -1}, "budget must be a finite number > 0"),
+        ({"bandwidth": -1}, "bandwidth must be a finite number > 0"),
+        ({"min_length": -1}, "min_length must be a finite number >= 0"),
+        ({"min_length": 50, "max_length": 10}, "greater than max_length"),
+        ({"min_wm_fraction": 2}, "min_wm_fraction must lie in [0, 1]"),
+        ({"max_curvature": 0}, "max_curvature must be a finite number > 0"),
+        ({"latent_percentile": -5}, "latent_percentile must be a finite number"),
+    ],
+)
+def test_generation_library_checks_options_first(
+    tmp_path, monkeypatch, options, message
+):
+    monkeypatch.setattr(pipeline, "resolve_model", lambda *a: pytest.fail("worked"))
+    with pytest.raises(InputError, match=message.replace("[", r"\[")):
+        pipeline.generate_tractogram(tmp_path / "g.trx", **options)
+    settings = {k: options[k] for k in FILTER_FIELDS & set(options)}
+    direct = {k: v for k, v in options.items() if k not in settings}
+    if settings:
+        direct["filters"] = FilterSettings(**settings)
+    with pytest.raises(InputError, match=message.replace("[", r"\[")):
+        pipeline.generate_streamlines(**direct)
+    assert _listing(tmp_path) == []
+
+
+def test_condition_bandwidth_checked_by_the_source():
+    with pytest.raises(InputError, match="condition_bandwidth must be a finite"):
+        ConditionalSource({"age": [30]}, condition_bandwidth=0)
+
+
+_HUGE = """
+import shutil, sys
+from collections import namedtuple
+import dipy_tractogen.io.outputs as outputs
+from dipy_tractogen.workflows.cli import run_command
+
+usage = namedtuple("usage", "total used free")
+outputs.shutil.disk_usage = lambda path: usage(10**12, 9 * 10**11, 80 * 10**9)
+sys.argv = ["dipy_generate_tractogram", *sys.argv[1:]]
+try:
+    run_command("dipy_generate_tractogram")
+    status = 0
+except SystemExit as exc:
+    status = exc.code
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras"})
+print("RESULT", status, ",".join(heavy) or "-")
+"""
+
+
+@pytest.mark.parametrize(
+    ("n", "message"),
+    [
+        (
+            10**9,
+            r"needs about 6\.8 TB for 1,000,000,000 streamlines, 80\.0 GB free "
+            r"in {out}$",
+        ),
+        (10**12, r"n_streamlines must be at most 2,147,483,647 .*1,000,000,000,000$"),
+    ],
+)
+def test_generate_refuses_what_cannot_fit(tmp_path, n, message):
+    """A count beyond a file's limit, or beyond the disk's free space (80 GB
+    here, by a patched shutil.disk_usage), is refused in one line before
+    the outputs are claimed and before TensorFlow starts."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", _HUGE, "--n_streamlines", str(n), "--out_dir", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    result = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert result == ["RESULT 1 -"], (proc.stdout, proc.stderr[-2000:])
+    errors = _errors(proc.stderr, GENERATE)
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert re.search(message.format(out=re.escape(str(out))), errors[0]), errors[0]
+    assert _listing(out) == []
+
+
+def test_output_estimate_matches_measured_sizes():
+    """The estimate against the sizes measured with the shipped default
+    model (4,000 streamlines of 256 points, bundle as int16)."""
+    dps = {"bundle": "int16"}
+    for path, dtype, measured in [
+        ("g.trx", "float32", 12_346_437),
+        ("g.trx", "float16", 6_202_437),
+        ("g.trk", "float32", 12_321_000),
+        ("g.tck", "float32", 12_336_144),
+    ]:
+        size, peak = output_bytes(
+            4000, 256, path=path, positions_dtype=dtype, data_per_streamline=dps
+        )
+        assert measured <= size <= measured + FIXED_BYTES, path
+        assert peak > 1.9 * measured
+
+
+def test_generate_directory_output_with_force(tmp_path, run_cli, cli_error):
+    (tmp_path / "dir.trx").mkdir()
+    args = ["--n_streamlines", 5, "--no_snapshot", "--force", "--out_dir", tmp_path]
+    assert run_cli(GENERATE, *args, "--out_tractogram", "dir.trx") == 1
+    assert cli_error(GENERATE) == (
+        f"{GENERATE}: error: output is a directory: {tmp_path / 'dir.trx'} "
+        "(give a file name; --force does not replace a directory)"
+    )
+    assert _listing(tmp_path) == ["dir.trx"]  # no dir.json, no report
+    assert _listing(tmp_path / "dir.trx") == []
+
+
+def test_generate_refused_at_once_while_another_run_writes(
+    tmp_path, run_cli, cli_error, monkeypatch
+):
+    monkeypatch.setattr(
+        pipeline, "generate_tractogram", lambda *a, **k: pytest.fail("worked")
+    )
+    out = tmp_path / "generated.trx"
+    with claim_outputs([out]):  # another run's claim
+        args = ["--n_streamlines", 5, "--no_snapshot", "--out_dir", tmp_path]
+        assert run_cli(GENERATE, *args) == 1
+        line = cli_error(GENERATE)
+        assert f"output {out} is being written by another run (pid {os.getpid()}" in (
+            line
+        )
+        assert _listing(tmp_path) == [".generated.trx.claim"]
+    assert _listing(tmp_path) == []
+
+
+def test_generate_stages_in_the_claim(tmp_path):
+    out, side = tmp_path / "g.trx", tmp_path / "g.json"
+    with claim_outputs([out, side]) as claim:
+        report = pipeline.generate_tractogram(out, n_streamlines=6, seed=1, claim=claim)
+        assert report.n_produced == 6
+        assert claim.staged == [out, side] and not out.exists()
+    assert _listing(tmp_path) == ["g.json", "g.trx"]
+    with pytest.raises(ValueError, match="not claimed"):
+        with claim_outputs([tmp_path / "h.trx"]) as claim:
+            pipeline.generate_tractogram(
+                tmp_path / "h.trx", n_streamlines=6, claim=claim
+            )
+
+
+def test_generate_failure_between_renames_leaves_neither(
+    tmp_path, run_cli, monkeypatch, capsys
+):
+    real = os.replace
+
+    def sidecar_fails(src, dst):
+        if str(dst).endswith("generated.json") and ".part" in str(src):
+            raise OSError(errno.EIO, "Input/output error", str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(outputs_module.os, "replace", sidecar_fails)
+    out = tmp_path / "out"
+    args = ["--n_streamlines", 6, "--no_snapshot", "--out_dir", out]
+    assert run_cli(GENERATE, *args) == 1
+    errors = _errors(capsys.readouterr().err, GENERATE)
+    assert len(errors) == 1 and "generated.json" in errors[0], errors
+    assert _listing(out) == []  # neither the tractogram nor its sidecar
+
+
+_SLOW_GENERATION = """
+import sys
+from dipy_tractogen.workflows.cli import run_command
+sys.argv = ["dipy_generate_tractogram", *sys.argv[1:]]
+run_command("dipy_generate_tractogram")
+"""
+
+
+def test_killed_generation_leaves_temporaries_the_next_run_removes(
+    tmp_path, run_cli, capsys
+):
+    out = tmp_path / "out"
+    args = ["--n_streamlines", 2_000_000, "--no_snapshot", "--chunk_size", 500]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_GENERATION, *map(str, args), "--out_dir", out],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    prefix = f".generated.trx.{proc.pid}-"
+    try:
+        deadline = time.time() + 240
+        spill = []
+        while time.time() < deadline and proc.poll() is None:
+            spill = [n for n in _listing(out) if n.startswith(prefix)]
+            part = out / spill[0] / "positions.3.float32" if spill else None
+            if part is not None and part.is_file() and part.stat().st_size > 0:
+                break
+            time.sleep(0.2)
+        assert spill, f"no spill folder appeared: {_listing(out)}"
+    finally:
+        proc.kill()  # kill -9
+        proc.wait()
+    left = _listing(out)
+    assert ".generated.trx.claim" in left and spill[0] in left
+    assert "generated.trx" not in left
+
+    assert run_cli(GENERATE, "--n_streamlines", 6, "--out_dir", out) == 0
+    assert _listing(out) == ["generated.html", "generated.json", "generated.png"] + [
+        "generated.trx"
+    ] or _listing(out) == ["generated.html", "generated.json", "generated.trx"]
+    messages = [m.split(": ", 1)[-1] for m in capsys.readouterr().out.splitlines()]
+    assert any(
+        m.startswith(f"removed the stale temporary {out / spill[0]} (")
+        for m in messages
+    ), messages
+    assert any(m.startswith("removed the stale claim") for m in messages), messages

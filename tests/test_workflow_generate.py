@@ -208,11 +208,11 @@ def test_refused_before_tensorflow_starts(tmp_path, args, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--n_streamlines", 0], "n_streamlines must be > 0"),
+        (["--n_streamlines", 0], "n_streamlines must be an integer >= 1, got 0"),
         (["--bundle", "cst"], "unknown bundle 'cst'"),
         (["--sampler", "gmm"], "unknown sampler 'gmm'"),
         (["--precision", "bf16"], "unknown precision 'bf16'"),
-        (["--min_wm_fraction", 1.5], "min_fraction"),
+        (["--min_wm_fraction", 1.5], "min_wm_fraction must lie in [0, 1], got 1.5"),
         (["--model", "nope.keras"], "not found"),
         (["--model", "cohort", "--latent", "gmm"], "unknown latent source 'gmm'"),
         (["--model", "cohort", "--age", 200], "outside the training range"),

@@ -33,12 +33,14 @@ References
    doi:10.1016/j.media.2023.102761
 """
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dipy_tractogen._checks import check_fraction, check_int
 from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import GenerationError, InputError
 from dipy_tractogen.generation.filters import (
@@ -56,7 +58,11 @@ from dipy_tractogen.generation.sources import (
 )
 from dipy_tractogen.io.outputs import check_writable
 from dipy_tractogen.io.provenance import package_version
-from dipy_tractogen.io.streaming import TractogramStreamWriter
+from dipy_tractogen.io.streaming import (
+    MAX_STREAMLINES,
+    TractogramStreamWriter,
+    check_output_space,
+)
 from dipy_tractogen.io.tractograms import reference_info, same_space
 from dipy_tractogen.models.files import model_provenance, resolve_model
 from dipy_tractogen.models.seed_bank import model_reference, model_wm_mask
@@ -67,6 +73,8 @@ __all__ = [
     "volume_filter",
     "iter_generate",
     "check_outputs",
+    "check_generation_options",
+    "check_filter_settings",
     "output_space",
     "generation_filters",
     "source_filters",
@@ -365,17 +373,132 @@ def iter_generate(
             yield np.asarray(X[keep], dtype=np.float32), labels[keep], Z[keep]
 
 
-def check_outputs(out_path, n_streamlines, *, force=False):
+def check_outputs(out_path, n_streamlines, *, force=False, claim=None):
     """Validate a requested count and that ``out_path`` (and its JSON
-    sidecar) may be written, before any work is done."""
+    sidecar) may be written, before any work is done.
 
-    if isinstance(n_streamlines, bool) or int(n_streamlines) != n_streamlines:
-        raise InputError(f"n_streamlines must be an integer, got {n_streamlines!r}")
-    if n_streamlines <= 0:
-        raise InputError(f"n_streamlines must be > 0, got {n_streamlines}")
-    check_writable(
-        [out_path, os.path.splitext(str(out_path))[0] + ".json"], force=force
-    )
+    With ``claim`` (an :class:`~dipy_tractogen.io.outputs.OutputClaim`), both
+    must be among its outputs (it refused existing ones already).
+    """
+
+    n_streamlines = _check_count(n_streamlines)
+    sidecar = os.path.splitext(str(out_path))[0] + ".json"
+    if claim is None:
+        check_writable([out_path, sidecar], force=force)
+    else:
+        missing = [str(p) for p in (out_path, sidecar) if not claim.holds(p)]
+        if missing:
+            raise ValueError(f"not claimed: {', '.join(missing)}")
+    return n_streamlines
+
+
+def _check_count(n_streamlines):
+    n = check_int(n_streamlines, "n_streamlines")
+    if n > MAX_STREAMLINES:
+        raise InputError(
+            f"n_streamlines must be at most {MAX_STREAMLINES:,} (the most a "
+            f"tractogram file holds), got {n:,}"
+        )
+    return n
+
+
+def _positive(value, name):
+    """``value`` as a finite float > 0, or InputError naming ``name``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def _nonnegative(value, name):
+    """``value`` as a finite float >= 0, or InputError naming ``name``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def check_filter_settings(settings):
+    """Check the numbers of a :class:`FilterSettings` before any work.
+
+    ``min_length`` >= 0 and ``max_length`` >= it (finite, mm),
+    ``min_wm_fraction`` in [0, 1], ``max_curvature`` None or > 0,
+    ``latent_percentile`` in [0, 100].
+
+    Raises
+    ------
+    InputError
+        One line naming the setting.
+    """
+    if not isinstance(settings, FilterSettings):
+        raise InputError(f"filters must be FilterSettings, got {settings!r}")
+    low = _nonnegative(settings.min_length, "min_length")
+    high = _nonnegative(settings.max_length, "max_length")
+    if low > high:
+        raise InputError(
+            f"min_length {low:g} mm is greater than max_length {high:g} mm"
+        )
+    try:
+        check_fraction(settings.min_wm_fraction, "min_wm_fraction")
+    except (TypeError, ValueError):
+        raise InputError(
+            f"min_wm_fraction must lie in [0, 1], got {settings.min_wm_fraction!r}"
+        ) from None
+    if settings.max_curvature is not None:
+        _positive(settings.max_curvature, "max_curvature")
+    try:
+        percentile = float(settings.latent_percentile)
+    except (TypeError, ValueError):
+        percentile = math.nan
+    if not 0 <= percentile <= 100:
+        raise InputError(
+            "latent_percentile must be a finite number in [0, 100], got "
+            f"{settings.latent_percentile!r}"
+        )
+    return settings
+
+
+def check_generation_options(
+    *, n_streamlines, chunk_size=10000, budget=20.0, seed=0, filters=None
+):
+    """Check the numeric options of a generation run, before any work.
+
+    Parameters
+    ----------
+    n_streamlines : int
+        1 to :data:`~dipy_tractogen.io.streaming.MAX_STREAMLINES`.
+    chunk_size : int, optional
+        >= 1.
+    budget : float, optional
+        Finite, > 0.
+    seed : int, optional
+        >= 0 (NumPy's generators refuse negative seeds).
+    filters : FilterSettings, optional
+        See :func:`check_filter_settings`.
+
+    Returns
+    -------
+    n_streamlines, chunk_size, budget, seed
+        As int, int, float, int.
+
+    Raises
+    ------
+    InputError
+        One line naming the option.
+    """
+    n = _check_count(n_streamlines)
+    chunk_size = check_int(chunk_size, "chunk_size")
+    budget = _positive(budget, "budget")
+    seed = check_int(seed, "seed", minimum=0)
+    if filters is not None:
+        check_filter_settings(filters)
+    return n, chunk_size, budget, seed
 
 
 def output_space(model, reference=None):
@@ -439,6 +562,7 @@ def write_generated(
     force=False,
     progress=False,
     t0=None,
+    claim=None,
 ):
     """Write generated chunks as they come; the report, renamed.
 
@@ -463,6 +587,9 @@ def write_generated(
     positions_dtype, force, progress : optional
     t0 : float, optional
         Start time of the run (``time.time()``) for the report.
+    claim : OutputClaim, optional
+        Stage the tractogram and its sidecar in this claim (see
+        :class:`~dipy_tractogen.io.streaming.TractogramStreamWriter`).
 
     Returns
     -------
@@ -486,6 +613,7 @@ def write_generated(
             metadata=provenance,
             positions_dtype=positions_dtype,
             force=force,
+            claim=claim,
         ) as writer:
             for X, data in chunks:
                 writer.write(X, **data)
@@ -561,6 +689,7 @@ def generate_tractogram(
     precision="float32",
     force=False,
     progress=False,
+    claim=None,
     **filter_options,
 ):
     """Generate a synthetic tractogram and write it, chunk by chunk.
@@ -618,6 +747,13 @@ def generate_tractogram(
         Overwrite existing outputs.
     progress : bool, optional
         Show a progress bar.
+    claim : OutputClaim, optional
+        A claim (:func:`~dipy_tractogen.io.outputs.claim_outputs`) holding
+        ``out_path`` and its sidecar: both complete temporaries are staged
+        in it (tractogram first) and appear together when the claim is
+        committed (``claim.commit([out_path, sidecar])``, or its end); a
+        failed run leaves neither. Without one, they are renamed into place
+        together on success.
 
     Returns
     -------
@@ -629,17 +765,33 @@ def generate_tractogram(
     ------
     InputError, ConditionError, ModelError, OutputExistsError
         On bad input (an unknown bundle, a condition value outside the
-        training range...); nothing is written then.
+        training range, an option out of its range, more streamlines than
+        a file holds or the output's disk has room for...); nothing is
+        written then.
     GenerationError
         If no streamline passed the filters (no file is left then).
     """
     t0 = time.time()
-    check_outputs(out_path, n_streamlines, force=force)
-    _check_precision(precision)
     settings = _filter_settings(filters, filter_options)
+    n_streamlines, chunk_size, budget, seed = check_generation_options(
+        n_streamlines=n_streamlines,
+        chunk_size=chunk_size,
+        budget=budget,
+        seed=seed,
+        filters=settings,
+    )
+    check_outputs(out_path, n_streamlines, force=force, claim=claim)
+    _check_precision(precision)
     source = _source(source, request, bundles, seeds, sampler, bandwidth)
     model_arg = model
     model = resolve_model(model)
+    check_output_space(
+        out_path,
+        n_streamlines,
+        model.n_points,
+        positions_dtype=positions_dtype,
+        data_per_streamline=_data_estimate(model),
+    )
     space = output_space(model, reference)
     source.fit(model)
     pipeline = source_filters(model, space, settings, source)
@@ -684,7 +836,15 @@ def generate_tractogram(
         force=force,
         progress=progress,
         t0=t0,
+        claim=claim,
     )
+
+
+def _data_estimate(model):
+    """Data per streamline a run on ``model`` may write, at most: its bundle
+    and a float32 per encoded condition (an over-estimate of one-hot ones)."""
+    n = int(getattr(model, "n_conditions", 0) or 0)
+    return {"bundle": "int16", **{f"condition_{i}": "float32" for i in range(n)}}
 
 
 def generate_streamlines(
@@ -735,12 +895,19 @@ def generate_streamlines(
         Keyed by bundle name, or by combination (``"bundle=arch, age=30"``).
     """
     t0 = time.time()
+    if isinstance(filters, str) and filters == "default":
+        filters = FilterSettings()
+    n_streamlines, chunk_size, budget, seed = check_generation_options(
+        n_streamlines=n_streamlines,
+        chunk_size=chunk_size,
+        budget=budget,
+        seed=seed,
+        filters=filters if isinstance(filters, FilterSettings) else None,
+    )
     _check_precision(precision)
     source = _source(source, request, bundles, None, sampler, bandwidth)
     model = resolve_model(model)
     source.fit(model)
-    if isinstance(filters, str) and filters == "default":
-        filters = FilterSettings()
     if isinstance(filters, FilterSettings):
         filters = source_filters(model, model_reference(model), filters, source)
     report = GenerationReport(requested={})
@@ -794,7 +961,7 @@ def _filter_settings(filters, options):
     settings = FilterSettings() if filters is None else filters
     if not isinstance(settings, FilterSettings):
         raise InputError(f"filters must be FilterSettings, got {filters!r}")
-    return settings.replace(**options) if options else settings
+    return check_filter_settings(settings.replace(**options) if options else settings)
 
 
 def _check_precision(precision):

@@ -46,6 +46,7 @@ References
 """
 
 import functools
+import math
 
 import numpy as np
 
@@ -70,6 +71,8 @@ __all__ = [
     "SAMPLERS",
     "LATENT_SOURCES",
     "allocate_counts",
+    "BANDWIDTH_RULES",
+    "check_bandwidth",
     "build_sampler",
     "resolve_bundles",
     "seeds_from_tractogram",
@@ -132,6 +135,43 @@ def allocate_counts(n_total, weights):
 # --------------------------------------------------------------------------
 # per-bundle sampling (GESTA)
 # --------------------------------------------------------------------------
+
+
+#: the KDE bandwidth rules (see :class:`~dipy_tractogen.generation.sampling.KDESampler`)
+BANDWIDTH_RULES = ("scott", "silverman", "cv")
+
+
+def check_bandwidth(value, name="bandwidth", *, rules=BANDWIDTH_RULES):
+    """A bandwidth option, checked before any work.
+
+    Parameters
+    ----------
+    value : float or str
+        A finite number > 0, or one of ``rules``.
+    name : str, optional
+        The option's name, for the message.
+    rules : tuple of str, optional
+        The names accepted beside numbers.
+
+    Returns
+    -------
+    value : float or str
+
+    Raises
+    ------
+    InputError
+        One line naming the option.
+    """
+    if isinstance(value, str) and value in rules:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        words = " or ".join(("a finite number > 0", *rules))
+        raise InputError(f"{name} must be {words}, got {value!r}")
+    return value
 
 
 def build_sampler(sampler="kde", *, bandwidth=0.025):
@@ -657,7 +697,7 @@ class BundleSource(LatentSource):
         self.bundles = bundles
         self.seeds = seeds
         self.sampler = sampler
-        self.bandwidth = bandwidth
+        self.bandwidth = check_bandwidth(bandwidth)
 
     def fit(self, model):
         """Resolve the bundles, read or encode the seeds, fit the sampler.
@@ -766,8 +806,10 @@ class ConditionalSource(LatentSource):
             extrapolate = request.extrapolate
         self.request = request
         self.latent = latent
-        self.bandwidth = bandwidth
-        self.condition_bandwidth = condition_bandwidth
+        self.bandwidth = check_bandwidth(bandwidth)
+        self.condition_bandwidth = check_bandwidth(
+            condition_bandwidth, "condition_bandwidth", rules=()
+        )
         self.extrapolate = extrapolate
 
     def fit(self, model):

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dipy_tractogen.errors import OutputExistsError
+from dipy_tractogen.errors import InputError, OutputExistsError
 
 __all__ = [
     "check_writable",
@@ -44,6 +44,9 @@ __all__ = [
     "OutputClaim",
     "remove_stale_temporaries",
     "is_full_disk",
+    "free_space",
+    "check_free_space",
+    "human_size",
     "CLAIM_SUFFIX",
 ]
 
@@ -74,6 +77,59 @@ def is_full_disk(exc):
     return isinstance(exc, (OSError, RuntimeError)) and bool(
         _FULL_DISK_TEXT.search(str(exc))
     )
+
+
+def human_size(n):
+    """``n`` bytes in words: ``"512 B"``, ``"3.1 MB"``, ``"3.6 TB"`` (SI)."""
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def free_space(path):
+    """Free bytes for ``path`` and the folder they were measured in.
+
+    The folder of ``path``, or its nearest existing parent when the folder
+    is still to be created (it will live on that file system).
+
+    Returns
+    -------
+    free : int
+    folder : pathlib.Path
+    """
+    folder = Path(path).absolute().parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return int(shutil.disk_usage(folder).free), folder
+
+
+def check_free_space(path, needed, *, what):
+    """Refuse, before any work, an output that cannot fit on its disk.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output (its folder's file system is measured, see
+        :func:`free_space`).
+    needed : int
+        Bytes the output needs at its peak, margin included.
+    what : str
+        What needs them, for the message (``"1,000 streamlines"``).
+
+    Raises
+    ------
+    InputError
+        ``needs about 3.6 TB for 1,000 streamlines, 80.0 GB free in /path``.
+    """
+    free, folder = free_space(path)
+    if needed > free:
+        raise InputError(
+            f"needs about {human_size(needed)} for {what}, {human_size(free)} "
+            f"free in {folder}"
+        )
 
 
 def _logger():

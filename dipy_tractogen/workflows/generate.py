@@ -1,9 +1,12 @@
 """``dipy_generate_tractogram``: synthetic tractograms from a trained model."""
 
 import json
+import math
 from pathlib import Path
 
+from dipy_tractogen._checks import check_fraction, check_int
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.io.streaming import check_output_space
 from dipy_tractogen.workflows.base import TractogenFlow
 
 __all__ = ["GenerateTractogramFlow"]
@@ -14,6 +17,87 @@ def _bandwidth(text):
         return float(text)
     except ValueError:
         return text
+
+
+def _number(value, name, *, low=0.0, high=math.inf, low_open=False):
+    """``value`` as a finite float in its range, or InputError naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    below = number <= low if low_open else number < low
+    if not math.isfinite(number) or below or number > high:
+        what = f"> {low:g}" if low_open else f">= {low:g}"
+        if math.isfinite(high):
+            what = f"in [{low:g}, {high:g}]"
+        raise InputError(f"{name} must be a finite number {what}, got {value!r}")
+    return number
+
+
+def _check_options(
+    *,
+    n_streamlines,
+    chunk_size,
+    budget,
+    seed,
+    bandwidth,
+    condition_bandwidth,
+    min_length,
+    max_length,
+    min_wm_fraction,
+    max_curvature,
+    latent_percentile,
+):
+    """The numeric options, checked before the outputs are claimed and
+    before the library (and TensorFlow) is imported; the library functions
+    check the same values again with the same words
+    (:func:`~dipy_tractogen.generation.pipeline.check_generation_options`,
+    :func:`~dipy_tractogen.generation.sources.check_bandwidth`)."""
+    check_int(n_streamlines, "n_streamlines")
+    check_int(chunk_size, "chunk_size")
+    _number(budget, "budget", low_open=True)
+    check_int(seed, "seed", minimum=0)
+    if str(bandwidth) not in ("scott", "silverman", "cv"):
+        try:
+            _number(bandwidth, "bandwidth", low_open=True)
+        except InputError:
+            raise InputError(
+                "bandwidth must be a finite number > 0 or scott or silverman or "
+                f"cv, got {bandwidth!r}"
+            ) from None
+    _number(condition_bandwidth, "condition_bandwidth", low_open=True)
+    low = _number(min_length, "min_length")
+    high = _number(max_length, "max_length")
+    if low > high:
+        raise InputError(
+            f"min_length {low:g} mm is greater than max_length {high:g} mm"
+        )
+    check_fraction(min_wm_fraction, "min_wm_fraction")
+    _number(max_curvature, "max_curvature")  # 0: no curvature filter
+    _number(latent_percentile, "latent_percentile", high=100.0)
+
+
+def _check_space(out, model, n_streamlines, *, float16):
+    """Refuse, before any work, more streamlines than a file holds or than
+    the output's disk has room for (the model's file gives the points per
+    streamline and its conditions, read without Keras)."""
+    from dipy_tractogen.models.files import model_file_config
+    from dipy_tractogen.models.seed_bank import model_file_conditions
+
+    n_points = model_file_config(model)["config"].get("n_points")
+    _, conditions, _ = model_file_conditions(model)
+    if not isinstance(n_points, int) or n_points < 2:
+        n_points = 2  # unknown here: the library checks with the loaded model
+    check_output_space(
+        out,
+        n_streamlines,
+        n_points,
+        positions_dtype="float16" if float16 else "float32",
+        data_per_streamline={
+            "bundle": "int16",
+            **{f"condition_{name}": "float32" for name in conditions},
+        },
+    )
 
 
 def _conditional_request(model, bundle, age, status, length):
@@ -178,12 +262,24 @@ class GenerateTractogramFlow(TractogenFlow):
         """
         from dipy_tractogen.generation.filters import FilterSettings
 
-        if n_streamlines <= 0:
-            raise InputError(f"n_streamlines must be > 0, got {n_streamlines}")
+        _check_options(
+            n_streamlines=n_streamlines,
+            chunk_size=chunk_size,
+            budget=budget,
+            seed=seed,
+            bandwidth=bandwidth,
+            condition_bandwidth=condition_bandwidth,
+            min_length=min_length,
+            max_length=max_length,
+            min_wm_fraction=min_wm_fraction,
+            max_curvature=max_curvature,
+            latent_percentile=latent_percentile,
+        )
         out = Path(out_dir) / out_tractogram
         sidecar = out.with_suffix(".json")
         snapshot = None if no_snapshot else Path(out_dir) / out_snapshot
         html = Path(out_dir) / out_report
+        _check_space(out, model or None, n_streamlines, float16=float16)
         self.claim_outputs([p for p in (out, sidecar, snapshot, html) if p])
         request = _conditional_request(model or None, bundle, age, status, length)
         if request is not None and (
@@ -240,7 +336,14 @@ class GenerateTractogramFlow(TractogenFlow):
             precision=precision,
             force=self.force,
             progress=True,
+            claim=self.output_claim,
         )
+        # the tractogram and its sidecar appear together (tractogram first)
+        # now: the picture reads the file, and a failed picture or report
+        # must not lose a finished tractogram. The picture and the report
+        # follow, each written whole under a temporary name, while the
+        # claim still keeps other runs off their names.
+        self.output_claim.commit([out, sidecar])
         self.last_generated_outputs = {"out_tractogram": str(out)}
         (logger.info if report.complete else logger.warning)(report.summary())
         logger.info(json.dumps(report.produced))
