@@ -5,7 +5,7 @@ model, in one run, it measures
 
 1. decode-only throughput: ``model.decode`` on latent vectors drawn from the
    seeds (the network's share of the work);
-2. end-to-end throughput of :func:`dipy_tractogen.generation.pipeline.generate_tractogram`
+2. end-to-end throughput of :func:`dipy_tractogen.generation.generate_tractogram`
    (per-bundle KDE sampling + decode + default filters + streaming ``.trx``
    write) for ``--n`` streamlines, and the ratio to decode-only
    (issue target: >= 70 %);

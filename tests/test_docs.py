@@ -180,9 +180,7 @@ def test_api_modules_outside_keras_import_without_heavy_frameworks():
     """What autodoc imports for them: no TensorFlow, Keras, FURY or PyTorch."""
     api = _doc_extension("tractogen_api")
     modules = [
-        name
-        for name in api.package_modules()
-        if not name.startswith(KERAS_MODULES)
+        name for name in api.package_modules() if not name.startswith(KERAS_MODULES)
     ]
     assert "dipy_tractogen.generation.pipeline" in modules
     code = (

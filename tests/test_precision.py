@@ -1,4 +1,4 @@
-"""Tests of the compute precisions (dipy_tractogen.models.precision) and their options."""
+"""Tests of the compute precisions (models.precision) and their options."""
 
 import numpy as np
 import pytest

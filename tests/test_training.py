@@ -380,7 +380,7 @@ def test_epochs_auto_fits_the_schedule_to_the_budget_and_resumes_the_plan(
             (arr, ids),
             out,
             epochs="auto",
-            max_minutes=0.5,
+            max_minutes=2.0,  # room for >= 2 epochs on a loaded machine
             callbacks=[_Crash(1)],
             report=False,
             **TINY,
@@ -388,7 +388,7 @@ def test_epochs_auto_fits_the_schedule_to_the_budget_and_resumes_the_plan(
     state = json.loads((tmp_path / "ae_checkpoint" / "state.json").read_text())
     plan = state["epochs_budget"]
     assert state["epochs"] == plan["epochs"] >= 2
-    assert plan["budget_s"] == 30.0 and plan["probe_step_s"] > 0
+    assert plan["budget_s"] == 120.0 and plan["probe_step_s"] > 0
     # the plan: 85 % of the budget left after compiling, in estimated epochs
     left = plan["budget_s"] - plan["probe_compile_s"]
     assert plan["epochs"] == max(1, int(0.85 * left / plan["estimated_epoch_s"]))

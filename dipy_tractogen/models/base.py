@@ -7,28 +7,28 @@ and of the variational family of :mod:`dipy_tractogen.models.variational`
 them has, so that training, generation, filtering and the commands use one
 interface instead of probing model objects:
 
-===================  ======================================================
-name                 what it is
-===================  ======================================================
-``model_type``       class attribute: ``"ae"``, ``"vae"``, ``"cvae"``...
-``has_prior``        class attribute: whether :meth:`sample_latent` works
-``latent_dim``       size of the latent space (int)
-``n_points``         points per streamline (int)
-``center``           normalisation centre in mm, ndarray (3,)
-``scale``            normalisation scale in mm (float)
-``card``             the model card (dict, ``{}`` when unset)
-``seed_bank``        generation data stored in the file (dict, ``{}``
-                     when unset)
+=====================  ======================================================
+name                   what it is
+=====================  ======================================================
+``model_type``         class attribute: ``"ae"``, ``"vae"``, ``"cvae"``...
+``has_prior``          class attribute: whether :meth:`sample_latent` works
+``latent_dim``         size of the latent space (int)
+``n_points``           points per streamline (int)
+``center``             normalisation centre in mm, ndarray (3,)
+``scale``              normalisation scale in mm (float)
+``card``               the model card (dict, ``{}`` when unset)
+``seed_bank``          generation data stored in the file (dict, ``{}``
+                       when unset)
 ``condition_encoder``  the conditions the model knows (or None)
-``n_conditions``     width of their encoded vector (0 without)
-``is_conditional``   whether decoding needs a condition vector
-``normalize``        mm -> network coordinates; ``denormalize`` back
-``encode``           streamlines in mm (and conditions) -> latent codes
-``decode``           latent codes (and conditions) -> streamlines in mm
-``reconstruct``      ``decode(encode(...))``
-``sample_latent``    draws from the prior (ModelError without one)
-``with_precision``   a copy computing in another precision
-===================  ======================================================
+``n_conditions``       width of their encoded vector (0 without)
+``is_conditional``     whether decoding needs a condition vector
+``normalize``          mm -> network coordinates; ``denormalize`` back
+``encode``             streamlines in mm (and conditions) -> latent codes
+``decode``             latent codes (and conditions) -> streamlines in mm
+``reconstruct``        ``decode(encode(...))``
+``sample_latent``      draws from the prior (ModelError without one)
+``with_precision``     a copy computing in another precision
+=====================  ======================================================
 
 ``encode``, ``decode`` and ``reconstruct`` take ``conditions`` on every
 model; a model whose networks do not take them (FINTA, the plain VAE)

@@ -175,31 +175,13 @@ def attach_conditional_seed_bank(
         )
     if len(X) == 0:
         raise InputError("no streamlines to encode as seeds")
-    Z = np.concatenate(
-        [
-            model.encode(X, C, batch_size=batch_size),
-            model.encode(np.ascontiguousarray(X[:, ::-1]), C, batch_size=batch_size),
-        ]
-    )
-    affine, dims, vox, order = reference_info(reference)
     bank = {k: v for k, v in model.seed_bank.items() if k.startswith("ar_")}
     bank.update(
-        latents=Z.astype(np.float32),
+        latents=_both_orientations(model, X, C, batch_size),
         labels=np.concatenate([ids, ids]),
         conditions=np.concatenate([C, C]),
-        affine=np.asarray(affine, np.float64),
-        dimensions=np.asarray(dims, np.int32),
-        voxel_sizes=np.asarray(vox, np.float32),
-        voxel_order=np.asarray(str(order)),
+        **_space_entries(reference, wm_mask),
     )
-    if wm_mask is not None:
-        mask = np.asarray(wm_mask).astype(bool)
-        if tuple(mask.shape) != tuple(int(d) for d in dims):
-            raise InputError(
-                f"white-matter mask shape {mask.shape} does not match the "
-                f"reference dimensions {tuple(int(d) for d in dims)}"
-            )
-        bank["wm_mask"] = mask
     model.seed_bank = bank
     return bank
 
@@ -265,29 +247,11 @@ def attach_seed_bank(
     else:
         X = [streamlines[i] for i in keep]
     X = as_streamline_array(resample_streamlines(X, n_points=model.n_points))
-    Z = np.concatenate(
-        [
-            model.encode(X, batch_size=batch_size),
-            model.encode(np.ascontiguousarray(X[:, ::-1]), batch_size=batch_size),
-        ]
-    )
-    affine, dims, vox, order = reference_info(reference)
     bank = {
-        "latents": Z.astype(np.float32),
+        "latents": _both_orientations(model, X, None, batch_size),
         "labels": np.concatenate([ids[keep], ids[keep]]),
-        "affine": np.asarray(affine, np.float64),
-        "dimensions": np.asarray(dims, np.int32),
-        "voxel_sizes": np.asarray(vox, np.float32),
-        "voxel_order": np.asarray(str(order)),
+        **_space_entries(reference, wm_mask),
     }
-    if wm_mask is not None:
-        mask = np.asarray(wm_mask).astype(bool)
-        if tuple(mask.shape) != tuple(int(d) for d in dims):
-            raise InputError(
-                f"white-matter mask shape {mask.shape} does not match the "
-                f"reference dimensions {tuple(int(d) for d in dims)}"
-            )
-        bank["wm_mask"] = mask
     model.seed_bank = bank
     return bank
 
@@ -390,3 +354,34 @@ def model_wm_mask(model, wm_mask=None, space=None):
             f"white-matter mask {wm_mask} does not match the model's space"
         )
     return data > 0, img.affine
+
+
+def _both_orientations(model, X, C, batch_size):
+    """Latent codes of ``X`` and of its reversed streamlines, stacked."""
+    X_rev = np.ascontiguousarray(X[:, ::-1])
+    return np.concatenate(
+        [
+            model.encode(X, C, batch_size=batch_size),
+            model.encode(X_rev, C, batch_size=batch_size),
+        ]
+    ).astype(np.float32)
+
+
+def _space_entries(reference, wm_mask):
+    """The seed bank's space (and white-matter mask, checked against it)."""
+    affine, dims, vox, order = reference_info(reference)
+    entries = {
+        "affine": np.asarray(affine, np.float64),
+        "dimensions": np.asarray(dims, np.int32),
+        "voxel_sizes": np.asarray(vox, np.float32),
+        "voxel_order": np.asarray(str(order)),
+    }
+    if wm_mask is not None:
+        mask = np.asarray(wm_mask).astype(bool)
+        if tuple(mask.shape) != tuple(int(d) for d in dims):
+            raise InputError(
+                f"white-matter mask shape {mask.shape} does not match the "
+                f"reference dimensions {tuple(int(d) for d in dims)}"
+            )
+        entries["wm_mask"] = mask
+    return entries

@@ -119,18 +119,7 @@ class ConditionalHDF5Sequence(nndata.HDF5StreamlineSequence):
             idx = self.members[self._positions(i)]
             x = super().raw_batch(i)
         else:
-            if not 0 <= i < len(self):
-                raise IndexError(f"batch {i} out of range (0..{len(self) - 1})")
-            batch = self.dataset.batch(
-                self.split,
-                int(i),
-                self.batch_size,
-                seed=self.seed,
-                epoch=self.epoch,
-                shuffle=self.shuffle,
-                flip_p=self.flip_p,
-                fields=("index",),
-            )
+            batch = self.split_batch(i, fields=("index",))
             x, idx = batch["streamlines"], np.asarray(batch["index"])
         x = nndata.normalize_points(x, self.center, self.scale)
         return (x, self.conditions[idx]), x

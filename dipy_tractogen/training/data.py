@@ -241,9 +241,15 @@ class HDF5StreamlineSequence(_StreamlineSequence):
     def raw_batch(self, i):
         if self.split is None:
             return super().raw_batch(i)
+        return np.asarray(self.split_batch(i)["streamlines"], dtype=np.float32)
+
+    def split_batch(self, i, fields=()):
+        """Batch ``i`` of the dataset's split, as :meth:`StreamlineDataset.batch
+        <dipy_tractogen.io.dataset.StreamlineDataset.batch>` reads it (by
+        chunks, ordered from ``(seed, epoch)``), with extra ``fields``."""
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} out of range (0..{len(self) - 1})")
-        batch = self.dataset.batch(
+        return self.dataset.batch(
             self.split,
             int(i),
             self.batch_size,
@@ -251,8 +257,8 @@ class HDF5StreamlineSequence(_StreamlineSequence):
             epoch=self.epoch,
             shuffle=self.shuffle,
             flip_p=self.flip_p,
+            **({"fields": tuple(fields)} if fields else {}),
         )
-        return np.asarray(batch["streamlines"], dtype=np.float32)
 
 
 def mean_point(sequence, *, chunk=4096):

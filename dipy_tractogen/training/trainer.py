@@ -554,7 +554,6 @@ def _safe_plot(history, path):
     try:
         plot_loss_curves(history, path, force=True)
     except Exception as exc:
-
         logger.warning(f"could not draw {path}: {exc}")
 
 

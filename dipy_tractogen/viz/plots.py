@@ -17,7 +17,7 @@ import numpy as np
 from dipy_tractogen.errors import InputError
 from dipy_tractogen.io.outputs import atomic_output
 from dipy_tractogen.measures.attributes import ATTRIBUTES
-from dipy_tractogen.viz.render import bundle_color
+from dipy_tractogen.viz.render import bundle_color, bundle_name_lookup
 
 __all__ = [
     "plot_loss_curves",
@@ -45,14 +45,6 @@ def _save(fig, path, force):
     with atomic_output(path, force=force) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     return str(path)
-
-
-def _names_lookup(bundle_names):
-    if bundle_names is None:
-        return {}
-    if isinstance(bundle_names, dict):
-        return {int(k): str(v) for k, v in bundle_names.items()}
-    return {i: str(n) for i, n in enumerate(bundle_names)}
 
 
 def _bundle_colour(i):
@@ -247,7 +239,7 @@ def plot_latent_projection(
     if bad or not methods:
         raise InputError(f"unknown projection method(s) {bad} (use pca, tsne)")
     colourings = [("bundle", ids)] + [(k, np.asarray(v)) for k, v in covs.items()]
-    names = _names_lookup(bundle_names)
+    names = bundle_name_lookup(bundle_names)
     rng = np.random.default_rng(seed)
     fig, axes = _figure(
         len(methods) * len(colourings), ncols=len(colourings), panel_size=(4.6, 4)
@@ -388,7 +380,7 @@ def plot_attribute_histograms(
         real_ids = _ids_or_zero(real_bundle_ids, len(real), "real_bundle_ids")
         real_vals = {a: _attribute(a, real) for a in attributes}
     bundles = np.unique(gen_ids if real_ids is None else np.r_[gen_ids, real_ids])
-    names = _names_lookup(bundle_names)
+    names = bundle_name_lookup(bundle_names)
     fig, axes = _figure(
         len(bundles) * len(attributes), ncols=len(attributes), panel_size=(4.2, 2.4)
     )

@@ -117,6 +117,7 @@ __all__ = [
     "Picture",
     "picture_renderer",
     "bundle_color",
+    "bundle_name_lookup",
     "render_tractogram",
     "render_comparison",
     "render_tractogram_file",
@@ -217,7 +218,8 @@ def _as_lines(streamlines):
     return lines, points
 
 
-def _names_lookup(bundle_names):
+def bundle_name_lookup(bundle_names):
+    """``{id: name}`` from a dict of names by id, a sequence, or None."""
     if bundle_names is None:
         return {}
     if isinstance(bundle_names, dict):
@@ -692,7 +694,7 @@ def picture_renderer(path):
 
 
 def _legend_entries(legend, bundle_names):
-    names = _names_lookup(bundle_names)
+    names = bundle_name_lookup(bundle_names)
     return [(names.get(i, str(i)), c) for i, c in sorted(legend.items())]
 
 
