@@ -58,8 +58,8 @@ def main():
         filter_tractogram,
         fit_latent_filter,
     )
-    from dipy_tractogen.measures.resampling import resample_streamlines
     from dipy_tractogen.io.tractograms import save_bundles
+    from dipy_tractogen.measures.resampling import resample_streamlines
     from dipy_tractogen.models.finta import FintaAutoencoder
     from dipy_tractogen.models.seed_bank import attach_seed_bank
     from dipy_tractogen.phantom import generate_phantom

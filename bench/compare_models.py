@@ -133,8 +133,8 @@ def load_cohort(folder, n_points, n_test):
     """Every streamline (resampled) with bundle, subject, age, status, length."""
     from dipy_tractogen.io.participants import read_participants
     from dipy_tractogen.io.tractograms import load_bundles
-    from dipy_tractogen.measures.resampling import resample_streamlines
     from dipy_tractogen.measures.attributes import streamline_length
+    from dipy_tractogen.measures.resampling import resample_streamlines
 
     table = read_participants(folder / "participants.tsv")
     subjects = sorted(table)
