@@ -21,10 +21,18 @@ def _blocks(lang):
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
+def _opening():
+    """The two opening commands, split into (set-up, command) at ``&&``."""
+    lines = _blocks("bash")[0].strip().splitlines()
+    return [tuple(s.strip() for s in line.split("#")[0].split("&&")) for line in lines]
+
+
 def test_readme_opens_with_the_two_commands():
-    first = _blocks("bash")[0].strip().splitlines()
-    assert first[0].startswith("dipy_generate_tractogram --out_dir demo")
-    assert first[1].startswith('python -m pytest -m "not slow"')
+    (install_main, main), (install_tests, tests) = _opening()
+    assert install_main == "python -m pip install -e ."
+    assert main.startswith("dipy_generate_tractogram --out_dir demo")
+    assert install_tests == 'python -m pip install -e ".[test]"'
+    assert tests == 'python -m pytest -m "not slow"'
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'python -m pytest -m "not slow"' in ci
     assert 'pip install -q -e ".[test]"' in ci
@@ -32,8 +40,7 @@ def test_readme_opens_with_the_two_commands():
 
 @needs_default
 def test_readme_main_job(tmp_path):
-    line = _blocks("bash")[0].strip().splitlines()[0].split("#")[0]
-    argv = shlex.split(line)
+    argv = shlex.split(_opening()[0][1])
     code = "from dipy_tractogen.workflows.cli import generate_tractogram as m; m()"
     res = subprocess.run(
         [sys.executable, "-c", code, *argv[1:]],
