@@ -177,7 +177,12 @@ class GenerateTractogramFlow(TractogenFlow):
         A picture of the result (at most 20,000 streamlines, coloured by
         bundle) and an HTML report (counts, rejections, picture, length
         histograms) are written beside it; without a Vulkan driver the
-        picture is skipped with a one-line notice.
+        picture is drawn with matplotlib.
+
+        Every option is checked before any work, and so is the room the
+        tractogram needs on the output's disk (a count that cannot fit is
+        refused in one line). The tractogram and its sidecar appear
+        together or not at all; the picture and the report follow them.
 
         Parameters
         ----------
