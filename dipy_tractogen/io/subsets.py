@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dipy_tractogen.errors import InputError
+from dipy_tractogen.errors import InputError, TractogramError
 from dipy_tractogen.io.tractograms import load_bundles, tractogram_extension
 from dipy_tractogen.measures.attributes import ATTRIBUTES
 
@@ -140,6 +140,26 @@ def read_trx_subset(path, max_streamlines, seed):
     return TractogramSubset(lines, ids, dict(sorted(names.items())), fields, n)
 
 
+#: coordinates beyond this (mm) are corrupt data, not a brain: a picture of
+#: them cannot be framed (its bounding sphere overflows float32)
+_MAX_VIEW_MM = 1e6
+
+
+def _checked_for_view(subset, path):
+    """``subset``, if its coordinates can be drawn (TractogramError if not)."""
+    if not len(subset.lines):
+        return subset
+    top = max(float(np.max(np.abs(s))) if len(s) else 0.0 for s in subset.lines)
+    if not np.isfinite(top):
+        raise TractogramError(f"NaN or infinite coordinates in {path} (corrupt data)")
+    if top > _MAX_VIEW_MM:
+        raise TractogramError(
+            f"coordinates up to {top:.3g} mm in {path}: beyond {_MAX_VIEW_MM:g} mm "
+            "(corrupt data)"
+        )
+    return subset
+
+
 def read_for_view(path, *, reference="same", max_streamlines=None, seed=0):
     """Read a tractogram (or a random subset of it) for rendering.
 
@@ -172,7 +192,8 @@ def read_for_view(path, *, reference="same", max_streamlines=None, seed=0):
     Raises
     ------
     TractogramError
-        If the file cannot be read.
+        If the file cannot be read, or holds NaN, infinite or absurd
+        (beyond a kilometre) coordinates.
     """
 
     path = Path(path)
@@ -181,7 +202,7 @@ def read_for_view(path, *, reference="same", max_streamlines=None, seed=0):
     if ext == ".trx" and same and max_streamlines and path.is_file():
         loaded = read_trx_subset(path, max_streamlines, seed)
         if loaded is not None:
-            return loaded
+            return _checked_for_view(loaded, path)
     if same:
         reference = _VIEW_REFERENCE if ext in _NEEDS_REFERENCE else "same"
     with warnings.catch_warnings():  # dipy.io.streamline imports FURY
@@ -197,7 +218,7 @@ def read_for_view(path, *, reference="same", max_streamlines=None, seed=0):
     if idx is not None:
         ids = ids[idx]
         fields = {k: v[idx] for k, v in fields.items()}
-    return TractogramSubset(lines, ids, dict(names), fields, n)
+    return _checked_for_view(TractogramSubset(lines, ids, dict(names), fields, n), path)
 
 
 _UNITS = {"length": "mm", "curvature": "1/mm", "endpoint_distance": "mm"}
