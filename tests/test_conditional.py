@@ -441,20 +441,6 @@ def test_conditional_data_from_hdf5(cohort, tmp_path):
 # --------------------------------------------------------------------------
 
 
-def _command(monkeypatch, name, *args):
-    """Run a command in-process; return its exit status."""
-    import sys
-
-    from dipy_tractogen.workflows.cli import run_command
-
-    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
-    try:
-        run_command(name)
-    except SystemExit as exc:
-        return exc.code
-    return 0
-
-
 @pytest.fixture(scope="module")
 def cvae_file(cohort, tmp_path_factory):
     """An untrained cVAE (64 points) with seeds and conditions, saved."""
@@ -491,7 +477,9 @@ def test_model_file_conditions_reads_the_archive(cvae_file):
     )
 
 
-def test_generate_command_with_conditions(cvae_file, tmp_path, monkeypatch, capsys):
+def test_generate_command_with_conditions(
+    run_cli, cvae_file, tmp_path, monkeypatch, capsys
+):
     from dipy.io.streamline import load_tractogram
 
     path, data = cvae_file
@@ -499,8 +487,7 @@ def test_generate_command_with_conditions(cvae_file, tmp_path, monkeypatch, caps
     mid = round((lo + hi) / 2, 1)
     common = ["--model", path, "--n_streamlines", 12, "--no_filter"]
     common += ["--no_snapshot", "--out_dir", tmp_path]
-    status = _command(
-        monkeypatch,
+    status = run_cli(
         "dipy_generate_tractogram",
         *common,
         "--bundle",
@@ -520,8 +507,7 @@ def test_generate_command_with_conditions(cvae_file, tmp_path, monkeypatch, caps
     ages = sorted(set(np.round(np.asarray(dps["condition_age"]).ravel(), 1)))
     assert ages == [round(lo, 1), mid]
     # out of range: one-line error, nothing written
-    status = _command(
-        monkeypatch,
+    status = run_cli(
         "dipy_generate_tractogram",
         *common,
         "--age",
@@ -535,8 +521,7 @@ def test_generate_command_with_conditions(cvae_file, tmp_path, monkeypatch, caps
     assert status == 1 and "outside the training range" in err
     assert not (tmp_path / "bad.trx").exists()
     # --extrapolate allows it
-    status = _command(
-        monkeypatch,
+    status = run_cli(
         "dipy_generate_tractogram",
         *common,
         "--age",
@@ -549,8 +534,7 @@ def test_generate_command_with_conditions(cvae_file, tmp_path, monkeypatch, caps
     )
     assert status == 0, capsys.readouterr().err
     # a condition the model was not trained on
-    status = _command(
-        monkeypatch,
+    status = run_cli(
         "dipy_generate_tractogram",
         *common,
         "--length",
@@ -565,7 +549,9 @@ def test_generate_command_with_conditions(cvae_file, tmp_path, monkeypatch, caps
 
 
 @pytest.mark.slow
-def test_train_command_conditional_end_to_end(cohort, tmp_path, monkeypatch, capsys):
+def test_train_command_conditional_end_to_end(
+    run_cli, cohort, tmp_path, monkeypatch, capsys
+):
     """--model cvae --condition_on ...: trains, card has the checks; generate."""
     from dipy_tractogen.training import trainer as training
 
@@ -574,7 +560,7 @@ def test_train_command_conditional_end_to_end(cohort, tmp_path, monkeypatch, cap
     args += ["--condition_on", "bundle,age,status,length", "--epochs", 2]
     args += ["--batch_size", 32, "--latent_dim", 4, "--n_points", 64]
     args += ["--participants", cohort / "participants.tsv", "--out_dir", tmp_path]
-    status = _command(monkeypatch, "dipy_train_tractoencoder", *args)
+    status = run_cli("dipy_train_tractoencoder", *args)
     assert status == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "model.card.json").read_text())
     assert card["model_type"] == "ConditionalVAE"
@@ -592,8 +578,7 @@ def test_train_command_conditional_end_to_end(cohort, tmp_path, monkeypatch, cap
     assert set(card["diversity_check"]["per_bundle"]) >= {"arch", "uturn"}
     assert "length" in card["latent_attribute_r2"]
     assert card["heldout_errors_mm"]["n_streamlines"] > 0
-    status = _command(
-        monkeypatch,
+    status = run_cli(
         "dipy_generate_tractogram",
         "--model",
         tmp_path / "model.keras",
@@ -608,8 +593,7 @@ def test_train_command_conditional_end_to_end(cohort, tmp_path, monkeypatch, cap
     )
     assert status == 0, capsys.readouterr().err
     # an unknown covariate name is refused before training
-    status = _command(
-        monkeypatch,
+    status = run_cli(
         "dipy_train_tractoencoder",
         *args[:-2],
         "--condition_on",
@@ -659,7 +643,7 @@ def test_collapse_monitor_stops_and_training_fails_loudly(cohort):
         data.finish_model(collapsed, {})
 
 
-def test_shipped_cohort_model(tmp_path, monkeypatch, capsys):
+def test_shipped_cohort_model(run_cli, tmp_path, monkeypatch, capsys):
     """``--model cohort --age 75 --status neurodegeneration`` works offline."""
     from dipy.io.streamline import load_tractogram
 
@@ -680,8 +664,7 @@ def test_shipped_cohort_model(tmp_path, monkeypatch, capsys):
     quality = model.card["measured_quality"]
     assert quality["bundle_accuracy"] >= 0.95
     assert quality["diversity"] >= 0.5
-    status = _command(
-        monkeypatch,
+    status = run_cli(
         "dipy_generate_tractogram",
         "--model",
         "cohort",

@@ -518,24 +518,6 @@ def test_read_bundle_names(tmp_path):
 # --- the command -----------------------------------------------------------------
 
 
-def _command(monkeypatch, *args):
-    from dipy_tractogen.workflows.cli import run_command
-
-    monkeypatch.setattr(sys, "argv", [CMD, *map(str, args)])
-    try:
-        run_command(CMD)
-    except SystemExit as exc:
-        return exc.code
-    return 0
-
-
-def _error_line(capsys):
-    lines = capsys.readouterr().err.strip().splitlines()
-    errors = [x for x in lines if x.startswith(f"{CMD}: error:")]
-    assert len(errors) == 1, lines
-    return errors[0]
-
-
 def test_docstring_parses():
     from dipy.workflows.base import IntrospectiveArgumentParser
 
@@ -552,7 +534,9 @@ def test_docstring_parses():
 
 
 @needs_torch
-def test_command_end_to_end(checkpoint, tmp_path, monkeypatch, capsys):
+def test_command_end_to_end(
+    cli_error, run_cli, checkpoint, tmp_path, monkeypatch, capsys
+):
     import nibabel as nib
 
     from dipy_tractogen.models.convert import file_md5
@@ -564,7 +548,7 @@ def test_command_end_to_end(checkpoint, tmp_path, monkeypatch, capsys):
     out_dir = tmp_path / "out"
     args = [checkpoint, "--reference", ref, "--bundle_names", "arch,uturn"]
     args += ["--md5", file_md5(checkpoint), "--out_dir", out_dir]
-    assert _command(monkeypatch, *args) == 0
+    assert run_cli(CMD, *args) == 0
     assert _listing(out_dir) == [
         "finta_published.card.json",
         "finta_published.card.md",
@@ -577,27 +561,31 @@ def test_command_end_to_end(checkpoint, tmp_path, monkeypatch, capsys):
     before = (out_dir / "finta_published.keras").read_bytes()
 
     capsys.readouterr()
-    assert _command(monkeypatch, *args) == 1  # exists, no --force
-    assert "output exists" in _error_line(capsys)
+    assert run_cli(CMD, *args) == 1  # exists, no --force
+    assert "output exists" in cli_error(CMD)
     assert (out_dir / "finta_published.keras").read_bytes() == before
 
     bad = [checkpoint, "--md5", "f" * 32, "--out_dir", tmp_path / "bad"]
-    assert _command(monkeypatch, *bad) == 1
-    assert "md5 mismatch" in _error_line(capsys)
+    assert run_cli(CMD, *bad) == 1
+    assert "md5 mismatch" in cli_error(CMD)
     assert not (tmp_path / "bad").exists() or _listing(tmp_path / "bad") == []
 
 
-def test_command_published_needs_fetch(tmp_path, monkeypatch, capsys):
+def test_command_published_needs_fetch(
+    cli_error, run_cli, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("DIPY_HOME", str(tmp_path / "home"))
     out_dir = tmp_path / "out"
-    assert _command(monkeypatch, "published", "--out_dir", out_dir) == 1
-    line = _error_line(capsys)
+    assert run_cli(CMD, "published", "--out_dir", out_dir) == 1
+    line = cli_error(CMD)
     assert "no published checkpoint" in line and "--fetch" in line
     assert not out_dir.exists() or _listing(out_dir) == []
 
 
 @needs_torch
-def test_command_fetch_uses_downloaded_files(checkpoint, tmp_path, monkeypatch):
+def test_command_fetch_uses_downloaded_files(
+    run_cli, checkpoint, tmp_path, monkeypatch
+):
     """--fetch then 'published': the downloaded checkpoint, reference and
     labels are used (fetch_data is replaced by a local copy)."""
     import shutil
@@ -630,7 +618,7 @@ def test_command_fetch_uses_downloaded_files(checkpoint, tmp_path, monkeypatch):
     # the test checkpoint is not the published file: give its md5
     seeds = _one_bundle_files(tmp_path, ("uturn", "arch"), count=3)
     args = ["published", "--fetch", "--md5", file_md5(checkpoint), "--seeds", *seeds]
-    assert _command(monkeypatch, *args, "--out_dir", tmp_path / "out") == 0
+    assert run_cli(CMD, *args, "--out_dir", tmp_path / "out") == 0
     assert len(calls) == 1
     assert calls[0][1] == str(tmp_path / "home" / "tractogen_finta")
     model = load_model(tmp_path / "out" / "finta_published.keras")

@@ -270,26 +270,9 @@ def test_generation_precision_recorded_and_close(tiny_model_file, tmp_path):
     assert not (tmp_path / "bad.trx").exists()
 
 
-def _command(monkeypatch, name, *args):
-    """Run a command in-process; return its exit status."""
-    import sys
-
-    from dipy_tractogen.workflows.cli import run_command
-
-    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
-    try:
-        run_command(name)
-    except SystemExit as exc:
-        return exc.code
-    return 0
-
-
-def _error_lines(capsys, name):
-    err = capsys.readouterr().err.strip().splitlines()
-    return [x for x in err if x.startswith(f"{name}: error:")]
-
-
-def test_commands_accept_precision(tmp_path, monkeypatch, capsys, tiny_model_file):
+def test_commands_accept_precision(
+    cli_errors, run_cli, tmp_path, monkeypatch, capsys, tiny_model_file
+):
     import json
 
     from dipy.workflows.base import IntrospectiveArgumentParser
@@ -312,8 +295,8 @@ def test_commands_accept_precision(tmp_path, monkeypatch, capsys, tiny_model_fil
     save_bundles(data, list(x - np.asarray(CENTER) + 50), ref, bundle_names=["arc"])
     train = "dipy_train_tractoencoder"
     args = [data, "--out_dir", tmp_path, "--out_model", "m.keras"]
-    assert _command(monkeypatch, train, *args, "--precision", "half") == 1
-    (line,) = _error_lines(capsys, train)
+    assert run_cli(train, *args, "--precision", "half") == 1
+    (line,) = cli_errors(train)
     assert "unknown precision 'half'" in line
     assert not (tmp_path / "m.keras").exists()
     seen = {}
@@ -323,7 +306,7 @@ def test_commands_accept_precision(tmp_path, monkeypatch, capsys, tiny_model_fil
         return None, {"losses": {}, "heldout_errors_mm": None}
 
     monkeypatch.setattr(training, "train_autoencoder", fake_train)
-    assert _command(monkeypatch, train, *args, "--precision", "mixed_bfloat16") == 0
+    assert run_cli(train, *args, "--precision", "mixed_bfloat16") == 0
     assert seen["precision"] == "mixed_bfloat16"
     # (the card records it: test_training_in_bfloat16_saves_a_float32_model)
 
@@ -332,10 +315,10 @@ def test_commands_accept_precision(tmp_path, monkeypatch, capsys, tiny_model_fil
     out = ["--out_dir", tmp_path, "--out_tractogram", "g.trx", "--out_report", "g.html"]
     common = ["--model", tiny_model_file, "--n_streamlines", 8, "--no_filter"]
     common += ["--no_snapshot", *out]
-    assert _command(monkeypatch, gen, *common, "--precision", "float64") == 1
-    (line,) = _error_lines(capsys, gen)
+    assert run_cli(gen, *common, "--precision", "float64") == 1
+    (line,) = cli_errors(gen)
     assert "unknown precision 'float64'" in line
     assert not (tmp_path / "g.trx").exists()
-    assert _command(monkeypatch, gen, *common, "--precision", "mixed_bfloat16") == 0
+    assert run_cli(gen, *common, "--precision", "mixed_bfloat16") == 0
     meta = json.loads((tmp_path / "g.json").read_text())["metadata"]
     assert meta["precision"] == "mixed_bfloat16"

@@ -60,6 +60,14 @@ def _exists(module):
         return False
 
 
+def _is_subpackage(module):
+    """A package below the root: a lazy table of names defined elsewhere."""
+    if module == PACKAGE:
+        return False
+    spec = importlib.util.find_spec(module)
+    return spec is not None and spec.submodule_search_locations is not None
+
+
 class AutomodulesDirective(SphinxDirective):
     """Sections of ``automodule`` for the modules that exist."""
 
@@ -95,6 +103,8 @@ class AutomodulesDirective(SphinxDirective):
             lines += [f".. automodule:: {name}"]
             if members:
                 lines += [f"   :members: {', '.join(members)}"]
+            elif _is_subpackage(name):  # its names are documented in their modules
+                lines += ["   :no-members:"]
             lines += [""]
         container = nodes.container()
         nested_parse_with_titles(
