@@ -212,3 +212,27 @@ def test_public_tables_resolve(package):
     for name, module in table.items():
         defined = importlib.import_module(module, package)
         assert hasattr(defined, name), f"{package}.{name}: not in {module}"
+
+
+@pytest.mark.parametrize(
+    "package",
+    sorted(f"{PACKAGE}.{s}" for s in RANKS if s and s not in ("errors", "phantom")),
+)
+def test_every_public_name_is_in_its_package_table(package):
+    """What a module exports (``__all__``) is reachable from its package."""
+    pkg = importlib.import_module(package)
+    table = getattr(pkg, "_PUBLIC", None)
+    if table is None:
+        pytest.skip(f"{package} has no lazy public table")
+    folder = ROOT / package.split(".")[1]
+    missing = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(
+                getattr(t, "id", "") == "__all__" for t in node.targets
+            ):
+                names = [e.value for e in node.value.elts]
+                missing += [f"{path.stem}.{n}" for n in names if n not in table]
+    assert not missing, missing

@@ -55,6 +55,10 @@ _PUBLIC = {
     "FilterPipeline": ".filters",
     "fit_latent_filter": ".plausibility",
     "filter_tractogram": ".plausibility",
+    "check_generation_options": ".pipeline",
+    "check_filter_settings": ".pipeline",
+    "BANDWIDTH_RULES": ".sources",
+    "check_bandwidth": ".sources",
 }
 
 __all__ = list(_PUBLIC)

@@ -54,6 +54,19 @@ _PUBLIC = {
     "read_for_view": ".subsets",
     "merge_bundle_names": ".subsets",
     "values_for_colouring": ".subsets",
+    "temporary_path": ".outputs",
+    "place_together": ".outputs",
+    "claim_outputs": ".outputs",
+    "OutputClaim": ".outputs",
+    "remove_stale_temporaries": ".outputs",
+    "is_full_disk": ".outputs",
+    "free_space": ".outputs",
+    "check_free_space": ".outputs",
+    "human_size": ".outputs",
+    "CLAIM_SUFFIX": ".outputs",
+    "MAX_STREAMLINES": ".streaming",
+    "output_bytes": ".streaming",
+    "check_output_space": ".streaming",
 }
 
 __all__ = list(_PUBLIC)

@@ -21,6 +21,7 @@ _PUBLIC = {
     "crop_spans": ".masks",
     "crop_to_mask": ".masks",
     "mean_pairwise_mdf": ".distances",
+    "resample_streamlines": ".resampling",
 }
 
 __all__ = list(_PUBLIC)

@@ -107,6 +107,10 @@ _PUBLIC = {
     "Layer": ".backend",
     "Model": ".backend",
     "register_serializable": ".backend",
+    "ReflectionPadding1D": ".layers",
+    "LinearUpsampling1D": ".layers",
+    "ConvBlock": ".layers",
+    "UpBlock": ".layers",
 }
 
 __all__ = list(_PUBLIC)

@@ -34,6 +34,10 @@ _PUBLIC = {
     "read_report_numbers": ".report",
     "write_generation_report": ".report",
     "write_training_report": ".report",
+    "camera_axes": ".flat",
+    "project": ".flat",
+    "draw_streamlines": ".flat",
+    "bundle_name_lookup": ".render",
 }
 
 __all__ = list(_PUBLIC)
