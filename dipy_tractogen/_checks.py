@@ -35,9 +35,20 @@ def check_fraction(value, name):
     return value
 
 
-def check_nonnegative(value, name, *, what="a finite number"):
-    """``value`` as a finite float >= 0, or InputError."""
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise InputError(f"{name} must be {what} >= 0, got {value}")
-    return value
+def check_number(value, name, *, low=0.0, high=math.inf, low_open=False):
+    """``value`` as a finite float in its range, or InputError naming it.
+
+    The range is ``[low, high]`` (``(low, high]`` with ``low_open``); text
+    that is no number, booleans, NaN and infinities are refused.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    below = number <= low if low_open else number < low
+    if isinstance(value, bool) or not math.isfinite(number) or below or number > high:
+        what = f"> {low:g}" if low_open else f">= {low:g}"
+        if math.isfinite(high):
+            what = f"in [{low:g}, {high:g}]"
+        raise InputError(f"{name} must be a finite number {what}, got {value!r}")
+    return number

@@ -33,14 +33,13 @@ References
    doi:10.1016/j.media.2023.102761
 """
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dipy_tractogen._checks import check_fraction, check_int
+from dipy_tractogen._checks import check_fraction, check_int, check_number
 from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import GenerationError, InputError
 from dipy_tractogen.generation.filters import (
@@ -402,28 +401,6 @@ def _check_count(n_streamlines):
     return n
 
 
-def _positive(value, name):
-    """``value`` as a finite float > 0, or InputError naming ``name``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
-        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
-    return number
-
-
-def _nonnegative(value, name):
-    """``value`` as a finite float >= 0, or InputError naming ``name``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
-
-
 def check_filter_settings(settings):
     """Check the numbers of a :class:`FilterSettings` before any work.
 
@@ -438,8 +415,8 @@ def check_filter_settings(settings):
     """
     if not isinstance(settings, FilterSettings):
         raise InputError(f"filters must be FilterSettings, got {settings!r}")
-    low = _nonnegative(settings.min_length, "min_length")
-    high = _nonnegative(settings.max_length, "max_length")
+    low = check_number(settings.min_length, "min_length")
+    high = check_number(settings.max_length, "max_length")
     if low > high:
         raise InputError(
             f"min_length {low:g} mm is greater than max_length {high:g} mm"
@@ -451,16 +428,8 @@ def check_filter_settings(settings):
             f"min_wm_fraction must lie in [0, 1], got {settings.min_wm_fraction!r}"
         ) from None
     if settings.max_curvature is not None:
-        _positive(settings.max_curvature, "max_curvature")
-    try:
-        percentile = float(settings.latent_percentile)
-    except (TypeError, ValueError):
-        percentile = math.nan
-    if not 0 <= percentile <= 100:
-        raise InputError(
-            "latent_percentile must be a finite number in [0, 100], got "
-            f"{settings.latent_percentile!r}"
-        )
+        check_number(settings.max_curvature, "max_curvature", low_open=True)
+    check_number(settings.latent_percentile, "latent_percentile", high=100.0)
     return settings
 
 
@@ -494,7 +463,7 @@ def check_generation_options(
     """
     n = _check_count(n_streamlines)
     chunk_size = check_int(chunk_size, "chunk_size")
-    budget = _positive(budget, "budget")
+    budget = check_number(budget, "budget", low_open=True)
     seed = check_int(seed, "seed", minimum=0)
     if filters is not None:
         check_filter_settings(filters)

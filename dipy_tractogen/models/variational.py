@@ -82,7 +82,7 @@ References
 
 import numpy as np
 
-from dipy_tractogen._checks import check_nonnegative
+from dipy_tractogen._checks import check_number
 from dipy_tractogen.errors import ConditionError, InputError
 from dipy_tractogen.models.backend import Layer, keras, register_serializable
 from dipy_tractogen.models.base import StreamlineAutoencoder, replica_count
@@ -430,7 +430,7 @@ class VariationalAutoencoder(StreamlineAutoencoder):
             **kwargs,
         )
         bottleneck_length(self.n_points)
-        self.beta = check_nonnegative(beta, "beta")
+        self.beta = check_number(beta, "beta")
         self.log_var_range = tuple(float(v) for v in log_var_range)
         self.batch_norm = bool(batch_norm)
         self.seed = int(seed)
@@ -678,7 +678,7 @@ class AttributeRegularizedVAE(VariationalAutoencoder):
     )
 
     def __init__(self, *, gamma=10.0, delta=10.0, conditional_decoder=True, **kwargs):
-        self.gamma = check_nonnegative(gamma, "gamma")
+        self.gamma = check_number(gamma, "gamma")
         self.delta = float(delta)
         if not self.delta > 0:
             raise InputError(f"delta must be > 0, got {delta}")
@@ -854,9 +854,7 @@ class AdversarialAutoencoder(VariationalAutoencoder):
                 f"{discriminator_conditions!r}"
             )
         self.discriminator_conditions = discriminator_conditions
-        self.adversarial_weight = check_nonnegative(
-            adversarial_weight, "adversarial_weight"
-        )
+        self.adversarial_weight = check_number(adversarial_weight, "adversarial_weight")
         self.prior_radius = float(prior_radius)
         self.discriminator_hidden = tuple(int(h) for h in discriminator_hidden)
         self.conditional_decoder = bool(conditional_decoder)

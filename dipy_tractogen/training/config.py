@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dipy_tractogen._checks import check_fraction, check_int, check_nonnegative
+from dipy_tractogen._checks import check_fraction, check_int, check_number
 from dipy_tractogen.errors import InputError
 from dipy_tractogen.models.conditions import parse_condition_names
 
@@ -270,7 +270,7 @@ class TrainingConfig:
             max_learning_rate=_positive(
                 self.max_learning_rate, "max_learning_rate", allow_none=True
             ),
-            weight_decay=check_nonnegative(self.weight_decay, "weight_decay"),
+            weight_decay=check_number(self.weight_decay, "weight_decay"),
             early_stopping=check_int(self.early_stopping, "early_stopping", minimum=0),
             max_minutes=None if max_minutes is None else float(max_minutes),
         )

@@ -1,10 +1,9 @@
 """``dipy_generate_tractogram``: synthetic tractograms from a trained model."""
 
 import json
-import math
 from pathlib import Path
 
-from dipy_tractogen._checks import check_fraction, check_int
+from dipy_tractogen._checks import check_fraction, check_int, check_number
 from dipy_tractogen.errors import InputError
 from dipy_tractogen.io.streaming import check_output_space
 from dipy_tractogen.workflows.base import TractogenFlow
@@ -17,21 +16,6 @@ def _bandwidth(text):
         return float(text)
     except ValueError:
         return text
-
-
-def _number(value, name, *, low=0.0, high=math.inf, low_open=False):
-    """``value`` as a finite float in its range, or InputError naming it."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    below = number <= low if low_open else number < low
-    if not math.isfinite(number) or below or number > high:
-        what = f"> {low:g}" if low_open else f">= {low:g}"
-        if math.isfinite(high):
-            what = f"in [{low:g}, {high:g}]"
-        raise InputError(f"{name} must be a finite number {what}, got {value!r}")
-    return number
 
 
 def _check_options(
@@ -55,26 +39,26 @@ def _check_options(
     :func:`~dipy_tractogen.generation.sources.check_bandwidth`)."""
     check_int(n_streamlines, "n_streamlines")
     check_int(chunk_size, "chunk_size")
-    _number(budget, "budget", low_open=True)
+    check_number(budget, "budget", low_open=True)
     check_int(seed, "seed", minimum=0)
     if str(bandwidth) not in ("scott", "silverman", "cv"):
         try:
-            _number(bandwidth, "bandwidth", low_open=True)
+            check_number(bandwidth, "bandwidth", low_open=True)
         except InputError:
             raise InputError(
                 "bandwidth must be a finite number > 0 or scott or silverman or "
                 f"cv, got {bandwidth!r}"
             ) from None
-    _number(condition_bandwidth, "condition_bandwidth", low_open=True)
-    low = _number(min_length, "min_length")
-    high = _number(max_length, "max_length")
+    check_number(condition_bandwidth, "condition_bandwidth", low_open=True)
+    low = check_number(min_length, "min_length")
+    high = check_number(max_length, "max_length")
     if low > high:
         raise InputError(
             f"min_length {low:g} mm is greater than max_length {high:g} mm"
         )
     check_fraction(min_wm_fraction, "min_wm_fraction")
-    _number(max_curvature, "max_curvature")  # 0: no curvature filter
-    _number(latent_percentile, "latent_percentile", high=100.0)
+    check_number(max_curvature, "max_curvature")  # 0: no curvature filter
+    check_number(latent_percentile, "latent_percentile", high=100.0)
 
 
 def _check_space(out, model, n_streamlines, *, float16):
