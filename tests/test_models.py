@@ -122,6 +122,30 @@ def test_save_force_and_bad_names(tmp_path):
     assert not (tmp_path / "n.keras").exists()
 
 
+def test_save_places_model_and_cards_together(tmp_path, monkeypatch):
+    """A failure while writing the cards leaves no model without its card,
+    and a forced save that fails keeps the previous files."""
+    import dipy_tractogen.models.files as files
+
+    model = FintaAutoencoder(latent_dim=4, n_points=64)
+    path = tmp_path / "m.keras"
+
+    def broken(card, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files, "render_card_markdown", broken)
+    with pytest.raises(OSError, match="No space"):
+        save_model(model, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    save_model(model, path, card={"seed": 1})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(files, "render_card_markdown", broken)
+    with pytest.raises(OSError, match="No space"):
+        save_model(model, path, card={"seed": 2}, force=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_shipped_default_model():
     """The embedded default loads by name (or None) and is generation-ready."""
     assert SHIPPED_MODELS["default"] == "default_model.keras"

@@ -10,6 +10,7 @@ short Markdown rendering ``<stem>.card.md`` for people.
 Keras is imported only when a model is saved or loaded.
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -20,7 +21,11 @@ from dipy_tractogen._json import json_kind, jsonable
 from dipy_tractogen._keras_registration import import_registering_modules
 from dipy_tractogen._text import one_line
 from dipy_tractogen.errors import InputError, ModelError
-from dipy_tractogen.io.outputs import atomic_output, check_writable
+from dipy_tractogen.io.outputs import (
+    check_writable,
+    place_together,
+    temporary_path,
+)
 from dipy_tractogen.io.provenance import file_provenance
 from dipy_tractogen.models.conditions import ConditionEncoder
 
@@ -346,16 +351,23 @@ def save_model(model, path, *, card=None, force=False, include_optimizer=False):
     # Keras sets ``optimizer`` only when the model is compiled
     if not include_optimizer and getattr(model, "optimizer", None) is not None:
         to_save = _inference_copy(model)
-    with atomic_output(path, force=force) as tmp:
-        to_save.save(tmp)
-    with atomic_output(json_path, force=force) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
+    # the model and its two cards appear together or not at all
+    finals = [path, json_path, md_path]
+    tmps = [temporary_path(p) for p in finals]
+    try:
+        to_save.save(tmps[0])
+        with open(tmps[1], "w", encoding="utf-8") as f:
             json.dump(full_card, f, indent=2)
             f.write("\n")
-    with atomic_output(md_path, force=force) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmps[2], "w", encoding="utf-8") as f:
             f.write(render_card_markdown(full_card))
-    return [path, json_path, md_path]
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    place_together(list(zip(tmps, finals, strict=True)), force=force)
+    return finals
 
 
 def install_shipped_model(model, name, *, description, measured_quality):
