@@ -967,6 +967,7 @@ def family_valid(cid, rng, inputs):
             "--seed",
             str(int(rng.integers(1000))),
         ],  # fmt: skip
+        # an untrained model: its streamlines would not pass the filters
         "generate": [
             "dipy_generate_tractogram",
             "--model",
@@ -975,6 +976,7 @@ def family_valid(cid, rng, inputs):
             "10",
             "--seed",
             "2",
+            "--no_filter",
         ],  # fmt: skip
         "filter": [
             "dipy_filter_tractogram",
