@@ -79,3 +79,27 @@ def test_view_refuses_absurd_coordinates(tmp_path, run_cli, cli_error):
     assert run_cli("dipy_view_tractogram", bad, "--out_dir", out) == 1
     assert "1.5e+21 mm" in cli_error("dipy_view_tractogram")
     assert not list(out.iterdir()) if out.exists() else True
+
+
+def test_damaged_dataset_is_a_dataset_error(tmp_path):
+    """Bit flips in a dataset's HDF5 header: h5py's KeyError ('ran off end of
+    input buffer while decoding') ended dipy_train_tractoencoder in a
+    traceback (fuzz seed 0, case 64). Any damage is a DatasetError now."""
+    from dipy_tractogen.errors import DatasetError
+    from dipy_tractogen.io.dataset import StreamlineDataset
+
+    fuzz = _fuzzer()
+    good = fuzz.build_inputs(tmp_path / "inputs", model=False)["dataset"]
+    outcomes = set()
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        bad = tmp_path / f"bad{seed}.h5"
+        bad.write_bytes(fuzz.bit_flips(good, rng, count=int(rng.integers(1, 64))))
+        try:
+            StreamlineDataset(bad).close()
+            outcomes.add("read")
+        except DatasetError as exc:
+            assert str(bad) in str(exc)
+            assert "\n" not in str(exc)
+            outcomes.add("refused")
+    assert "refused" in outcomes

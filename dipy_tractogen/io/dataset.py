@@ -617,7 +617,19 @@ class StreamlineDataset:
         self._chunks = collections.OrderedDict()
         if not Path(self.path).is_file():
             raise DatasetError(f"dataset not found: {self.path}")
-        self._read_header()
+        try:
+            self._read_header()
+        except DatasetError:
+            self.close()
+            raise
+        except (KeyError, OSError, ValueError, TypeError, RuntimeError) as exc:
+            # h5py's errors on a damaged file (bit flips, a cut write)
+            self.close()
+            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            reason = (str(text).strip().splitlines() or [type(exc).__name__])[0]
+            raise DatasetError(
+                f"cannot read dataset {self.path}: damaged HDF5 file ({reason})"
+            ) from exc
         self.close()  # reopened on first read (lazily, per process)
 
     # ------------------------------------------------------------ file
