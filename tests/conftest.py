@@ -4,6 +4,9 @@
   point does, and return its exit status.
 - ``cli_errors`` / ``cli_error``: the ``COMMAND: error: ...`` lines a command
   printed (DIPY's logger may print other lines on standard error).
+- ``cli_in_subprocess``: run a command in a fresh interpreter (optionally
+  after some set-up code) and learn its exit status, its standard error and
+  which heavy frameworks (TensorFlow, Keras, torch, JAX) it imported.
 - ``dipy_log``: DIPY's logger captured by ``caplog`` (it does not propagate).
 - ``one_blas_thread``: NumPy's BLAS limited to one thread (timing-free tests
   of numerical code whose result may depend on the thread count).
@@ -11,6 +14,7 @@
 """
 
 import logging
+import subprocess
 import sys
 
 import pytest
@@ -54,6 +58,48 @@ def cli_error(capsys):
         return found[0]
 
     return error
+
+
+_IN_SUBPROCESS = """
+import sys
+from dipy_tractogen.workflows.cli import run_command
+
+{prelude}
+name, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    run_command(name)
+    status = 0
+except SystemExit as exc:
+    status = exc.code
+heavy = sorted({{"keras", "tensorflow", "torch", "jax"}} & set(sys.modules))
+print("RESULT", status, ",".join(heavy) or "-")
+"""
+
+
+@pytest.fixture
+def cli_in_subprocess():
+    """``run(name, *args, prelude="") -> (status, heavy, stderr)``.
+
+    ``heavy`` lists the frameworks the command imported (TensorFlow, Keras,
+    torch, JAX); ``prelude`` is Python run before the command (for example a
+    patched ``shutil.disk_usage``).
+    """
+
+    def run(name, *args, prelude="", timeout=300):
+        code = _IN_SUBPROCESS.format(prelude=prelude)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, name, *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        result = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        assert len(result) == 1, (proc.stdout, proc.stderr[-2000:])
+        _, status, heavy = result[0].split()
+        found = [] if heavy == "-" else heavy.split(",")
+        return int(status), found, proc.stderr
+
+    return run
 
 
 @pytest.fixture

@@ -236,3 +236,28 @@ def test_every_public_name_is_in_its_package_table(package):
                 names = [e.value for e in node.value.elts]
                 missing += [f"{path.stem}.{n}" for n in names if n not in table]
     assert not missing, missing
+
+
+def test_modules_outside_keras_import_no_heavy_framework():
+    """Every module but the Keras ones (and the workflows, which import their
+    library when they run) imports without TensorFlow, Keras, FURY, torch or
+    dipy.nn: what autodoc, the commands' --help and a user's
+    ``from dipy_tractogen.generation import KDESampler`` rely on."""
+    light = [
+        m
+        for m in MODULES
+        if not _heavy(m) and _stage(m) != "workflows" and m != "dipy_tractogen"
+    ]
+    assert "dipy_tractogen.generation.pipeline" in light
+    code = (
+        "import importlib, sys\n"
+        f"for name in {light!r}:\n"
+        "    importlib.import_module(name)\n"
+        "heavy = ('tensorflow', 'keras', 'fury', 'torch', 'dipy.nn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

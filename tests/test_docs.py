@@ -161,46 +161,6 @@ def test_command_reference_covers_every_parameter():
         assert {"--force", "--out_strat", "--log_file"} <= common
 
 
-#: the modules that import Keras (the networks and the trainer), and the
-#: workflows (which import Keras only when they run)
-KERAS_MODULES = (
-    "dipy_tractogen.models.backend",
-    "dipy_tractogen.models.base",
-    "dipy_tractogen.models.layers",
-    "dipy_tractogen.models.finta",
-    "dipy_tractogen.models.variational",
-    "dipy_tractogen.models.precision",
-    "dipy_tractogen.models.convert",
-    "dipy_tractogen.training.",
-    "dipy_tractogen.workflows",
-)
-
-
-def test_api_modules_outside_keras_import_without_heavy_frameworks():
-    """What autodoc imports for them: no TensorFlow, Keras, FURY or PyTorch."""
-    api = _doc_extension("tractogen_api")
-    modules = [
-        name for name in api.package_modules() if not name.startswith(KERAS_MODULES)
-    ]
-    assert "dipy_tractogen.generation.pipeline" in modules
-    code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
-        "heavy = ('tensorflow', 'keras', 'fury', 'torch', 'dipy.nn')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "[]"
-
-
 def _card_keys(path, function):
     """String keys of the card dicts built in ``function`` of ``path``."""
     tree = ast.parse(Path(path).read_text())

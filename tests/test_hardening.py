@@ -642,22 +642,12 @@ def test_condition_bandwidth_checked_by_the_source():
         ConditionalSource({"age": [30]}, condition_bandwidth=0)
 
 
-_HUGE = """
-import shutil, sys
+_SMALL_DISK = """
 from collections import namedtuple
 import dipy_tractogen.io.outputs as outputs
-from dipy_tractogen.workflows.cli import run_command
 
 usage = namedtuple("usage", "total used free")
 outputs.shutil.disk_usage = lambda path: usage(10**12, 9 * 10**11, 80 * 10**9)
-sys.argv = ["dipy_generate_tractogram", *sys.argv[1:]]
-try:
-    run_command("dipy_generate_tractogram")
-    status = 0
-except SystemExit as exc:
-    status = exc.code
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras"})
-print("RESULT", status, ",".join(heavy) or "-")
 """
 
 
@@ -672,22 +662,18 @@ print("RESULT", status, ",".join(heavy) or "-")
         (10**12, r"n_streamlines must be at most 2,147,483,647 .*1,000,000,000,000$"),
     ],
 )
-def test_generate_refuses_what_cannot_fit(tmp_path, n, message):
+def test_generate_refuses_what_cannot_fit(tmp_path, n, message, cli_in_subprocess):
     """A count beyond a file's limit, or beyond the disk's free space (80 GB
     here, by a patched shutil.disk_usage), is refused in one line before
     the outputs are claimed and before TensorFlow starts."""
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-c", _HUGE, "--n_streamlines", str(n), "--out_dir", out],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    status, heavy, err = cli_in_subprocess(
+        GENERATE, "--n_streamlines", n, "--out_dir", out, prelude=_SMALL_DISK
     )
-    result = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert result == ["RESULT 1 -"], (proc.stdout, proc.stderr[-2000:])
-    errors = _errors(proc.stderr, GENERATE)
-    assert len(errors) == 1, proc.stderr[-2000:]
+    assert (status, heavy) == (1, []), err[-2000:]
+    errors = _errors(err, GENERATE)
+    assert len(errors) == 1, err[-2000:]
     assert re.search(message.format(out=re.escape(str(out))), errors[0]), errors[0]
     assert _listing(out) == []
 

@@ -8,8 +8,6 @@ and ``test_conditional.py``.
 
 import inspect
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -163,21 +161,6 @@ def test_conditional_generation(run_cli, tmp_path):
     }
 
 
-_REFUSED = """
-import sys
-from dipy_tractogen.workflows.cli import run_command
-
-sys.argv = ["dipy_generate_tractogram", *sys.argv[1:]]
-try:
-    run_command("dipy_generate_tractogram")
-    status = 0
-except SystemExit as exc:
-    status = exc.code
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras"})
-print("RESULT", status, ",".join(heavy) or "-")
-"""
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -190,18 +173,12 @@ print("RESULT", status, ",".join(heavy) or "-")
         ),
     ],
 )
-def test_refused_before_tensorflow_starts(tmp_path, args, message):
+def test_refused_before_tensorflow_starts(tmp_path, args, message, cli_in_subprocess):
     (tmp_path / "generated.trx").write_bytes(b"keep")
-    proc = subprocess.run(
-        [sys.executable, "-c", _REFUSED, *args, "--out_dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    result = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert result == ["RESULT 1 -"], (proc.stdout, proc.stderr[-2000:])
-    errors = [x for x in proc.stderr.splitlines() if x.startswith(f"{CMD}: error:")]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    status, heavy, err = cli_in_subprocess(CMD, *args, "--out_dir", tmp_path)
+    assert (status, heavy) == (1, []), err[-2000:]
+    errors = [x for x in err.splitlines() if x.startswith(f"{CMD}: error:")]
+    assert len(errors) == 1 and message in errors[0], err[-2000:]
     assert (tmp_path / "generated.trx").read_bytes() == b"keep"
 
 

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ import pytest
 pytest.importorskip("keras")
 
 from dipy_tractogen.training import trainer as training  # noqa: E402
-from dipy_tractogen.workflows.cli import run_command  # noqa: E402
 from dipy_tractogen.workflows.train import TrainTractoencoderFlow  # noqa: E402
 
 CMD = "dipy_train_tractoencoder"
@@ -39,24 +37,6 @@ def _toy_files(folder, n=64, n_points=64):
     return paths
 
 
-def _error_line(capsys):
-    """The command's one-line error (DIPY's logger may print other lines)."""
-    lines = capsys.readouterr().err.strip().splitlines()
-    errors = [x for x in lines if x.startswith(f"{CMD}: error:")]
-    assert len(errors) == 1, lines
-    return errors[0]
-
-
-def _command(monkeypatch, *args):
-    """Run the command in-process; return its exit status."""
-    monkeypatch.setattr(sys, "argv", [CMD, *map(str, args)])
-    try:
-        run_command(CMD)
-    except SystemExit as exc:
-        return exc.code
-    return 0
-
-
 @pytest.fixture
 def no_xla(monkeypatch):
     """XLA compilation takes minutes on 2 shared cores: off in tests."""
@@ -80,7 +60,7 @@ def test_short_name_and_docstring_parse():
 
 
 def test_interrupted_run_resumes_then_refuses_to_overwrite(
-    tmp_path, monkeypatch, capsys, no_xla
+    cli_error, run_cli, tmp_path, monkeypatch, capsys, no_xla
 ):
     import keras
 
@@ -106,7 +86,7 @@ def test_interrupted_run_resumes_then_refuses_to_overwrite(
     assert (out / "ae_checkpoint" / "state.json").exists()
     pattern = str(tmp_path / "*.trx")
     args = [pattern, "--epochs", 2, *TINY, "--out_dir", out, "--out_model", "ae.keras"]
-    assert _command(monkeypatch, *args) == 0
+    assert run_cli(CMD, *args) == 0
     rows = list(csv.DictReader(open(out / "ae_log.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     card = json.loads((out / "ae.card.json").read_text())
@@ -130,44 +110,21 @@ def test_interrupted_run_resumes_then_refuses_to_overwrite(
     assert bank["affine"].shape == (4, 4) and bank["dimensions"].shape == (3,)
     before = (out / "ae.keras").read_bytes()
     capsys.readouterr()
-    assert _command(monkeypatch, *args) == 1
-    err = _error_line(capsys)
+    assert run_cli(CMD, *args) == 1
+    err = cli_error(CMD)
     assert "output exists" in err and "ae.keras" in err
     assert (out / "ae.keras").read_bytes() == before
 
 
-_REFUSED = """
-import sys
-from dipy_tractogen.workflows.cli import run_command
-
-sys.argv = ["dipy_train_tractoencoder", *sys.argv[1:]]
-try:
-    run_command("dipy_train_tractoencoder")
-    status = 0
-except SystemExit as exc:
-    status = exc.code
-heavy = sorted({"keras", "tensorflow", "torch", "jax"} & set(sys.modules))
-print("RESULT", status, ",".join(heavy) or "-")
-"""
-
-
-def test_existing_output_refused_before_tensorflow_starts(tmp_path):
-    import subprocess
-
+def test_existing_output_refused_before_tensorflow_starts(tmp_path, cli_in_subprocess):
     files = _toy_files(tmp_path, n=8)
     out = tmp_path / "out"
     out.mkdir()
     (out / "ae.keras").write_bytes(b"a model")
     args = [str(files[0]), "--out_dir", str(out), "--out_model", "ae.keras"]
-    proc = subprocess.run(
-        [sys.executable, "-c", _REFUSED, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    result = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert result == ["RESULT 1 -"], (proc.stdout, proc.stderr[-2000:])
-    assert "output exists" in proc.stderr and "ae.keras" in proc.stderr
+    status, heavy, err = cli_in_subprocess(CMD, *args)
+    assert (status, heavy) == (1, []), err[-2000:]
+    assert "output exists" in err and "ae.keras" in err
     assert (out / "ae.keras").read_bytes() == b"a model"
 
 
@@ -184,15 +141,17 @@ def test_existing_output_refused_before_tensorflow_starts(tmp_path):
         (["--out_model", "m.h5"], ".keras"),
     ],
 )
-def test_bad_hyperparameters(tmp_path, monkeypatch, capsys, extra, message):
+def test_bad_hyperparameters(
+    cli_error, run_cli, tmp_path, monkeypatch, capsys, extra, message
+):
     files = _toy_files(tmp_path, n=8)
-    status = _command(monkeypatch, files[0], *extra, "--out_dir", tmp_path / "o")
+    status = run_cli(CMD, files[0], *extra, "--out_dir", tmp_path / "o")
     assert status == 1
-    assert message in _error_line(capsys)
+    assert message in cli_error(CMD)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_bad_inputs(tmp_path, monkeypatch, capsys):
+def test_bad_inputs(cli_error, run_cli, tmp_path, monkeypatch, capsys):
     garbage = tmp_path / "bad.trk"
     garbage.write_bytes(b"not a tractogram")
     for target, message in (
@@ -200,7 +159,7 @@ def test_bad_inputs(tmp_path, monkeypatch, capsys):
         (tmp_path / "none*.trx", "no file matches"),
         (garbage, "bad.trk"),
     ):
-        status = _command(monkeypatch, target, "--out_dir", tmp_path / "o")
+        status = run_cli(CMD, target, "--out_dir", tmp_path / "o")
         assert status == 1, target
-        assert message in _error_line(capsys)
+        assert message in cli_error(CMD)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
