@@ -103,3 +103,22 @@ def test_damaged_dataset_is_a_dataset_error(tmp_path):
             assert "\n" not in str(exc)
             outcomes.add("refused")
     assert "refused" in outcomes
+
+
+@pytest.mark.parametrize(
+    "data, says",
+    [
+        (b"participant_id\tage\nsub-\xe0\xff\t3\n", "is not UTF-8 text"),
+        (b"participant_id\tage\n" + b"x" * 200_000 + b"\t3\n", "is not a table"),
+    ],
+)
+def test_participants_not_text_is_one_line(tmp_path, data, says):
+    """Random bytes as participants.tsv: a UnicodeDecodeError traceback of
+    dipy_build_streamline_dataset (fuzz seed 0, case 194)."""
+    from dipy_tractogen.errors import InputError
+    from dipy_tractogen.io.participants import read_participants
+
+    path = tmp_path / "participants.tsv"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=says):
+        read_participants(path)

@@ -78,14 +78,22 @@ def read_participants(path):
     Raises
     ------
     InputError
-        Missing file, no ``participant_id`` column, duplicated or empty ids,
-        ragged rows.
+        Missing file, not UTF-8 text, no ``participant_id`` column, duplicated
+        or empty ids, ragged rows.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"participants table not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f, delimiter="\t"))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"participants table {path} is not UTF-8 text (byte {exc.start}: "
+            f"{exc.reason})"
+        ) from exc
+    except csv.Error as exc:  # a NUL byte, a field beyond csv's size limit
+        raise InputError(f"participants table {path} is not a table: {exc}") from exc
     rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows:
         raise InputError(f"participants table is empty: {path}")
