@@ -22,7 +22,7 @@ Temporary files a command leaves in its own ``TMPDIR`` are reported too.
 Usage::
 
     python bench/fuzz_commands.py --seed 0 --cases 240 [--jobs 2]
-    python bench/fuzz_commands.py --replay fuzz_failures.json CASE
+    python bench/fuzz_commands.py --replay fuzz_failures.json CASE[,CASE...]
 
 The plan of cases depends only on ``--seed`` and ``--cases`` (and
 ``--families``), so a failure is replayed by rebuilding the same plan and
@@ -1315,15 +1315,15 @@ def main(argv=None):
     parser.add_argument("--light", action="store_true",
                         help="no model file, no model-using case (quick)")  # fmt: skip
     parser.add_argument("--replay", nargs=2, metavar=("FILE", "CASE"),
-                        help="rerun case CASE of the run recorded in FILE")  # fmt: skip
+                        help="rerun CASE[,CASE] of the run in FILE")  # fmt: skip
     args = parser.parse_args(argv)
     if args.replay:
         record = json.loads(Path(args.replay[0]).read_text())
-        case = int(args.replay[1])
+        wanted = {int(c) for c in args.replay[1].split(",") if c.strip()}
         results, _ = fuzz(record["seed"], record["cases"],
                           families=record.get("families"),
                           light=record.get("light", False),
-                          work=args.work or None, only={case})  # fmt: skip
+                          work=args.work or None, only=wanted)  # fmt: skip
         for result in results:
             print(result["command"])
             print(result["stderr_tail"] or "(passed)")
