@@ -38,6 +38,7 @@ _PUBLIC = {
     "ConditionalTrainingData": ".conditioning",
     "load_conditional_data": ".conditioning",
     "find_participants": ".conditioning",
+    "dataset_members": ".data",
 }
 
 __all__ = list(_PUBLIC)

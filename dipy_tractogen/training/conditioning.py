@@ -164,10 +164,7 @@ class ConditionalTrainingData(nndata.TrainingData):
         if part is None:
             return None
         if isinstance(part, tuple):
-            ds, members = part
-            if isinstance(members, str):
-                members = ds.indices(members)
-            return self.conditions["all"][np.asarray(members)]
+            return self.conditions["all"][nndata.dataset_members(part)[1]]
         return self.conditions[which]
 
     def sequence(self, which, **kwargs):

@@ -44,6 +44,7 @@ from dipy_tractogen.measures.resampling import resample_streamlines
 from dipy_tractogen.models.seed_bank import attach_seed_bank
 
 __all__ = [
+    "dataset_members",
     "ArrayStreamlineSequence",
     "HDF5StreamlineSequence",
     "TrainingData",
@@ -321,6 +322,18 @@ def expand_inputs(inputs):
     return list(dict.fromkeys(files))
 
 
+def dataset_members(part):
+    """``(dataset, row indices)`` of a split held as ``(dataset, members)``.
+
+    ``members`` is an array of rows or the name of one of the dataset's
+    splits (``"train"``, ``"valid"``, ``"test"``).
+    """
+    ds, members = part
+    if isinstance(members, str):
+        members = ds.indices(members)
+    return ds, np.asarray(members)
+
+
 @dataclass
 class TrainingData:
     """Training and validation streams plus what the model card says about them.
@@ -432,10 +445,7 @@ class TrainingData:
         """:meth:`seed_sample` and the chosen rows' positions in ``train``."""
         part = self.train
         if isinstance(part, tuple):
-            ds, members = part
-            if isinstance(members, str):
-                members = ds.indices(members)
-            members = np.asarray(members)
+            ds, members = dataset_members(part)
             labels = np.asarray(ds.labels(members)).astype(np.int32)
         else:
             members = np.arange(len(part))
@@ -484,10 +494,7 @@ class TrainingData:
         if part is None:
             return None
         if isinstance(part, tuple):
-            ds, members = part
-            if isinstance(members, str):
-                members = ds.indices(members)
-            part = (ds, np.asarray(members))
+            part = dataset_members(part)
         n = len(part[1]) if isinstance(part, tuple) else len(part)
         pos = np.arange(n)
         if max_streamlines is not None and n > max_streamlines:

@@ -26,8 +26,10 @@ import ast
 import atexit
 import importlib
 import importlib.util
+import multiprocessing.util
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +87,10 @@ class RenderingUnavailable(TractogenError, RuntimeError):
 # --------------------------------------------------------------------------
 
 
+#: temporary folders this process made (removed when it ends)
+_made_here = []
+
+
 def _quiet_xdg():
     """Give the Vulkan loader a private XDG_RUNTIME_DIR when none is set.
 
@@ -92,7 +98,12 @@ def _quiet_xdg():
     """
     value = os.environ.get("XDG_RUNTIME_DIR", "")
     if not value or not os.path.isdir(value):
-        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="dipy-tractogen-xdg-")
+        folder = tempfile.mkdtemp(prefix="dipy-tractogen-xdg-")
+        os.environ["XDG_RUNTIME_DIR"] = folder
+        _made_here.append(folder)
+        # removed when this process ends (the worker, which leaves through
+        # os._exit, removes its own in worker_main)
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
 def _check_env():
@@ -364,4 +375,8 @@ def worker_main():
         conn.send(out)
     sys.stdout.flush()
     sys.stderr.flush()
+    # os._exit skips atexit: remove this process's temporary folders here
+    # (its XDG runtime folder, multiprocessing's for the listener's socket)
+    for folder in [*_made_here, multiprocessing.util.get_temp_dir()]:
+        shutil.rmtree(folder, ignore_errors=True)
     os._exit(0)  # no interpreter teardown (wgpu's threads)
