@@ -12,7 +12,7 @@ existing output import neither Keras nor TensorFlow: the workflow modules
 import only DIPY's workflow base and this package's light modules at their
 top, and a workflow imports the model code once its outputs are claimed.
 That first import hides TensorFlow's C++ start-up lines (see
-:class:`_QuietFirstImport`; ``DIPY_TRACTOGEN_VERBOSE_TF=1`` shows them).
+:func:`_quiet_exec`; ``DIPY_TRACTOGEN_VERBOSE_TF=1`` shows them).
 """
 
 import contextlib
@@ -26,6 +26,7 @@ import sys
 
 from dipy.workflows.flow_runner import run_flow
 
+from dipy_tractogen._import_hooks import ImportHook
 from dipy_tractogen._text import one_line
 from dipy_tractogen.errors import TractogenError
 from dipy_tractogen.io.outputs import is_full_disk
@@ -100,29 +101,7 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
-class _QuietLoader(importlib.abc.Loader):
-    """Run another loader with standard error silenced, then probe devices."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module):
-        module.__spec__.loader = module.__loader__ = self.loader
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with _native_stderr_silenced():
-            self.loader.exec_module(module)
-            tf = sys.modules.get("tensorflow")
-            if tf is not None:
-                try:
-                    tf.config.list_physical_devices()  # CUDA probing happens here
-                except Exception:  # reported, clearly, where a model is used
-                    pass
-
-
-class _QuietFirstImport(importlib.abc.MetaPathFinder):
+def _quiet_exec(loader, module):
     """Import Keras or TensorFlow, the first time, without TensorFlow's
     start-up lines on standard error.
 
@@ -131,38 +110,33 @@ class _QuietFirstImport(importlib.abc.MetaPathFinder):
     bury the command's own messages. The first ``import keras`` (or
     ``import tensorflow``), wherever a workflow does it, runs with file
     descriptor 2 sent to /dev/null and then lists the devices (the CUDA
-    probing) the same way; the finder then removes itself. Commands that
-    never load a model (``--help``, argument errors, refused outputs) never
-    import them. An import error is not hidden: it is raised as usual, after
-    standard error is restored.
+    probing) the same way. Commands that never load a model (``--help``,
+    argument errors, refused outputs) never import them. An import error is
+    not hidden: it is raised as usual, after standard error is restored.
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_stderr_silenced():
+        loader.exec_module(module)
+        tf = sys.modules.get("tensorflow")
+        if tf is not None:
+            try:
+                tf.config.list_physical_devices()  # CUDA probing happens here
+            except Exception:  # reported, clearly, where a model is used
+                pass
 
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname not in _NOISY_MODULES:
-            return None
-        _stop_quiet_imports()
-        spec = importlib.util.find_spec(fullname)  # the other finders
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader = _QuietLoader(spec.loader)
-        return spec
+
+#: the one-shot hook that runs the first Keras/TensorFlow import quietly
+_QUIET_IMPORT = ImportHook(lambda name: name in _NOISY_MODULES, _quiet_exec, once=True)
 
 
 def _quiet_first_import():
-    """Install :class:`_QuietFirstImport` unless Keras is already imported or
+    """Install :data:`_QUIET_IMPORT` unless Keras is already imported or
     ``DIPY_TRACTOGEN_VERBOSE_TF`` is set (to see TensorFlow's lines)."""
     if os.environ.get("DIPY_TRACTOGEN_VERBOSE_TF"):
         return
     if any(name in sys.modules for name in _NOISY_MODULES):
         return
-    if not any(isinstance(f, _QuietFirstImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuietFirstImport())
-
-
-def _stop_quiet_imports():
-    sys.meta_path[:] = [
-        f for f in sys.meta_path if not isinstance(f, _QuietFirstImport)
-    ]
+    _QUIET_IMPORT.install()
 
 
 #: errno -> the words of the one-line error
@@ -254,7 +228,7 @@ def run_command(name):
     """Run the command ``name`` on ``sys.argv`` and exit on error.
 
     Parsing the command line imports neither Keras nor TensorFlow: only the
-    work that needs a model does (quietly, see :class:`_QuietFirstImport`).
+    work that needs a model does (quietly, see :func:`_quiet_exec`).
 
     Every expected failure (see :func:`_expected`: the package's errors,
     :class:`OSError` such as a read-only folder or a full disk, HDF5's
@@ -285,7 +259,7 @@ def run_command(name):
         print(f"{name}: error: {error_line(exc)}", file=sys.stderr)
         sys.exit(1)
     finally:
-        _stop_quiet_imports()
+        _QUIET_IMPORT.remove()
 
 
 def generate_phantom():
