@@ -207,6 +207,11 @@ def temporary_path(path, *, directory=False):
     return tmp
 
 
+def _unwritable_folder(exc, path):
+    """The OSError saying that ``path``'s folder cannot be written."""
+    return OSError(exc.errno, "cannot write to the output folder", str(path.parent))
+
+
 def _remove(path):
     """Remove a file or a directory tree; missing is fine."""
     if os.path.isdir(path) and not os.path.islink(path):
@@ -570,21 +575,13 @@ class OutputClaim:
                     f"{claim_file} if that run is gone"
                 ) from None
             except OSError as exc:
-                raise OSError(
-                    exc.errno,
-                    "cannot write to the output folder",
-                    str(path.parent),
-                ) from exc
+                raise _unwritable_folder(exc, path) from exc
             self._claim_files.append(claim_file)
             try:
                 with os.fdopen(fd, "w") as f:
                     json.dump(info, f)
             except OSError as exc:
-                raise OSError(
-                    exc.errno,
-                    "cannot write to the output folder",
-                    str(path.parent),
-                ) from exc
+                raise _unwritable_folder(exc, path) from exc
             return
         raise OutputExistsError(f"cannot claim {path}: {claim_file} keeps appearing")
 
