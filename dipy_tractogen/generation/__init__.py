@@ -55,10 +55,11 @@ _PUBLIC = {
     "FilterPipeline": ".filters",
     "fit_latent_filter": ".plausibility",
     "filter_tractogram": ".plausibility",
-    "check_generation_options": ".pipeline",
-    "check_filter_settings": ".pipeline",
-    "BANDWIDTH_RULES": ".sources",
-    "check_bandwidth": ".sources",
+    "check_generation_options": ".options",
+    "check_filter_settings": ".options",
+    "BANDWIDTH_RULES": ".options",
+    "check_bandwidth": ".options",
+    "check_n_streamlines": ".options",
 }
 
 __all__ = list(_PUBLIC)

@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dipy_tractogen._checks import check_fraction, check_int, check_number
 from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import GenerationError, InputError
 from dipy_tractogen.generation.filters import (
@@ -50,6 +49,11 @@ from dipy_tractogen.generation.filters import (
     LengthFilter,
     WhiteMatterFilter,
 )
+from dipy_tractogen.generation.options import (
+    check_filter_settings,
+    check_generation_options,
+    check_n_streamlines,
+)
 from dipy_tractogen.generation.sources import (
     BundleSource,
     ConditionalSource,
@@ -58,7 +62,6 @@ from dipy_tractogen.generation.sources import (
 from dipy_tractogen.io.outputs import check_writable
 from dipy_tractogen.io.provenance import package_version
 from dipy_tractogen.io.streaming import (
-    MAX_STREAMLINES,
     TractogramStreamWriter,
     check_output_space,
 )
@@ -72,8 +75,6 @@ __all__ = [
     "volume_filter",
     "iter_generate",
     "check_outputs",
-    "check_generation_options",
-    "check_filter_settings",
     "output_space",
     "generation_filters",
     "source_filters",
@@ -380,7 +381,7 @@ def check_outputs(out_path, n_streamlines, *, force=False, claim=None):
     must be among its outputs (it refused existing ones already).
     """
 
-    n_streamlines = _check_count(n_streamlines)
+    n_streamlines = check_n_streamlines(n_streamlines)
     sidecar = os.path.splitext(str(out_path))[0] + ".json"
     if claim is None:
         check_writable([out_path, sidecar], force=force)
@@ -389,85 +390,6 @@ def check_outputs(out_path, n_streamlines, *, force=False, claim=None):
         if missing:
             raise ValueError(f"not claimed: {', '.join(missing)}")
     return n_streamlines
-
-
-def _check_count(n_streamlines):
-    n = check_int(n_streamlines, "n_streamlines")
-    if n > MAX_STREAMLINES:
-        raise InputError(
-            f"n_streamlines must be at most {MAX_STREAMLINES:,} (the most a "
-            f"tractogram file holds), got {n:,}"
-        )
-    return n
-
-
-def check_filter_settings(settings):
-    """Check the numbers of a :class:`FilterSettings` before any work.
-
-    ``min_length`` >= 0 and ``max_length`` >= it (finite, mm),
-    ``min_wm_fraction`` in [0, 1], ``max_curvature`` None or > 0,
-    ``latent_percentile`` in [0, 100].
-
-    Raises
-    ------
-    InputError
-        One line naming the setting.
-    """
-    if not isinstance(settings, FilterSettings):
-        raise InputError(f"filters must be FilterSettings, got {settings!r}")
-    low = check_number(settings.min_length, "min_length")
-    high = check_number(settings.max_length, "max_length")
-    if low > high:
-        raise InputError(
-            f"min_length {low:g} mm is greater than max_length {high:g} mm"
-        )
-    try:
-        check_fraction(settings.min_wm_fraction, "min_wm_fraction")
-    except (TypeError, ValueError):
-        raise InputError(
-            f"min_wm_fraction must lie in [0, 1], got {settings.min_wm_fraction!r}"
-        ) from None
-    if settings.max_curvature is not None:
-        check_number(settings.max_curvature, "max_curvature", low_open=True)
-    check_number(settings.latent_percentile, "latent_percentile", high=100.0)
-    return settings
-
-
-def check_generation_options(
-    *, n_streamlines, chunk_size=10000, budget=20.0, seed=0, filters=None
-):
-    """Check the numeric options of a generation run, before any work.
-
-    Parameters
-    ----------
-    n_streamlines : int
-        1 to :data:`~dipy_tractogen.io.streaming.MAX_STREAMLINES`.
-    chunk_size : int, optional
-        >= 1.
-    budget : float, optional
-        Finite, > 0.
-    seed : int, optional
-        >= 0 (NumPy's generators refuse negative seeds).
-    filters : FilterSettings, optional
-        See :func:`check_filter_settings`.
-
-    Returns
-    -------
-    n_streamlines, chunk_size, budget, seed
-        As int, int, float, int.
-
-    Raises
-    ------
-    InputError
-        One line naming the option.
-    """
-    n = _check_count(n_streamlines)
-    chunk_size = check_int(chunk_size, "chunk_size")
-    budget = check_number(budget, "budget", low_open=True)
-    seed = check_int(seed, "seed", minimum=0)
-    if filters is not None:
-        check_filter_settings(filters)
-    return n, chunk_size, budget, seed
 
 
 def output_space(model, reference=None):

@@ -37,6 +37,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 
 from dipy_tractogen.errors import ConditionError, InputError
+from dipy_tractogen.generation.options import BANDWIDTH_RULES
 
 __all__ = [
     "latent_seeds",
@@ -50,8 +51,6 @@ __all__ = [
     "RejectionSampler",
     "PerClassSampler",
 ]
-
-_BANDWIDTH_RULES = ("silverman", "scott", "cv")
 
 
 def _check_latents(Z, *, name="Z", min_rows=1):
@@ -535,10 +534,10 @@ class KDESampler(BaseEstimator):
     def _resolve_bandwidth(self, Z):
         bw = self.bandwidth
         if isinstance(bw, str):
-            if bw not in _BANDWIDTH_RULES:
+            if bw not in BANDWIDTH_RULES:
                 raise InputError(
                     f"unknown bandwidth rule {bw!r}; use a number or one of "
-                    f"{', '.join(_BANDWIDTH_RULES)}"
+                    f"{', '.join(BANDWIDTH_RULES)}"
                 )
             if Z.shape[0] < self._min_seeds():
                 raise InputError(

@@ -46,11 +46,11 @@ References
 """
 
 import functools
-import math
 
 import numpy as np
 
 from dipy_tractogen.errors import ConditionError, InputError
+from dipy_tractogen.generation.options import check_bandwidth
 from dipy_tractogen.generation.sampling import (
     KDESampler,
     PerClassSampler,
@@ -71,8 +71,6 @@ __all__ = [
     "SAMPLERS",
     "LATENT_SOURCES",
     "allocate_counts",
-    "BANDWIDTH_RULES",
-    "check_bandwidth",
     "build_sampler",
     "resolve_bundles",
     "seeds_from_tractogram",
@@ -135,43 +133,6 @@ def allocate_counts(n_total, weights):
 # --------------------------------------------------------------------------
 # per-bundle sampling (GESTA)
 # --------------------------------------------------------------------------
-
-
-#: the KDE bandwidth rules (see :class:`~dipy_tractogen.generation.sampling.KDESampler`)
-BANDWIDTH_RULES = ("scott", "silverman", "cv")
-
-
-def check_bandwidth(value, name="bandwidth", *, rules=BANDWIDTH_RULES):
-    """A bandwidth option, checked before any work.
-
-    Parameters
-    ----------
-    value : float or str
-        A finite number > 0, or one of ``rules``.
-    name : str, optional
-        The option's name, for the message.
-    rules : tuple of str, optional
-        The names accepted beside numbers.
-
-    Returns
-    -------
-    value : float or str
-
-    Raises
-    ------
-    InputError
-        One line naming the option.
-    """
-    if isinstance(value, str) and value in rules:
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
-        words = " or ".join(("a finite number > 0", *rules))
-        raise InputError(f"{name} must be {words}, got {value!r}")
-    return value
 
 
 def build_sampler(sampler="kde", *, bandwidth=0.025):

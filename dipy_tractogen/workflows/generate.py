@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
-from dipy_tractogen._checks import check_fraction, check_int, check_number
+from dipy_tractogen._checks import check_number
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.generation.filters import FilterSettings
+from dipy_tractogen.generation.options import check_bandwidth, check_generation_options
 from dipy_tractogen.io.streaming import check_output_space
 from dipy_tractogen.workflows.base import TractogenFlow
 
@@ -16,49 +18,6 @@ def _bandwidth(text):
         return float(text)
     except ValueError:
         return text
-
-
-def _check_options(
-    *,
-    n_streamlines,
-    chunk_size,
-    budget,
-    seed,
-    bandwidth,
-    condition_bandwidth,
-    min_length,
-    max_length,
-    min_wm_fraction,
-    max_curvature,
-    latent_percentile,
-):
-    """The numeric options, checked before the outputs are claimed and
-    before the library (and TensorFlow) is imported; the library functions
-    check the same values again with the same words
-    (:func:`~dipy_tractogen.generation.pipeline.check_generation_options`,
-    :func:`~dipy_tractogen.generation.sources.check_bandwidth`)."""
-    check_int(n_streamlines, "n_streamlines")
-    check_int(chunk_size, "chunk_size")
-    check_number(budget, "budget", low_open=True)
-    check_int(seed, "seed", minimum=0)
-    if str(bandwidth) not in ("scott", "silverman", "cv"):
-        try:
-            check_number(bandwidth, "bandwidth", low_open=True)
-        except InputError:
-            raise InputError(
-                "bandwidth must be a finite number > 0 or scott or silverman or "
-                f"cv, got {bandwidth!r}"
-            ) from None
-    check_number(condition_bandwidth, "condition_bandwidth", low_open=True)
-    low = check_number(min_length, "min_length")
-    high = check_number(max_length, "max_length")
-    if low > high:
-        raise InputError(
-            f"min_length {low:g} mm is greater than max_length {high:g} mm"
-        )
-    check_fraction(min_wm_fraction, "min_wm_fraction")
-    check_number(max_curvature, "max_curvature")  # 0: no curvature filter
-    check_number(latent_percentile, "latent_percentile", high=100.0)
 
 
 def _check_space(out, model, n_streamlines, *, float16):
@@ -249,21 +208,29 @@ class GenerateTractogramFlow(TractogenFlow):
         out_report : string, optional
             HTML report of the run.
         """
-        from dipy_tractogen.generation.filters import FilterSettings
-
-        _check_options(
+        # every option checked before the outputs are claimed and before the
+        # library (and TensorFlow) is imported; the library checks the same
+        # values with the same functions
+        check_number(max_curvature, "max_curvature")  # 0: no curvature filter
+        filters = FilterSettings(
+            min_length=min_length,
+            max_length=max_length,
+            wm_mask=wm_mask or None,
+            min_wm_fraction=min_wm_fraction,
+            max_curvature=max_curvature or None,
+            latent_filter=not no_latent_filter,
+            latent_percentile=latent_percentile,
+            apply_filters=not no_filter,
+        )
+        check_generation_options(
             n_streamlines=n_streamlines,
             chunk_size=chunk_size,
             budget=budget,
             seed=seed,
-            bandwidth=bandwidth,
-            condition_bandwidth=condition_bandwidth,
-            min_length=min_length,
-            max_length=max_length,
-            min_wm_fraction=min_wm_fraction,
-            max_curvature=max_curvature,
-            latent_percentile=latent_percentile,
+            filters=filters,
         )
+        check_bandwidth(_bandwidth(bandwidth))
+        check_bandwidth(condition_bandwidth, "condition_bandwidth", rules=())
         out = Path(out_dir) / out_tractogram
         sidecar = out.with_suffix(".json")
         snapshot = None if no_snapshot else Path(out_dir) / out_snapshot
@@ -278,17 +245,6 @@ class GenerateTractogramFlow(TractogenFlow):
                 "--seeds, --sampler, --no_latent_filter and --precision do not "
                 "apply to conditional generation"
             )
-        filters = FilterSettings(
-            min_length=min_length,
-            max_length=max_length,
-            wm_mask=wm_mask or None,
-            min_wm_fraction=min_wm_fraction,
-            max_curvature=max_curvature or None,
-            latent_filter=not no_latent_filter,
-            latent_percentile=latent_percentile,
-            apply_filters=not no_filter,
-        )
-
         # the library only now (it starts TensorFlow with the model): the
         # refusals above are immediate
         from dipy.utils.logging import logger
