@@ -17,7 +17,6 @@ import numpy as np
 from dipy_tractogen.errors import ConditionError
 from dipy_tractogen.generation.conditional import generate_conditional_streamlines
 from dipy_tractogen.measures.distances import mean_pairwise_mdf
-from dipy_tractogen.models.seed_bank import encode_streamlines, model_condition_encoder
 
 __all__ = ["diversity_check", "latent_attribute_r2"]
 
@@ -78,7 +77,7 @@ def diversity_check(
         ``per_bundle`` (condition, real and generated spread in mm, ratio),
         ``min_ratio``, ``median_ratio``, ``threshold``, ``passed``.
     """
-    enc = model_condition_encoder(model)
+    enc = model.condition_encoder
     X = np.asarray(streamlines, np.float32)
     ids = np.asarray(bundle_ids)
     C = np.asarray(conditions, np.float32)
@@ -163,10 +162,10 @@ def latent_attribute_r2(
     from sklearn.model_selection import cross_val_score
 
     C = np.asarray(conditions, np.float32)
-    Z = encode_streamlines(model, streamlines, C, 4096)
+    Z = model.encode(streamlines, C)
     if test is not None:
         Ct = np.asarray(test[1], np.float32)
-        Zt = encode_streamlines(model, test[0], Ct, 4096)
+        Zt = model.encode(test[0], Ct)
     out = {}
     for spec in encoder.specs_:
         block = C[:, encoder.slices_[spec.name]]

@@ -62,7 +62,6 @@ from dipy_tractogen.measures.resampling import resample_streamlines
 from dipy_tractogen.models.conditions import condition_grid
 from dipy_tractogen.models.seed_bank import (
     model_bundle_names,
-    model_condition_encoder,
     model_seeds,
 )
 
@@ -243,7 +242,7 @@ def resolve_request(model, request, *, extrapolate=False):
         or a value is unknown / out of range.
     """
     request = {k: v for k, v in (request or {}).items() if v not in (None, [], "")}
-    enc = model_condition_encoder(model)
+    enc = model.condition_encoder
     if enc is None:
         names = ", ".join(request) or "(none)"
         raise ConditionError(
@@ -343,7 +342,7 @@ class ConditionalSampler:
                 f"a {type(self.model).__name__} has no prior: use latent='kde'"
             )
         self.latent_ = latent
-        self.encoder_ = model_condition_encoder(self.model)
+        self.encoder_ = self.model.condition_encoder
         self._bank = _seed_bank_arrays(self.model) if "conditions" in bank else None
         if self._bank is None and (latent == "kde" or not self._complete()):
             _seed_bank_arrays(self.model)  # raises the explanation

@@ -111,6 +111,7 @@ _PUBLIC = {
     "LinearUpsampling1D": ".layers",
     "ConvBlock": ".layers",
     "UpBlock": ".layers",
+    "config_conditions": ".seed_bank",
 }
 
 __all__ = list(_PUBLIC)

@@ -29,6 +29,7 @@ __all__ = [
     "model_bundle_names",
     "model_condition_encoder",
     "model_file_conditions",
+    "config_conditions",
     "model_reference",
     "model_seeds",
     "model_wm_mask",
@@ -87,7 +88,12 @@ def model_file_conditions(model):
         If the file is missing, not a Keras archive, or its configuration
         is malformed (see :func:`~dipy_tractogen.models.files.model_file_config`).
     """
-    config = model_file_config(model)
+    return config_conditions(model_file_config(model))
+
+
+def config_conditions(config):
+    """:func:`model_file_conditions` of a configuration already read with
+    :func:`~dipy_tractogen.models.files.model_file_config`."""
     class_name = config["class_name"]
     inner = config["config"]
     conditions = inner.get("conditions") or (inner.get("card") or {}).get("conditions")

@@ -5,8 +5,6 @@ from pathlib import Path
 
 from dipy_tractogen._checks import check_number
 from dipy_tractogen.errors import InputError
-from dipy_tractogen.generation.filters import FilterSettings
-from dipy_tractogen.generation.options import check_bandwidth, check_generation_options
 from dipy_tractogen.io.streaming import check_output_space
 from dipy_tractogen.workflows.base import TractogenFlow
 
@@ -20,15 +18,14 @@ def _bandwidth(text):
         return text
 
 
-def _check_space(out, model, n_streamlines, *, float16):
+def _check_space(out, config, n_streamlines, *, float16):
     """Refuse, before any work, more streamlines than a file holds or than
-    the output's disk has room for (the model's file gives the points per
-    streamline and its conditions, read without Keras)."""
-    from dipy_tractogen.models.files import model_file_config
-    from dipy_tractogen.models.seed_bank import model_file_conditions
+    the output's disk has room for (the model file's configuration gives the
+    points per streamline and its conditions, read without Keras)."""
+    from dipy_tractogen.models.seed_bank import config_conditions
 
-    n_points = model_file_config(model)["config"].get("n_points")
-    _, conditions, _ = model_file_conditions(model)
+    n_points = config["config"].get("n_points")
+    _, conditions, _ = config_conditions(config)
     if not isinstance(n_points, int) or n_points < 2:
         n_points = 2  # unknown here: the library checks with the loaded model
     check_output_space(
@@ -43,17 +40,17 @@ def _check_space(out, model, n_streamlines, *, float16):
     )
 
 
-def _conditional_request(model, bundle, age, status, length):
+def _conditional_request(config, bundle, age, status, length):
     """The condition request, or None for the plain GESTA path.
 
     Conditional generation is used when an age, status or length is asked,
     or when the model's decoder needs conditions (cvae, arvae, aae).
     """
     from dipy_tractogen.models.conditions import parse_condition_values
-    from dipy_tractogen.models.seed_bank import model_file_conditions
+    from dipy_tractogen.models.seed_bank import config_conditions
 
     asked = {"age": age, "status": status, "length": length}
-    _, _, conditional = model_file_conditions(model)
+    _, _, conditional = config_conditions(config)
     if not conditional and not any(asked.values()):
         return None
     request = {}
@@ -208,6 +205,13 @@ class GenerateTractogramFlow(TractogenFlow):
         out_report : string, optional
             HTML report of the run.
         """
+        from dipy_tractogen.generation.filters import FilterSettings
+        from dipy_tractogen.generation.options import (
+            check_bandwidth,
+            check_generation_options,
+        )
+        from dipy_tractogen.models.files import model_file_config
+
         # every option checked before the outputs are claimed and before the
         # library (and TensorFlow) is imported; the library checks the same
         # values with the same functions
@@ -235,9 +239,10 @@ class GenerateTractogramFlow(TractogenFlow):
         sidecar = out.with_suffix(".json")
         snapshot = None if no_snapshot else Path(out_dir) / out_snapshot
         html = Path(out_dir) / out_report
-        _check_space(out, model or None, n_streamlines, float16=float16)
+        config = model_file_config(model or None)  # read once, without Keras
+        _check_space(out, config, n_streamlines, float16=float16)
         self.claim_outputs([p for p in (out, sidecar, snapshot, html) if p])
-        request = _conditional_request(model or None, bundle, age, status, length)
+        request = _conditional_request(config, bundle, age, status, length)
         if request is not None and (
             seeds or sampler != "kde" or no_latent_filter or precision != "float32"
         ):
