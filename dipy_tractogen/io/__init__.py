@@ -67,6 +67,13 @@ _PUBLIC = {
     "MAX_STREAMLINES": ".streaming",
     "output_bytes": ".streaming",
     "check_output_space": ".streaming",
+    "TRANSFORM_FORMAT": ".transforms",
+    "SubjectTransform": ".transforms",
+    "reference_record": ".transforms",
+    "record_reference": ".transforms",
+    "affine_text_path": ".transforms",
+    "write_subject_transform": ".transforms",
+    "read_subject_transform": ".transforms",
 }
 
 __all__ = list(_PUBLIC)
