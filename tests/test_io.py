@@ -22,6 +22,7 @@ from dipy_tractogen.io.tractograms import (
     save_bundles,
     save_tractogram_atomic,
     sidecar_path,
+    volume_holding,
 )
 from dipy_tractogen.measures.resampling import resample_streamlines
 
@@ -188,6 +189,49 @@ def test_is_in_volume_matches_dipy(tmp_path):
                 assert ours == sft.is_bbox_in_vox_valid(), (shift, space, origin)
     assert is_in_volume(StatefulTractogram(sl, ref, Space.RASMM))
     assert not is_in_volume(StatefulTractogram([s + 30 for s in sl], ref, Space.RASMM))
+
+
+def test_volume_holding_holds_fornix_and_loads_with_bbox_check(tmp_path):
+    from dipy.data import get_fnames
+
+    fornix = load_tractogram(get_fnames(name="fornix"), "same", bbox_valid_check=False)
+    assert not is_in_volume(fornix)  # the fornix leaves its own header's volume
+    points = fornix.streamlines.get_data()
+    for size, margin in ((1.0, 2.0), (2.5, 0.0), (0.7, 5.0)):
+        ref = volume_holding(fornix, voxel_size=size, margin=margin)
+        affine, dims, vox, order = reference_info(ref)
+        assert order == "RAS"
+        np.testing.assert_allclose(vox, size)
+        np.testing.assert_allclose(np.diag(affine)[:3], size)
+        sft = StatefulTractogram(fornix.streamlines, ref, Space.RASMM)
+        assert is_in_volume(sft)
+        # the margin is kept on every side, and no more than a voxel besides
+        lo = affine[:3, 3] - size / 2
+        hi = lo + dims * size
+        assert (points.min(axis=0) - lo >= margin - 1e-4).all()
+        assert (points.min(axis=0) - lo <= margin + size + 1e-4).all()
+        assert (hi - points.max(axis=0) >= margin - 1e-4).all()
+    ref = volume_holding(list(fornix.streamlines))
+    path = tmp_path / "fornix.trk"
+    save_tractogram(StatefulTractogram(fornix.streamlines, ref, Space.RASMM), path)
+    back = load_tractogram(str(path), "same", bbox_valid_check=True)
+    assert len(back) == len(fornix)
+    np.testing.assert_allclose(back.streamlines.get_data(), points, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("streamlines", "options", "match"),
+    [
+        ([], {}, "no streamline points"),
+        ([np.array([[0, 0, 0], [np.nan, 1, 1]])], {}, "NaN"),
+        ([np.zeros((2, 3))], {"voxel_size": 0}, "voxel_size"),
+        ([np.zeros((2, 3))], {"margin": -1}, "margin"),
+        ([np.array([[0, 0, 0], [1e5, 0, 0]])], {}, "too large"),
+    ],
+)
+def test_volume_holding_refuses(streamlines, options, match):
+    with pytest.raises(InputError, match=match):
+        volume_holding(streamlines, **options)
 
 
 def test_reference_info_tuple(tmp_path):

@@ -21,6 +21,7 @@ _PUBLIC = {
     "reference_info": ".tractograms",
     "same_space": ".tractograms",
     "is_in_volume": ".tractograms",
+    "volume_holding": ".tractograms",
     "save_tractogram_atomic": ".tractograms",
     "save_bundles": ".tractograms",
     "load_bundles": ".tractograms",

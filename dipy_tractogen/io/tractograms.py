@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dipy_tractogen._checks import check_number
 from dipy_tractogen._text import one_line
 from dipy_tractogen.errors import InputError, TractogramError
 from dipy_tractogen.io.outputs import atomic_output, check_writable
@@ -67,6 +68,7 @@ __all__ = [
     "reference_info",
     "same_space",
     "is_in_volume",
+    "volume_holding",
     "save_tractogram_atomic",
     "save_bundles",
     "load_bundles",
@@ -252,6 +254,91 @@ def is_in_volume(sft, *, block=2**20):
         if (vox < 0).any() or (vox > upper).any():
             return False
     return True
+
+
+#: Largest dimension a TRK header stores (int16).
+MAX_VOLUME_DIMENSION = 32767
+
+
+def _points_rasmm(streamlines):
+    """All points (M, 3) of any streamline container, in RAS+ mm."""
+    from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
+
+    if isinstance(streamlines, StatefulTractogram):
+        sft = streamlines
+        if sft.space != Space.RASMM or sft.origin != Origin.NIFTI:
+            sft = StatefulTractogram.from_sft(sft.streamlines.copy(), sft)
+            sft.to_rasmm()
+            sft.to_center()
+        return np.asarray(sft.streamlines.get_data(), dtype=np.float64)
+    if isinstance(streamlines, np.ndarray):
+        return np.asarray(streamlines, dtype=np.float64).reshape(-1, 3)
+    data = getattr(streamlines, "get_data", None)
+    if data is not None:
+        return np.asarray(data(), dtype=np.float64).reshape(-1, 3)
+    parts = [np.asarray(s, dtype=np.float64).reshape(-1, 3) for s in streamlines]
+    return np.concatenate(parts) if parts else np.zeros((0, 3))
+
+
+def volume_holding(streamlines, *, voxel_size=1.0, margin=2.0):
+    """A reference space whose volume holds every point of the streamlines.
+
+    For streamlines that have no volume of their own, or that leave the
+    volume of their header (registered bundles often do): the axis-aligned
+    RAS+ grid of ``voxel_size`` voxels that covers the points' bounding box
+    plus ``margin`` millimetres on every side. The grid's corners are
+    multiples of the voxel size (``affine`` holds whole numbers for 1 mm
+    voxels). Any :class:`~dipy.io.stateful_tractogram.StatefulTractogram`
+    built on it passes DIPY's ``is_bbox_in_vox_valid`` and
+    ``save_tractogram(..., bbox_valid_check=True)``.
+
+    Parameters
+    ----------
+    streamlines : list or ArraySequence or ndarray (N, P, 3) or StatefulTractogram
+        Streamlines in RAS+ mm (a StatefulTractogram is read in RAS+ mm
+        whatever its space).
+    voxel_size : float, optional
+        Isotropic voxel size in mm (> 0).
+    margin : float, optional
+        Room in mm (>= 0) between the points and the volume's faces.
+
+    Returns
+    -------
+    reference : tuple
+        ``(affine, dimensions, voxel_sizes, voxel_order)``: a float64 (4, 4)
+        affine (diagonal ``voxel_size``, NIfTI voxel-centre origin), int
+        dimensions (3,), float32 voxel sizes (3,) and ``"RAS"``, as
+        :func:`reference_info` returns and DIPY accepts as a reference.
+
+    Raises
+    ------
+    InputError
+        On a voxel size or margin out of range, or a volume too large for a
+        TRK header (more than 32767 voxels along an axis).
+    TractogramError
+        If there is no point or a coordinate is not finite.
+    """
+    size = check_number(voxel_size, "voxel_size", low_open=True)
+    margin = check_number(margin, "margin")
+    points = _points_rasmm(streamlines)
+    if len(points) == 0:
+        raise TractogramError("no streamline points to build a volume around")
+    if not np.isfinite(points).all():
+        raise TractogramError("NaN or infinite coordinates (corrupt data)")
+    lo = np.floor((points.min(axis=0) - margin) / size) * size
+    hi = np.ceil((points.max(axis=0) + margin) / size) * size
+    dims = np.maximum(np.rint((hi - lo) / size).astype(np.int64), 1)
+    if (dims > MAX_VOLUME_DIMENSION).any():
+        raise InputError(
+            f"streamlines span {np.round(hi - lo, 1).tolist()} mm: a volume of "
+            f"{dims.tolist()} voxels of {size:g} mm is too large "
+            f"(at most {MAX_VOLUME_DIMENSION} per axis); use a larger voxel_size"
+        )
+    affine = np.diag([size, size, size, 1.0])
+    # voxel i spans [lo + i*size, lo + (i+1)*size]; its centre is the origin
+    affine[:3, 3] = lo + size / 2.0
+    voxel_sizes = np.full(3, size, dtype=np.float32)
+    return affine, dims, voxel_sizes, "RAS"
 
 
 def _short(obj):
