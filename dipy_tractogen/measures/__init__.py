@@ -22,6 +22,11 @@ _PUBLIC = {
     "crop_to_mask": ".masks",
     "mean_pairwise_mdf": ".distances",
     "resample_streamlines": ".resampling",
+    "FEATURES": ".features",
+    "bundle_centroid": ".features",
+    "bundle_spread": ".features",
+    "density_volume": ".features",
+    "bundle_features": ".features",
 }
 
 __all__ = list(_PUBLIC)
