@@ -39,6 +39,7 @@ from dipy_tractogen.io.participants import (
 from dipy_tractogen.io.tractograms import (
     SUPPORTED_EXTENSIONS,
     load_tractogram_checked,
+    log_outside_volume,
     random_flip,
     read_bundles,
     same_space,
@@ -235,7 +236,7 @@ def build_dataset(
     compression="lzf",
     chunk_rows=1024,
     slice_rows=16384,
-    bbox_valid_check=True,
+    bbox_valid_check=False,
     claim=None,
 ):
     """Build an HDF5 streamline dataset from tractogram files, streaming.
@@ -298,7 +299,10 @@ def build_dataset(
     slice_rows : int, optional
         Streamlines resampled and written at a time (bounds memory).
     bbox_valid_check : bool, optional
-        Require streamlines inside the reference volume.
+        Refuse inputs with streamlines outside their reference volume. By
+        default they are kept (a dataset needs no volume; registered bundles
+        often leave their template's header): their count is logged per file
+        and stored as the ``n_outside_volume`` attribute of the file.
     claim : OutputClaim, optional
         A claim holding ``out_path``
         (:func:`~dipy_tractogen.io.outputs.claim_outputs`): the complete file
@@ -404,6 +408,7 @@ def build_dataset(
     first_space = None
     first_path = None
     n_total = 0
+    n_outside = 0
 
     with atomic_output(out_path, force=force, claim=claim) as tmp:
         f = h5py.File(tmp, "w", rdcc_nbytes=64 * 2**20, rdcc_nslots=10007)
@@ -440,6 +445,9 @@ def build_dataset(
                         )
                     ids = np.zeros(len(sft), dtype=np.int32)
                     names = {0: bundle_label_from_path(path)}
+                n_outside += log_outside_volume(
+                    sft, source=path, action="kept: a dataset needs no volume"
+                )
                 space = sft.space_attributes
                 if first_space is None:
                     first_space, first_path = space, path
@@ -554,6 +562,7 @@ def build_dataset(
             f.attrs["compression"] = compression
             f.attrs["participants"] = "" if table is None else str(participants)
             f.attrs["space"] = "RASMM"
+            f.attrs["n_outside_volume"] = int(n_outside)
             f.flush()  # a failure here leaves the file open, to be discarded
             f.close()
         except BaseException as exc:
@@ -615,6 +624,10 @@ class StreamlineDataset:
         self._cache = {}
         self._plans = {}
         self._chunks = collections.OrderedDict()
+        #: HDF5 chunk -> times it was read from the file (decompressed) by
+        #: :meth:`read` in this process: what a worker of a sharded run
+        #: actually read (see :meth:`shard_positions`)
+        self.chunk_reads = collections.Counter()
         if not Path(self.path).is_file():
             raise DatasetError(f"dataset not found: {self.path}")
         try:
@@ -679,6 +692,7 @@ class StreamlineDataset:
         state["_pid"] = None
         state["_plans"] = {}
         state["_chunks"] = collections.OrderedDict()
+        state["chunk_reads"] = collections.Counter()
         return state
 
     def __setstate__(self, state):
@@ -862,6 +876,7 @@ class StreamlineDataset:
             for run in np.split(srt, breaks):
                 lo, hi = int(run[0]), int(run[-1]) + 1
                 out[order[pos : pos + len(run)]] = ds[lo:hi][run - lo]
+                self.chunk_reads.update(range(lo // rows, (hi - 1) // rows + 1))
                 pos += len(run)
             return out
         ends = np.r_[starts[1:], len(srt)]
@@ -870,6 +885,7 @@ class StreamlineDataset:
             block = self._chunks.get(c)
             if block is None:
                 block = ds[c * rows : min((c + 1) * rows, self._n)]
+                self.chunk_reads[c] += 1
                 self._chunks[c] = block
                 while len(self._chunks) > self._chunk_capacity:
                     self._chunks.popitem(last=False)
@@ -945,6 +961,23 @@ class StreamlineDataset:
                 )
         return values
 
+    def read_fields(self, indices, fields):
+        """Per-streamline fields of ``indices``, as :meth:`batch` returns them.
+
+        Parameters
+        ----------
+        indices : array-like of int
+        fields : sequence of str
+            ``index``, ``subject``, ``split``, ``bundle``, a stored attribute
+            or a covariate.
+
+        Returns
+        -------
+        values : dict of str to ndarray
+        """
+        idx = self._check_indices(indices)
+        return {name: self._field(name, idx) for name in fields}
+
     def _field(self, name, idx):
         if name == "bundle":
             return self.labels(idx)
@@ -1013,6 +1046,93 @@ class StreamlineDataset:
         idx.setflags(write=False)
         self._plans[key] = idx
         return idx
+
+    def shard_positions(
+        self,
+        rows,
+        *,
+        shard=0,
+        n_shards=1,
+        seed=0,
+        epoch=0,
+        shuffle=True,
+        buffer_blocks=4,
+    ):
+        """The share of ``rows`` that shard ``shard`` of ``n_shards`` reads in an epoch.
+
+        The rows are grouped by HDF5 chunk into blocks, as in
+        :meth:`epoch_order`; the blocks, in an order drawn from
+        ``(seed, epoch)`` (their file order without ``shuffle``), are dealt
+        to the shards, each to the shard that holds the fewest rows so far
+        (ties: the lowest shard). Every chunk is thus read by one shard only,
+        the shards together hold every row once, and their sizes differ by
+        less than one chunk. A shard's rows are then shuffled in buffers of
+        ``buffer_blocks`` blocks, from ``(seed, epoch, n_shards, shard)``.
+        Deterministic in ``(seed, epoch, n_shards)``; one shard
+        (``n_shards=1``) gives the order of :meth:`epoch_order`.
+
+        Parameters
+        ----------
+        rows : array-like of int
+            Streamline indices (a split's :meth:`indices`, or explicit ones),
+            sorted.
+        shard, n_shards : int, optional
+            This shard (0-based) and the number of shards (the workers of a
+            multi-worker training run).
+        seed, epoch : int, optional
+            Non-negative integers.
+        shuffle : bool, optional
+            False: blocks in file order, rows sorted within each shard.
+        buffer_blocks : int, optional
+            Blocks shuffled together.
+
+        Returns
+        -------
+        positions : ndarray of int64
+            Positions into ``rows`` (not row indices), in the order the
+            shard visits them.
+
+        Raises
+        ------
+        InputError
+            A shard out of range, a negative seed or epoch.
+        """
+        n_shards = check_int(n_shards, "n_shards")
+        shard = check_int(shard, "shard", minimum=0)
+        if shard >= n_shards:
+            raise InputError(f"shard {shard} out of range for {n_shards} shards")
+        if int(seed) < 0 or int(epoch) < 0:
+            raise InputError("seed and epoch must be >= 0")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return np.zeros(0, np.int64)
+        chunk = rows // self.chunk_rows
+        starts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+        bounds = np.r_[starts, len(rows)]
+        blocks = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        rng = np.random.default_rng([int(seed), int(epoch)])
+        perm = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
+        if n_shards == 1:
+            mine = list(perm)
+        else:
+            loads = np.zeros(n_shards, np.int64)
+            mine = []
+            for j in perm:
+                k = int(np.argmin(loads))
+                loads[k] += len(blocks[j])
+                if k == shard:
+                    mine.append(j)
+            rng = np.random.default_rng([int(seed), int(epoch), n_shards, shard])
+        if not mine:
+            return np.zeros(0, np.int64)
+        if not shuffle:
+            return np.concatenate([blocks[j] for j in sorted(mine)])
+        b = max(1, int(buffer_blocks))
+        parts = []
+        for k in range(0, len(mine), b):
+            buf = np.concatenate([blocks[j] for j in mine[k : k + b]])
+            parts.append(buf[rng.permutation(len(buf))])
+        return np.concatenate(parts)
 
     def n_batches(self, split="train", batch_size=128, *, drop_remainder=False):
         """Number of batches of an epoch of ``split``."""

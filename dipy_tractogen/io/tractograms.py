@@ -69,6 +69,9 @@ __all__ = [
     "same_space",
     "is_in_volume",
     "volume_holding",
+    "outside_volume",
+    "cut_to_volume",
+    "log_outside_volume",
     "save_tractogram_atomic",
     "save_bundles",
     "load_bundles",
@@ -339,6 +342,216 @@ def volume_holding(streamlines, *, voxel_size=1.0, margin=2.0):
     affine[:3, 3] = lo + size / 2.0
     voxel_sizes = np.full(3, size, dtype=np.float32)
     return affine, dims, voxel_sizes, "RAS"
+
+
+def _flatten(streamlines):
+    """``(points (M, 3) float64 RAS+ mm, lengths (N,) int)`` of any container."""
+    from dipy.io.stateful_tractogram import StatefulTractogram
+
+    if isinstance(streamlines, np.ndarray) and streamlines.ndim == 3:
+        n, p = streamlines.shape[:2]
+        return _points_rasmm(streamlines), np.full(n, p, dtype=np.int64)
+    if isinstance(streamlines, StatefulTractogram):
+        lengths = np.array([len(s) for s in streamlines.streamlines], np.int64)
+    else:
+        lengths = np.array([len(s) for s in streamlines], dtype=np.int64)
+    return _points_rasmm(streamlines), lengths
+
+
+def _volume_of(reference, streamlines):
+    """``(affine, dimensions)`` of ``reference`` (default: the tractogram's)."""
+    from dipy.io.stateful_tractogram import StatefulTractogram
+
+    if reference is None:
+        if not isinstance(streamlines, StatefulTractogram):
+            raise InputError("give the reference volume of the streamlines")
+        reference = streamlines.space_attributes
+    affine, dims, _, _ = reference_info(reference)
+    return np.asarray(affine, np.float64), np.asarray(dims, np.float64)[:3]
+
+
+def _corner_voxels(points, affine):
+    """RAS+ mm -> voxel coordinates with the corner origin (DIPY's bbox frame)."""
+    inv = np.linalg.inv(affine)
+    return np.einsum("ij,kj->ki", inv[:3, :3], points) + inv[:3, 3] + 0.5
+
+
+def _inside(vox, dims, epsilon):
+    return ((vox >= epsilon) & (vox <= dims - epsilon)).all(axis=-1)
+
+
+def outside_volume(streamlines, reference=None, *, epsilon=0.0):
+    """Which streamlines have a point outside a reference volume.
+
+    A point is inside when its voxel coordinates (corner origin) lie in
+    ``[epsilon, dimensions - epsilon]`` on every axis: with ``epsilon=0``
+    the criterion of DIPY's bounding-box check
+    (``StatefulTractogram.is_bbox_in_vox_valid``, ``load_tractogram(...,
+    bbox_valid_check=True)``), with ``epsilon=1e-3`` that of
+    ``StatefulTractogram.remove_invalid_streamlines``. Computed read-only
+    (DIPY's methods move the tractogram in place).
+
+    Parameters
+    ----------
+    streamlines : StatefulTractogram or list or ArraySequence or ndarray (N, P, 3)
+        Streamlines in RAS+ mm (a StatefulTractogram in any space).
+    reference : reference or tuple, optional
+        Anything :func:`reference_info` accepts; default: the
+        StatefulTractogram's own space.
+    epsilon : float, optional
+        Margin inside the faces, in voxels (>= 0).
+
+    Returns
+    -------
+    outside : ndarray of bool (N,)
+    """
+    epsilon = check_number(epsilon, "epsilon")
+    affine, dims = _volume_of(reference, streamlines)
+    points, lengths = _flatten(streamlines)
+    if len(lengths) == 0:
+        return np.zeros(0, dtype=bool)
+    bad = ~_inside(_corner_voxels(points, affine), dims, epsilon)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    out = np.zeros(len(lengths), dtype=bool)
+    nonempty = lengths > 0
+    if nonempty.any():
+        out[nonempty] = np.add.reduceat(bad, starts[nonempty]) > 0
+    return out
+
+
+def _crossing(inside_point, outside_point, lo, hi):
+    """Where the segment from an inside to an outside point (voxel
+    coordinates) leaves the box ``[lo, hi]``, clipped into it."""
+    step = outside_point - inside_point
+    t = 1.0
+    for k in range(3):
+        if outside_point[k] > hi[k]:
+            t = min(t, (hi[k] - inside_point[k]) / step[k])
+        elif outside_point[k] < lo[k]:
+            t = min(t, (lo[k] - inside_point[k]) / step[k])
+    return np.clip(inside_point + max(t, 0.0) * step, lo, hi)
+
+
+def _longest_piece(vox, inside, lo, hi):
+    """The longest run of inside points, extended to the faces it crosses;
+    None when no point is inside."""
+    edges = np.diff(np.concatenate([[0], inside.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    best, best_len = None, -1.0
+    for s, e in zip(starts, ends, strict=True):
+        parts = [vox[s:e]]
+        if s > 0:
+            parts.insert(0, _crossing(vox[s], vox[s - 1], lo, hi)[None])
+        if e < len(vox):
+            parts.append(_crossing(vox[e - 1], vox[e], lo, hi)[None])
+        piece = np.concatenate(parts)
+        # a crossing on an inside point that lies on the face adds nothing
+        keep = np.r_[True, np.any(np.diff(piece, axis=0) != 0, axis=1)]
+        piece = piece[keep]
+        size = float(np.linalg.norm(np.diff(piece, axis=0), axis=1).sum())
+        if size > best_len:
+            best, best_len = piece, size
+    return best
+
+
+def cut_to_volume(streamlines, reference=None, *, epsilon=1e-3, min_points=2):
+    """Cut streamlines at the faces of a reference volume.
+
+    A streamline that leaves the volume keeps its longest piece inside (by
+    length in mm): its points inside, extended along its own segments to
+    the faces it crosses (the crossing points are placed ``epsilon`` voxels
+    inside, so that the result passes DIPY's bounding-box check after a
+    float32 round trip). This is what scilpy's ``cut_invalid_streamlines``
+    (``scil_tractogram_remove_invalid.py --cut_invalid``) keeps; the other
+    pieces are dropped, so one streamline stays one streamline and its
+    per-streamline data stay valid. A streamline whose longest piece has
+    fewer than ``min_points`` points (or no length) is dropped. Streamlines
+    inside are returned unchanged.
+
+    Parameters
+    ----------
+    streamlines : StatefulTractogram or list or ArraySequence or ndarray (N, P, 3)
+        Streamlines in RAS+ mm.
+    reference : reference or tuple, optional
+        The volume (anything :func:`reference_info` accepts); default: the
+        StatefulTractogram's own space.
+    epsilon : float, optional
+        Margin inside the faces, in voxels (>= 0; 1e-3 as DIPY's
+        ``remove_invalid_streamlines``).
+    min_points : int, optional
+        Fewest points of a kept piece (>= 2).
+
+    Returns
+    -------
+    pieces : list of ndarray (n_i, 3)
+        The kept streamlines in RAS+ mm (the input's dtype), in input order.
+    cut : ndarray of bool (N,)
+        Which streamlines were shortened (and kept).
+    keep : ndarray of bool (N,)
+        Which streamlines are in ``pieces``.
+    """
+    from dipy.io.stateful_tractogram import StatefulTractogram
+
+    epsilon = check_number(epsilon, "epsilon")
+    if int(min_points) < 2:
+        raise InputError(f"min_points must be >= 2, got {min_points}")
+    affine, dims = _volume_of(reference, streamlines)
+    if isinstance(streamlines, StatefulTractogram):
+        points, lengths = _flatten(streamlines)
+        items = np.split(points.astype(np.float32), np.cumsum(lengths)[:-1])
+        items = items if len(lengths) else []
+    else:
+        items = streamlines
+    space = (affine, dims.astype(int), np.ones(3, np.float32), "RAS")
+    outside = outside_volume(items, space, epsilon=epsilon)
+    lo, hi = np.full(3, epsilon), dims - epsilon
+    pieces, cut, keep = [], np.zeros(len(outside), bool), np.ones(len(outside), bool)
+    for i, s in enumerate(items):
+        if not outside[i]:
+            pieces.append(s)
+            continue
+        vox = _corner_voxels(np.asarray(s, np.float64).reshape(-1, 3), affine)
+        piece = _longest_piece(vox, _inside(vox, dims, epsilon), lo, hi)
+        if piece is None or len(piece) < int(min_points):
+            keep[i] = False
+            continue
+        mm = np.einsum("ij,kj->ki", affine[:3, :3], piece - 0.5) + affine[:3, 3]
+        if not np.linalg.norm(np.diff(mm, axis=0), axis=1).sum() > 0:
+            keep[i] = False
+            continue
+        dtype = np.asarray(s).dtype
+        pieces.append(mm.astype(dtype if dtype.kind == "f" else np.float64))
+        cut[i] = True
+    return pieces, cut, keep
+
+
+def log_outside_volume(sft, *, source, action):
+    """Count the streamlines that leave their tractogram's volume, and say so.
+
+    For steps that need no volume (training, dataset building) and accept
+    such tractograms: one line on DIPY's logger when some leave it.
+
+    Parameters
+    ----------
+    sft : StatefulTractogram
+        Loaded (any space).
+    source : str or path-like
+        Where it comes from, named in the message.
+    action : str
+        What is done with them, ending the message (``"kept: training needs
+        no volume"``).
+
+    Returns
+    -------
+    n_outside : int
+    """
+    n_out = int(outside_volume(sft).sum())
+    if n_out:
+        _logger().info(
+            f"{n_out} of {len(sft)} streamlines of {source} leave the volume "
+            f"of its header (DIPY's bounding-box check); {action}"
+        )
+    return n_out
 
 
 def _short(obj):

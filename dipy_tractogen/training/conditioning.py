@@ -28,16 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from dipy.utils.logging import logger
 
 from dipy_tractogen.errors import ConditionError, InputError, ModelError
 from dipy_tractogen.evaluation.conditional import diversity_check, latent_attribute_r2
-from dipy_tractogen.io.dataset import StreamlineDataset, bundle_label_from_path
+from dipy_tractogen.io.dataset import (
+    UNKNOWN_SUBJECT,
+    StreamlineDataset,
+    bundle_label_from_path,
+)
 from dipy_tractogen.io.participants import (
     covariates_for,
+    name_subjects,
     read_participants,
     subject_from_path,
+    unused_participants,
 )
-from dipy_tractogen.io.tractograms import load_bundles
+from dipy_tractogen.io.tractograms import load_bundles, log_outside_volume
 from dipy_tractogen.measures.attributes import compute_attributes
 from dipy_tractogen.measures.distances import mean_pairwise_mdf
 from dipy_tractogen.measures.resampling import resample_streamlines
@@ -151,12 +158,17 @@ class ConditionalTrainingData(nndata.TrainingData):
     feed_conditions : bool
         Whether the PyDatasets yield ``((x, c), x)`` (conditional models) or
         ``(x, x)``.
+    train_subjects : ndarray of int or None
+        Subject (an index; -1 unknown) of each training streamline of array
+        data (HDF5 data: read from the dataset); stored with the seeds, so
+        that generation can count the subjects behind a request.
     """
 
     encoder: object = None
     conditions: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
     feed_conditions: bool = True
+    train_subjects: object = None
 
     def split_conditions(self, which):
         """Encoded condition rows of split ``which``, in the split's order."""
@@ -185,14 +197,40 @@ class ConditionalTrainingData(nndata.TrainingData):
         which = "test" if self.test is not None else "valid"
         return self.split_conditions(which)
 
-    def seed_sample(self, *, max_per_bundle=20000, seed=0, with_conditions=False):
+    def seed_sample(
+        self,
+        *,
+        max_per_bundle=20000,
+        seed=0,
+        with_conditions=False,
+        with_subjects=False,
+    ):
         """As :meth:`TrainingData.seed_sample
         <dipy_tractogen.training.data.TrainingData.seed_sample>`, optionally with
-        the encoded conditions of the chosen rows (a third array)."""
+        the encoded conditions of the chosen rows (a third array) and their
+        subjects (a last array: indices, -1 unknown; None when the data name
+        no subject)."""
         X, labels, pos = self._seed_rows(max_per_bundle, seed)
-        if not with_conditions:
-            return X, labels
-        return X, labels, self.split_conditions("train")[pos]
+        out = [X, labels]
+        if with_conditions:
+            out.append(self.split_conditions("train")[pos])
+        if with_subjects:
+            out.append(self._subjects_of(pos))
+        return tuple(out)
+
+    def _subjects_of(self, pos):
+        """Subject indices (-1 unknown) of training rows ``pos``, or None."""
+        if isinstance(self.train, tuple):
+            ds, members = nndata.dataset_members(self.train)
+            ids = np.asarray(ds.subject_indices(members[pos])).astype(np.int32)
+            unknown = [
+                i for i, s in enumerate(ds.participant_ids) if s == UNKNOWN_SUBJECT
+            ]
+            ids[np.isin(ids, unknown)] = -1
+            return ids
+        if self.train_subjects is None:
+            return None
+        return np.asarray(self.train_subjects, np.int32)[pos]
 
     def training_callbacks(self, model, *, seed=0):
         """Callbacks a conditional run adds: the AAE's collapse guard
@@ -238,12 +276,20 @@ class ConditionalTrainingData(nndata.TrainingData):
                     "bundle's; lower adversarial_weight or the learning rate"
                 )
 
-        X, labels, C = self.seed_sample(seed=seed, with_conditions=True)
+        X, labels, C, subjects = self.seed_sample(
+            seed=seed, with_conditions=True, with_subjects=True
+        )
         if model.condition_encoder is None:  # e.g. the plain AE
             model.card = {**model.card, "conditions": self.encoder.get_config()}
         if self.reference is not None:
             attach_conditional_seed_bank(
-                model, X, labels, C, self.reference, wm_mask=wm_mask
+                model,
+                X,
+                labels,
+                C,
+                self.reference,
+                wm_mask=wm_mask,
+                subjects=subjects,
             )
         if model.model_type == "arvae":  # generation reads its attribute map
             card["attribute_map"] = model.fit_attribute_map(X, C)
@@ -336,7 +382,14 @@ def _subject_values(names, subjects, participants, files):
             if cats is None
             else np.asarray(cats, dtype=object)[values]
         )
-    return out, participants
+    # a study's table lists every participant; a run often uses some of them
+    unused = unused_participants(subjects, table)
+    if unused:
+        logger.warning(
+            f"{len(unused)} participant(s) of {participants} have no input data "
+            f"and are not used: {name_subjects(unused)}"
+        )
+    return out, participants, unused
 
 
 def _attribute_values(name, streamlines):
@@ -353,7 +406,11 @@ def _from_files(files, names, participants, n_points):
     bundle_names = []
     reference = None
     for path in files:
-        sft, local_ids, local_names, _ = load_bundles(path)
+        # training needs no volume: registered bundles may leave their header's
+        sft, local_ids, local_names, _ = load_bundles(path, bbox_valid_check=False)
+        n_out = log_outside_volume(
+            sft, source=path, action="kept: training needs no volume"
+        )
         if reference is None:
             reference = sft.space_attributes
         if local_names == {0: Path(path).stem}:
@@ -368,12 +425,24 @@ def _from_files(files, names, participants, n_points):
         arrays.append(arr)
         ids.append(np.array([mapping[int(b)] for b in local_ids], dtype=np.int32))
         subjects.append(subject_from_path(path))
-        per_file.append({"path": os.path.abspath(path), "n_streamlines": len(arr)})
+        per_file.append(
+            {
+                "path": os.path.abspath(path),
+                "n_streamlines": len(arr),
+                "n_outside_volume": n_out,
+            }
+        )
     arr = np.concatenate(arrays)
     bundle = np.concatenate(ids)
+    counts = [len(a) for a in arrays]
+    known = sorted({s for s in subjects if s})
+    subject_ids = np.repeat(
+        np.array([known.index(s) if s else -1 for s in subjects], np.int32), counts
+    )
     raw = {}
     subject_names = [n for n in names if condition_source(n) == SUBJECT]
     used_participants = None
+    unused = []
     if subject_names:
         nosub = [f for f, s in zip(files, subjects, strict=True) if not s]
         if nosub:
@@ -384,21 +453,23 @@ def _from_files(files, names, participants, n_points):
         per_streamline = np.repeat(
             np.asarray(subjects, dtype=object), [len(a) for a in arrays]
         )
-        raw, used_participants = _subject_values(
+        raw, used_participants, unused = _subject_values(
             subject_names, per_streamline.tolist(), participants, files
         )
     summary = {
         "source": "tractograms",
         "files": per_file,
         "bundles": {n: int((bundle == i).sum()) for i, n in enumerate(bundle_names)},
+        "n_subjects": len(known),
     }
     if used_participants:
         summary["participants"] = os.path.abspath(used_participants)
+        summary["participants_without_data"] = unused
     stat = "".join(f"{f}:{os.path.getsize(f)}:{os.path.getmtime(f)};" for f in files)
     if used_participants:
         p = used_participants
         stat += f"{p}:{os.path.getsize(p)}:{os.path.getmtime(p)}"
-    return arr, bundle, bundle_names, raw, summary, reference, stat
+    return arr, bundle, bundle_names, raw, summary, reference, stat, subject_ids
 
 
 def _from_arrays_input(data, names):
@@ -429,7 +500,7 @@ def _from_arrays_input(data, names):
             raise ConditionError(
                 f"bundle id {n_b - 1} has no name ({len(bundle_names)} names)"
             )
-    return arr, bundle, bundle_names, raw, {"source": "arrays"}, None, ""
+    return arr, bundle, bundle_names, raw, {"source": "arrays"}, None, "", None
 
 
 def _hdf5_values(ds, names, arr_reader):
@@ -565,14 +636,14 @@ def load_conditional_data(
         return out
 
     if isinstance(data, tuple):
-        arr, bundle, bundle_names, raw, summary, reference, stat = _from_arrays_input(
-            data, names
+        arr, bundle, bundle_names, raw, summary, reference, stat, subject_ids = (
+            _from_arrays_input(data, names)
         )
 
         arr = resample_streamlines(arr, n_points)
     else:
-        arr, bundle, bundle_names, raw, summary, reference, stat = _from_files(
-            files, names, participants, n_points
+        arr, bundle, bundle_names, raw, summary, reference, stat, subject_ids = (
+            _from_files(files, names, participants, n_points)
         )
     if len(arr) == 0:
         raise InputError("no streamlines to train on")
@@ -619,6 +690,7 @@ def load_conditional_data(
         conditions={"train": encoded[train], "valid": encoded[valid]},
         raw={k: np.asarray(v)[train] for k, v in raw.items()},
         feed_conditions=feed_conditions,
+        train_subjects=None if subject_ids is None else subject_ids[train],
     )
 
 
@@ -634,11 +706,28 @@ _BASE_FIELDS = (
 )
 
 
+def _check_levels(name, values, kind):
+    """Refuse a subject covariate with one level (or one value) only."""
+    levels = sorted(set(values.tolist()))
+    if len(levels) > 1:
+        return
+    what = "level" if kind == "categorical" else "value"
+    level = levels[0] if levels else "none"
+    level = f"{level:g}" if isinstance(level, float) else level
+    raise ConditionError(
+        f"covariate {name!r} has one {what} only among the training subjects "
+        f"({level}): nothing to condition on; leave {name!r} out of the "
+        "conditions"
+    )
+
+
 def _fit_encoder(names, raw, train_rows, bundle_names):
     """Category lists from every split, continuous ranges from training.
 
     Categorical values other than bundle ids are turned into strings in
-    ``raw`` (so that integer-coded categories are not read as codes).
+    ``raw`` (so that integer-coded categories are not read as codes). A
+    subject covariate with one level (or value) only among all the
+    streamlines is refused (:class:`~dipy_tractogen.errors.ConditionError`).
     """
     categories, train_values = {}, {}
     for name in names:
@@ -656,6 +745,8 @@ def _fit_encoder(names, raw, train_rows, bundle_names):
             values = values.astype(np.float64)
             if not np.isfinite(values).all():
                 raise ConditionError(f"condition {name!r} has missing values")
+        if condition_source(name) == SUBJECT:
+            _check_levels(name, values, kind)
         train_values[name] = values[train_rows]
     return ConditionEncoder(names, categories=categories).fit(train_values)
 

@@ -22,6 +22,18 @@ seen. The epoch is set by :meth:`set_epoch` (the training loop calls it from a
 callback with Keras' absolute epoch index); without it the sequence counts
 epochs itself in :meth:`on_epoch_end`.
 
+Sharded input (multi-worker training, :mod:`dipy_tractogen.training.distribute`):
+:meth:`~_StreamlineSequence.set_shard` makes a sequence serve one worker's
+share of each batch (:meth:`~_StreamlineSequence.local_batch`). An in-memory
+sequence takes the worker's rows of the global batch (the batches are those of
+one device). An HDF5 sequence reads only the worker's chunks: each epoch its
+chunk-aligned blocks are dealt to the workers
+(:meth:`StreamlineDataset.shard_positions
+<dipy_tractogen.io.dataset.StreamlineDataset.shard_positions>`) and the
+worker's rows are cut into as many batches as one device would run, so that
+the workers together see every streamline once per epoch in the same number
+of steps.
+
 :func:`load_training_data` turns the user's input (tractogram files or globs,
 an HDF5 dataset, or arrays) into a :class:`TrainingData` with a training and a
 validation split.
@@ -39,7 +51,7 @@ import numpy as np
 from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import DatasetError, InputError
 from dipy_tractogen.io.dataset import StreamlineDataset, bundle_label_from_path
-from dipy_tractogen.io.tractograms import load_bundles, random_flip
+from dipy_tractogen.io.tractograms import load_bundles, log_outside_volume, random_flip
 from dipy_tractogen.measures.resampling import resample_streamlines
 from dipy_tractogen.models.seed_bank import attach_seed_bank
 
@@ -51,6 +63,9 @@ __all__ = [
     "load_training_data",
     "normalize_points",
     "mean_point",
+    "point_sum",
+    "share_bounds",
+    "slice_batch",
     "expand_inputs",
     "split_positions",
     "fingerprint_of",
@@ -89,6 +104,33 @@ def _epoch_order(n, seed, epoch, shuffle):
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
 
 
+def share_bounds(n, part, parts):
+    """``(start, stop)`` of part ``part`` of ``parts`` near-equal parts of ``n``.
+
+    Part ``k`` is ``[floor(k n / parts), floor((k + 1) n / parts))``: the
+    parts tile ``range(n)`` in order and differ in size by at most one.
+
+    Parameters
+    ----------
+    n : int
+    part, parts : int
+        0 <= part < parts.
+
+    Returns
+    -------
+    start, stop : int
+    """
+    n, part, parts = int(n), int(part), int(parts)
+    return part * n // parts, (part + 1) * n // parts
+
+
+def slice_batch(batch, start, stop):
+    """Rows ``start:stop`` of every array of a (nested tuple) batch."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(slice_batch(b, start, stop) for b in batch)
+    return batch[start:stop]
+
+
 class _StreamlineSequence(keras.utils.PyDataset):
     """Shared batching, flipping and normalisation (see the module docstring)."""
 
@@ -123,9 +165,48 @@ class _StreamlineSequence(keras.utils.PyDataset):
         self.epoch = 0
         self._order = None
         self._order_epoch = None
+        self.shard_index, self.n_shards = 0, 1
 
     def __len__(self):
         return -(-self.n // self.batch_size)
+
+    def set_shard(self, index, count):
+        """Serve worker ``index`` of ``count`` (see :meth:`local_batch`).
+
+        Parameters
+        ----------
+        index, count : int
+            0 <= index < count.
+
+        Returns
+        -------
+        self
+        """
+        count, index = int(count), int(index)
+        if count < 1 or not 0 <= index < count:
+            raise InputError(f"shard {index} out of range for {count} shards")
+        self.shard_index, self.n_shards = index, count
+        self._order_epoch = None
+        return self
+
+    def local_batch(self, i):
+        """This worker's share of batch ``i``, as ``__getitem__`` returns it.
+
+        In memory: rows :func:`share_bounds` of the global batch ``i`` (the
+        batches of one device, split between the workers).
+        """
+        batch = self[i]
+        if self.n_shards == 1:
+            return batch
+        x = batch[1]
+        return slice_batch(
+            batch, *share_bounds(len(x), self.shard_index, self.n_shards)
+        )
+
+    def local_positions(self):
+        """Positions (in ``range(self.n)``) this worker reads in the current
+        epoch (all of them in memory)."""
+        return np.arange(self.n)
 
     def set_epoch(self, epoch):
         """Select the (absolute, 0-based) epoch whose batches are produced."""
@@ -236,10 +317,54 @@ class HDF5StreamlineSequence(_StreamlineSequence):
     def n_points(self):
         return int(self.dataset.n_points)
 
+    @property
+    def sharded(self):
+        """Whether this worker reads only its own chunks (several shards)."""
+        return self.n_shards > 1
+
     def _read(self, positions):
         return self.dataset.read(self.members[positions])
 
+    def local_positions(self):
+        """Positions (into the members) of this worker's share of the
+        current epoch: its chunks' rows (:meth:`StreamlineDataset.shard_positions
+        <dipy_tractogen.io.dataset.StreamlineDataset.shard_positions>`), or
+        all of them without shards."""
+        if not self.sharded:
+            return np.arange(self.n)
+        if self._order_epoch != self.epoch:
+            self._order = self.dataset.shard_positions(
+                self.members,
+                shard=self.shard_index,
+                n_shards=self.n_shards,
+                seed=self.seed,
+                epoch=self.epoch,
+                shuffle=self.shuffle,
+            )
+            self._order_epoch = self.epoch
+        return self._order
+
+    def _positions(self, i):
+        if not self.sharded:
+            return super()._positions(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch {i} out of range (0..{len(self) - 1})")
+        mine = self.local_positions()
+        return mine[slice(*share_bounds(len(mine), i, len(self)))]
+
+    def local_batch(self, i):
+        """This worker's share of batch ``i``: with shards, the ``i``-th of
+        ``len(self)`` near-equal slices of the worker's own rows (so every
+        worker runs the same number of steps), read from its chunks only."""
+        return self[i]
+
     def raw_batch(self, i):
+        if self.sharded:
+            x = np.asarray(self._read(self._positions(i)), dtype=np.float32)
+            if self.flip_p > 0:
+                key = [self.seed, self.epoch, int(i), self.n_shards, self.shard_index]
+                x = random_flip(x, np.random.default_rng(key), p=self.flip_p)
+            return x
         if self.split is None:
             return super().raw_batch(i)
         return np.asarray(self.split_batch(i)["streamlines"], dtype=np.float32)
@@ -247,9 +372,16 @@ class HDF5StreamlineSequence(_StreamlineSequence):
     def split_batch(self, i, fields=()):
         """Batch ``i`` of the dataset's split, as :meth:`StreamlineDataset.batch
         <dipy_tractogen.io.dataset.StreamlineDataset.batch>` reads it (by
-        chunks, ordered from ``(seed, epoch)``), with extra ``fields``."""
+        chunks, ordered from ``(seed, epoch)``), with extra ``fields``; with
+        shards, this worker's share (:meth:`local_batch`)."""
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} out of range (0..{len(self) - 1})")
+        if self.sharded:
+            rows = self.members[self._positions(i)]
+            return {
+                "streamlines": self.raw_batch(i),
+                **self.dataset.read_fields(rows, ("bundle", *fields)),
+            }
         return self.dataset.batch(
             self.split,
             int(i),
@@ -275,16 +407,39 @@ def mean_point(sequence, *, chunk=4096):
     -------
     center : ndarray (3,) float64
     """
+    total, count = point_sum(sequence, chunk=chunk)
+    return total / count
+
+
+def point_sum(sequence, *, chunk=4096):
+    """Sum and number of the points this worker reads (mm), read in chunks.
+
+    Without shards: every point of the sequence. A sharded HDF5 sequence
+    reads only its share (of epoch 0), so that the workers of a run add
+    their sums to get the mean training point without any of them reading
+    the whole split.
+
+    Parameters
+    ----------
+    sequence : ArrayStreamlineSequence or HDF5StreamlineSequence
+    chunk : int, optional
+        Streamlines read at a time.
+
+    Returns
+    -------
+    total : ndarray (3,) float64
+    count : int
+    """
+    positions = np.sort(sequence.local_positions())
     total = np.zeros(3)
     count = 0
-    for start in range(0, sequence.n, chunk):
+    for start in range(0, len(positions), chunk):
         x = np.asarray(
-            sequence._read(np.arange(start, min(start + chunk, sequence.n))),
-            dtype=np.float64,
+            sequence._read(positions[start : start + chunk]), dtype=np.float64
         )
         total += x.reshape(-1, 3).sum(axis=0)
         count += x.shape[0] * x.shape[1]
-    return total / count
+    return total, count
 
 
 def expand_inputs(inputs):
@@ -592,12 +747,18 @@ def _from_arrays(streamlines, bundle_ids, n_points, valid_fraction, seed, summar
     )
 
 
+#: What training does with streamlines outside their header's volume.
+_OUTSIDE_KEPT = "kept: training needs no volume"
+
+
 def _from_files(files, n_points, valid_fraction, seed):
 
     arrays, ids, names, per_file = [], [], {}, []
     reference = None
     for path in files:
-        sft, bundle_ids, bundle_names, _ = load_bundles(path)
+        # training needs no volume: registered bundles may leave their header's
+        sft, bundle_ids, bundle_names, _ = load_bundles(path, bbox_valid_check=False)
+        n_out = log_outside_volume(sft, source=path, action=_OUTSIDE_KEPT)
         if reference is None:
             reference = sft.space_attributes
         if bundle_names == {0: Path(path).stem}:  # a file without bundle ids
@@ -614,7 +775,13 @@ def _from_files(files, n_points, valid_fraction, seed):
             local[int(local_id)] = global_id
         arrays.append(arr)
         ids.append(np.array([local[int(b)] for b in bundle_ids], dtype=np.int32))
-        per_file.append({"path": os.path.abspath(path), "n_streamlines": len(arr)})
+        per_file.append(
+            {
+                "path": os.path.abspath(path),
+                "n_streamlines": len(arr),
+                "n_outside_volume": n_out,
+            }
+        )
     arr = np.concatenate(arrays)
     ids = np.concatenate(ids)
     counts = {names[k]: int((ids == k).sum()) for k in sorted(names)}

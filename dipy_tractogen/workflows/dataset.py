@@ -49,7 +49,7 @@ class BuildStreamlineDatasetFlow(TractogenFlow):
         reference="",
         seed=0,
         bundle_from="auto",
-        no_bbox_check=False,
+        bbox_check=False,
         out_dir="",
         out_dataset="streamlines.h5",
     ):
@@ -88,8 +88,11 @@ class BuildStreamlineDatasetFlow(TractogenFlow):
         bundle_from : string, optional
             Bundle labels from: auto (the file's bundle ids if any, else the
             file name), filename or file.
-        no_bbox_check : bool, optional
-            Accept streamlines outside the reference volume.
+        bbox_check : bool, optional
+            Refuse inputs whose streamlines leave their reference volume
+            (DIPY's bounding-box check). By default they are kept, as a
+            dataset needs no volume (registered bundles often leave their
+            template's header), and their count is logged.
         out_dir : string, optional
             Output directory (default: current directory).
         out_dataset : string, optional
@@ -129,12 +132,17 @@ class BuildStreamlineDatasetFlow(TractogenFlow):
             reference=reference or "same",
             seed=seed,
             force=self.force,
-            bbox_valid_check=not no_bbox_check,
+            bbox_valid_check=bbox_check,
             claim=claim,
         )
         claim.commit([out_path])
         with StreamlineDataset(out_path) as ds:
             sizes = ds.split_sizes()
+            n_outside = int(ds.h5.attrs.get("n_outside_volume", 0))
+            if n_outside:
+                logger.info(
+                    f"{n_outside} streamlines leave their header's volume (kept)"
+                )
             logger.info(
                 f"{out_path}: {len(ds)} streamlines x {ds.n_points} points, "
                 f"{len(ds.bundle_names)} bundles, {len(ds.participant_ids)} "
