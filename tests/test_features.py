@@ -107,3 +107,14 @@ def test_spread_is_the_phantom_measure_and_follows_its_ground_truth():
         assert spreads[age] == pytest.approx(measure_spread(arch), rel=1e-6)
     truth = spread_scale(90, "control", "arch") / spread_scale(20, "control", "arch")
     assert spreads[90] / spreads[20] == pytest.approx(truth, rel=0.03)
+
+
+def test_curvature_does_not_depend_on_the_sampling():
+    def arc(n):
+        t = np.linspace(0, 1, n)
+        return np.stack([30 * np.cos(t), 30 * np.sin(t), np.zeros_like(t)], 1)
+
+    coarse = bundle_features([arc(40)] * 3)["mean_curvature_per_mm"]
+    fine = bundle_features(np.stack([arc(1000)] * 3))["mean_curvature_per_mm"]
+    assert fine == pytest.approx(coarse, rel=0.02)
+    assert fine == pytest.approx(1 / 30, rel=0.05)

@@ -20,6 +20,11 @@ _PUBLIC = {
     "write_evaluation": ".evaluate",
     "diversity_check": ".conditional",
     "latent_attribute_r2": ".conditional",
+    "TRAINING_LABEL": ".features",
+    "condition_features": ".features",
+    "training_features": ".features",
+    "condition_effects": ".features",
+    "write_condition_features": ".features",
 }
 
 __all__ = list(_PUBLIC)

@@ -14,6 +14,7 @@ feature                    unit   definition
                                   (:func:`bundle_spread`)
 ``mean_curvature_per_mm``  1/mm   mean over streamlines of
                                   :func:`~dipy_tractogen.measures.attributes.mean_curvature`
+                                  at 64 points per streamline
 ``volume_mm3``             mm^3   voxels of the bundle's density map
                                   (``dipy.tracking.utils.density_map`` on a grid
                                   of ``voxel_size`` mm) holding a streamline,
@@ -61,6 +62,9 @@ FEATURES = {
     "volume_mm3": "mm^3",
 }
 
+
+#: points per streamline of the curvature (whatever the input's sampling)
+CURVATURE_POINTS = 64
 
 #: streamlines resampled at once for the density map (bounds memory)
 _CHUNK = 2000
@@ -216,6 +220,10 @@ def bundle_features(streamlines, *, n_points=32, voxel_size=1.0):
         "n_streamlines": int(n),
         "mean_length_mm": float(np.mean(streamline_length(streamlines))),
         "spread_mm": bundle_spread(streamlines, n_points=n_points),
-        "mean_curvature_per_mm": float(np.mean(mean_curvature(streamlines))),
+        # at a fixed sampling: finite differences amplify the small wiggles
+        # of finely sampled (decoded) streamlines
+        "mean_curvature_per_mm": float(
+            np.mean(mean_curvature(resample_streamlines(streamlines, CURVATURE_POINTS)))
+        ),
         "volume_mm3": density_volume(streamlines, voxel_size=voxel_size),
     }

@@ -38,6 +38,18 @@ _PUBLIC = {
     "project": ".flat",
     "draw_streamlines": ".flat",
     "bundle_name_lookup": ".render",
+    "CONDITION_PREFIX": ".panels",
+    "OVERLAY_COLOURS": ".panels",
+    "ConditionGroups": ".panels",
+    "tractogram_metadata": ".panels",
+    "condition_groups": ".panels",
+    "parse_condition_selection": ".panels",
+    "render_condition_panels": ".panels",
+    "render_condition_overlay": ".panels",
+    "render_condition_file": ".panels",
+    "snapshot_by_condition": ".panels",
+    "default_overlays": ".panels",
+    "varies": ".panels",
 }
 
 __all__ = list(_PUBLIC)

@@ -44,6 +44,7 @@ from dipy_tractogen.io.tractograms import (
 from dipy_tractogen.viz._worker import RenderingUnavailable
 from dipy_tractogen.viz.render import (
     VIEWS,
+    Picture,
     bundle_color,
     bundle_name_lookup,
     render_tractogram,
@@ -487,8 +488,6 @@ def _as_list(lines):
 
 
 def _finish(image, used, note, out_path, force):
-    from dipy_tractogen.viz.render import Picture
-
     picture = np.asarray(image, dtype=np.uint8).view(Picture)
     picture.renderer, picture.note = used, note
     if out_path is not None:
