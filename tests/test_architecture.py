@@ -33,6 +33,7 @@ RANKS = {
     "io": 2,
     "viz": 3,
     "phantom": 3,
+    "alignment": 3,
     "models": 4,
     "generation": 5,
     "evaluation": 6,
