@@ -41,6 +41,7 @@ from dipy_tractogen.io.tractograms import (
     sidecar_path,
     tractogram_extension,
 )
+from dipy_tractogen.measures.features import bundle_spread
 from dipy_tractogen.viz._worker import RenderingUnavailable
 from dipy_tractogen.viz.render import (
     VIEWS,
@@ -634,6 +635,7 @@ def render_condition_overlay(
     first,
     second,
     *,
+    bundle_ids=None,
     view="axial",
     size=(600, 600),
     background=(0, 0, 0),
@@ -646,6 +648,12 @@ def render_condition_overlay(
 ):
     """Two conditions in one picture, in two contrasting colours.
 
+    In each bundle, the condition whose streamlines spread more
+    (:func:`~dipy_tractogen.measures.features.bundle_spread`) is drawn
+    first and the narrower one after it; the depth decides what covers
+    what (FURY's depth buffer, the flat picture's depth order), the order
+    only where streamlines lie at the same depth.
+
     Parameters
     ----------
     streamlines : sequence of ndarray (n_i, 3) or ndarray (N, P, 3)
@@ -655,6 +663,9 @@ def render_condition_overlay(
     first, second : dict
         The two conditions: values of some of ``groups.names`` (``{"age":
         25}``: every streamline of age 25, whatever its other conditions).
+    bundle_ids : array_like of int (N,), optional
+        Bundle of each streamline (the drawing order is decided per
+        bundle).
     view, size, background, title, max_streamlines, seed, out_path, force, renderer
         As for :func:`render_condition_panels` (``max_streamlines`` and
         ``size`` per condition and for the picture).
@@ -681,9 +692,19 @@ def render_condition_overlay(
                 f"no streamline has {groups.label(selection, names=list(selection))}"
             )
         chosen.append(_subset(idx, max_streamlines, rng))
-    order = rng.permutation(len(chosen[0]) + len(chosen[1]))
-    idx = np.concatenate(chosen)[order]
-    which = np.repeat([0, 1], [len(chosen[0]), len(chosen[1])])[order]
+    ids = np.zeros(len(lines), np.int64) if bundle_ids is None else np.asarray(
+        bundle_ids, dtype=np.int64)  # fmt: skip
+    parts = []
+    for b in np.unique(ids[np.concatenate(chosen)]):
+        sets = [c[ids[c] == b] for c in chosen]
+        spreads = [bundle_spread([lines[i] for i in s]) if len(s) > 1 else 0.0
+                   for s in sets]  # fmt: skip
+        wide_first = [0, 1] if np.nan_to_num(spreads[0]) >= np.nan_to_num(
+            spreads[1]) else [1, 0]  # fmt: skip
+        parts += [(k, sets[k]) for k in wide_first]
+    # bundles one after the other: the wider condition, then the narrower
+    idx = np.concatenate([s for _, s in parts])
+    which = np.concatenate([np.full(len(s), k) for k, s in parts])
     rgb = np.asarray(OVERLAY_COLOURS, dtype=np.float64)[which]
     drawn = [lines[i] for i in idx]
     image = render_tractogram(
@@ -696,8 +717,7 @@ def render_condition_overlay(
         renderer=renderer,
     )
     legend = [
-        (groups.label(sel, names=list(sel)), OVERLAY_COLOURS[k])
-        for k, sel in enumerate((first, second))
+        (groups.label(sel), OVERLAY_COLOURS[k]) for k, sel in enumerate((first, second))
     ]
     composed = _compose(
         [np.asarray(image)],

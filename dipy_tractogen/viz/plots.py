@@ -24,6 +24,7 @@ __all__ = [
     "plot_latent_projection",
     "plot_attribute_histograms",
     "plot_requested_vs_measured",
+    "plot_condition_features",
 ]
 
 
@@ -490,3 +491,156 @@ def plot_requested_vs_measured(
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(True, alpha=0.3)
     return _save(fig, out_path, force)
+
+
+_FEATURE_LABELS = {
+    "n_streamlines": "streamlines",
+    "mean_length_mm": "mean length (mm)",
+    "spread_mm": "spread (mm)",
+    "mean_curvature_per_mm": "mean curvature (1/mm)",
+    "volume_mm3": "volume (mm$^3$)",
+}
+
+
+def _condition_axis(names, rows):
+    """The condition along x: the first continuous one with several values,
+    else the first with several values (None when nothing varies)."""
+    varying = [n for n in names if len({r.get(n) for r in rows}) > 1]
+    numeric = [
+        n for n in varying if all(isinstance(r.get(n), (int, float)) for r in rows)
+    ]
+    return (numeric or varying or [None])[0], numeric
+
+
+def plot_condition_features(
+    table,
+    out_path,
+    *,
+    features=("spread_mm", "mean_length_mm", "mean_curvature_per_mm", "volume_mm3"),
+    training=True,
+    force=False,
+):
+    """Bundle features against the requested condition, one line per the
+    other conditions.
+
+    One column per bundle and one row per feature; along x the first
+    continuous condition with several values (age), else the first
+    condition with several values; one line per combination of the other
+    conditions (one per status), in its colour. Where the table has the
+    training data's features (``training_<feature>``), they are drawn
+    dashed in the same colour, at the same x.
+
+    Parameters
+    ----------
+    table : dict
+        From :func:`dipy_tractogen.evaluation.features.condition_features`
+        (``conditions``, ``rows``; ``training``, the label of the training
+        columns).
+    out_path : str or path-like
+        PNG to write.
+    features : sequence of str, optional
+        Feature columns of the rows, one row of panels each.
+    training : bool, optional
+        Draw the training columns where the rows have them.
+    force : bool, optional
+        Allow overwriting ``out_path``.
+
+    Returns
+    -------
+    path : str
+
+    Raises
+    ------
+    InputError
+        If no condition has several values, or a feature is not in the
+        rows.
+    """
+    rows = list(table.get("rows") or [])
+    names = list(table.get("conditions") or [])
+    x_name, numeric = _condition_axis(names, rows)
+    if x_name is None:
+        raise InputError("no condition has several values: nothing to plot against")
+    missing = [f for f in features if rows and f not in rows[0]]
+    if missing or not features:
+        raise InputError(
+            f"unknown feature(s) {missing or '(none)'}: use "
+            f"{', '.join(k for k in rows[0] if k in _FEATURE_LABELS)}"
+        )
+    others = [n for n in names if n != x_name]
+    bundles = list(dict.fromkeys(r["bundle"] for r in rows))
+    lines = list(dict.fromkeys(tuple(r.get(n) for n in others) for r in rows))
+    x_values = list(dict.fromkeys(r.get(x_name) for r in rows))
+    if x_name in numeric:
+        x_values = sorted(x_values)
+
+    def x_of(value):
+        return float(value) if x_name in numeric else float(x_values.index(value))
+
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    nr, nc = len(features), len(bundles)
+    fig = Figure(figsize=(3.6 * nc + 1.0, 2.7 * nr + 0.9))
+    axes = np.array(
+        [
+            [fig.add_subplot(nr, nc, i * nc + j + 1) for j in range(nc)]
+            for i in range(nr)
+        ]
+    )
+    drew_training = False
+    for j, bundle in enumerate(bundles):
+        for i, feature in enumerate(features):
+            ax = axes[i, j]
+            for k, key in enumerate(lines):
+                sel = [
+                    r
+                    for r in rows
+                    if r["bundle"] == bundle and tuple(r.get(n) for n in others) == key
+                ]
+                sel.sort(key=lambda r: x_of(r.get(x_name)))
+                xs = [x_of(r.get(x_name)) for r in sel]
+                colour = f"C{k % 10}"
+                ax.plot(xs, [r.get(feature) for r in sel], "o-", color=colour, lw=1.5)
+                tkey = f"training_{feature}"
+                if training and any(r.get(tkey) is not None for r in sel):
+                    ys = [r.get(tkey) for r in sel]
+                    ys = [np.nan if y is None else y for y in ys]
+                    ax.plot(xs, ys, "x--", color=colour, lw=1, alpha=0.8)
+                    drew_training = True
+            if i == 0:
+                ax.set_title(str(bundle), fontsize=10)
+            if j == 0:
+                ax.set_ylabel(_FEATURE_LABELS.get(feature, feature), fontsize=9)
+            if i == nr - 1:
+                ax.set_xlabel(x_name)
+            if x_name not in numeric:
+                ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
+            else:
+                ax.set_xticks(x_values)
+            ax.grid(True, alpha=0.3)
+            ax.tick_params(labelsize=8)
+    handles = [
+        Line2D([], [], color=f"C{k % 10}", marker="o",
+               label=", ".join(str(v) for v in key) or "generated")
+        for k, key in enumerate(lines)
+    ]  # fmt: skip
+    handles.append(Line2D([], [], color="0.3", marker="o", label="generated"))
+    if drew_training:
+        handles.append(
+            Line2D([], [], color="0.3", marker="x", ls="--",
+                   label="training data near the condition (model's reconstruction)")
+        )  # fmt: skip
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncols=min(len(handles), 4),
+        fontsize=8,
+        frameon=False,
+    )
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    with atomic_output(out_path, force=force) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return str(out_path)

@@ -33,7 +33,14 @@ from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import InputError
 from dipy_tractogen.io.outputs import atomic_output, check_writable
 from dipy_tractogen.io.subsets import merge_bundle_names, read_for_view
-from dipy_tractogen.viz.plots import plot_attribute_histograms
+from dipy_tractogen.viz.panels import (
+    condition_groups,
+    default_overlays,
+    render_condition_overlay,
+    tractogram_metadata,
+    varies,
+)
+from dipy_tractogen.viz.plots import plot_attribute_histograms, plot_condition_features
 from dipy_tractogen.viz.render import picture_renderer
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "read_report_numbers",
     "write_generation_report",
     "write_training_report",
+    "condition_table_rows",
 ]
 
 _STYLE = """
@@ -48,7 +56,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em;
        color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em;
      border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em;
+        display: block; overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f3f3f3; } td.num { text-align: right;
      font-variant-numeric: tabular-nums; }
@@ -289,6 +298,122 @@ def _picture_caption(png):
     return caption
 
 
+_FEATURE_COLUMNS = (
+    ("n_streamlines", "streamlines"),
+    ("mean_length_mm", "length (mm)"),
+    ("spread_mm", "spread (mm)"),
+    ("mean_curvature_per_mm", "curvature (1/mm)"),
+    ("volume_mm3", "volume (mm3)"),
+)
+
+
+def condition_table_rows(table):
+    """Display rows of a per-condition feature table: the bundle, its
+    conditions, the features, then the training data's (where present).
+
+    Parameters
+    ----------
+    table : dict
+        From :func:`dipy_tractogen.evaluation.features.condition_features`.
+
+    Returns
+    -------
+    rows : list of dict
+    """
+    names = list(table.get("conditions") or [])
+    out = []
+    for r in table.get("rows") or []:
+        row = {"bundle": r.get("bundle"), **{n: r.get(n) for n in names}}
+        row.update({label: r.get(key) for key, label in _FEATURE_COLUMNS})
+        if any(k.startswith("training_") for k in r):
+            for n in names:
+                if f"training_{n}" in r:
+                    row[f"training {n}"] = r[f"training_{n}"]
+            for key, label in _FEATURE_COLUMNS:
+                row[f"training {label}"] = r.get(f"training_{key}")
+        out.append(row)
+    return out
+
+
+def _effect_rows(effects):
+    rows = []
+    for e in effects:
+        row = {
+            "bundle": e["bundle"],
+            "condition": e["condition"],
+            "ratio of": e["ratio"],
+            "at": e["at"],
+            "generated spread ratio": e["generated"],
+        }
+        if "training" in e:
+            row["training spread ratio"] = e["training"]
+        rows.append(row)
+    return rows
+
+
+def _condition_sections(tractogram, condition_table, effects, loaded, tmp, seed):
+    """Sections of a run generated for several conditions: the overlays,
+    the features per condition (table, effects, plot)."""
+    sections = []
+    metadata = tractogram_metadata(tractogram)
+    if loaded is not None and varies(metadata):
+        groups = condition_groups(loaded.fields, metadata)
+        images = []
+        for k, (first, second) in enumerate(default_overlays(groups)):
+            png = Path(tmp) / f"overlay_{k}.png"
+            picture = render_condition_overlay(
+                loaded.lines, groups, first, second, bundle_ids=loaded.ids,
+                size=(500, 500), seed=seed, out_path=png,
+            )  # fmt: skip
+            caption = (
+                f"{groups.label(first)} (orange) and {groups.label(second)} "
+                f"(blue), drawn with {picture.renderer}"
+            )
+            images.append((png, caption))
+        if images:
+            sections.append(
+                {
+                    "title": "Overlays",
+                    "text": "Two conditions in one picture, the same camera: what "
+                    "each condition changes (its first and last values, the "
+                    "others at their first).",
+                    "images": images,
+                }
+            )
+    if condition_table is not None:
+        training = condition_table.get("training")
+        settings = condition_table.get("settings") or {}
+        text = (
+            "Per bundle and condition: streamline count, mean length, spread "
+            "(mean distance of the streamlines' points to the matching points "
+            f"of the bundle's centroid, {settings.get('n_points')} points per "
+            "streamline), mean curvature and the volume of the density map "
+            f"({settings.get('voxel_size_mm')} mm voxels)."
+        )
+        if training:
+            text += f"\n\nTraining columns: {training}."
+        tables = [condition_table_rows(condition_table)]
+        if effects:
+            tables.append(_effect_rows(effects))
+            text += (
+                "\n\nSecond table: the spread at each value of a condition over "
+                "its spread at the first value, the other conditions fixed."
+            )
+        section = {"title": "Features by condition", "text": text, "tables": tables}
+        try:
+            section["image"] = (
+                plot_condition_features(
+                    condition_table, Path(tmp) / "condition_features.png"
+                ),
+                "features against the requested condition (dashed: training data)",
+            )
+        except InputError:  # nothing varies: the table alone
+            pass
+        section["numbers"] = {"condition_features": condition_table, "effects": effects}
+        sections.append(section)
+    return sections
+
+
 def write_generation_report(
     path,
     report,
@@ -299,6 +424,8 @@ def write_generation_report(
     reference="same",
     max_streamlines=20000,
     seed=0,
+    condition_table=None,
+    effects=None,
     force=False,
 ):
     """The HTML report of ``dipy_generate_tractogram``.
@@ -327,12 +454,26 @@ def write_generation_report(
         Random subset of each tractogram used for the histograms.
     seed : int, optional
         Seed of the subsets.
+    condition_table : dict, optional
+        Features per bundle and condition
+        (:func:`dipy_tractogen.evaluation.features.condition_features`):
+        a table, its plot against the requested condition and its numbers.
+    effects : list of dict, optional
+        Their ratios between conditions
+        (:func:`dipy_tractogen.evaluation.features.condition_effects`).
     force : bool, optional
         Allow overwriting ``path``.
 
     Returns
     -------
     path : str
+
+    Notes
+    -----
+    A tractogram generated for several conditions also gets an overlay of
+    the first and last value of each condition
+    (:func:`dipy_tractogen.viz.panels.render_condition_overlay`), and its
+    histograms have one row per bundle and condition.
     """
 
     summary, per_bundle, rejections, numbers = _generation_tables(report)
@@ -359,7 +500,22 @@ def write_generation_report(
             tractogram, reference=reference, max_streamlines=max_streamlines, seed=seed
         )
         real_lines = real_ids = None
-        names = gen.names
+        names, gen_ids = gen.names, gen.ids
+        by_condition = varies(tractogram_metadata(tractogram))
+        sections += _condition_sections(
+            tractogram, condition_table, effects, gen if by_condition else None,
+            tmp, seed,
+        )  # fmt: skip
+        if by_condition and seeds is None:
+            # one row per bundle and condition: pooled, they mix shapes
+            groups = condition_groups(gen.fields, tractogram_metadata(tractogram))
+            pairs = list(zip(gen.ids.tolist(), groups.index.tolist(), strict=True))
+            keys = sorted(set(pairs))
+            gen_ids = np.array([keys.index(p) for p in pairs], dtype=np.int64)
+            names = {
+                k: f"{gen.names.get(b, b)}, {groups.label(groups.combos[g])}"
+                for k, (b, g) in enumerate(keys)
+            }
         if seeds is not None:
             real = read_for_view(
                 seeds, reference=reference, max_streamlines=max_streamlines, seed=seed
@@ -374,7 +530,7 @@ def write_generation_report(
             gen.lines,
             Path(tmp) / "histograms.png",
             real=real_lines,
-            generated_bundle_ids=gen.ids,
+            generated_bundle_ids=gen_ids,
             real_bundle_ids=real_ids,
             bundle_names=names,
         )
@@ -384,6 +540,8 @@ def write_generation_report(
             else "Generated streamlines (the model stores latent seeds, not "
             "streamlines: pass --seeds to compare with real ones)."
         )
+        if by_condition and seeds is None:
+            text += " One row per bundle and condition."
         if len(gen.lines) < gen.n_total:
             text += f" Random subset of {len(gen.lines):,} streamlines."
         sections.append({"title": "Length and curvature", "text": text, "image": hist})
