@@ -39,6 +39,16 @@ _PUBLIC = {
     "load_conditional_data": ".conditioning",
     "find_participants": ".conditioning",
     "dataset_members": ".data",
+    "point_sum": ".data",
+    "share_bounds": ".data",
+    "slice_batch": ".data",
+    "DISTRIBUTE": ".distribute",
+    "ClusterInfo": ".distribute",
+    "read_tf_config": ".distribute",
+    "check_distribute": ".distribute",
+    "Distribution": ".distribute",
+    "make_distribution": ".distribute",
+    "StrategyLoop": ".distribute",
 }
 
 __all__ = list(_PUBLIC)

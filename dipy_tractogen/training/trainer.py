@@ -30,9 +30,15 @@ replicas), so the gradient is the one of the global-batch sum, as on one
 device, and the L2 term is added once, after the all-reduce, in the
 optimiser; the VAE family's regularisers are sums too
 (:meth:`~dipy_tractogen.models.variational.VariationalAutoencoder.add_summed_loss`).
-Nothing here has a per-backend train step: training is the standard
-``compile``/``fit``, under the caller's strategy scope, and
-``tests/test_distribute.py`` checks that two replicas train like one device.
+Training is the standard ``compile``/``fit`` (under the caller's strategy
+scope, or the one ``distribute=`` makes), except on several workers:
+Keras 3 ``fit`` fails under ``MultiWorkerMirroredStrategy``, so a
+multi-worker run goes through
+:class:`~dipy_tractogen.training.distribute.StrategyLoop`, a loop of
+``strategy.run`` steps through the same compiled model, loss, optimiser,
+schedule and callbacks (checkpoints, resume); ``training_loop="custom"``
+uses it on one machine too. ``tests/test_distribute.py`` checks that two
+replicas, two workers and the loop train like one device.
 
 :func:`train_autoencoder` runs the recipe, a
 :class:`~dipy_tractogen.training.config.TrainingConfig` (given, or made from
@@ -65,6 +71,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,7 +80,7 @@ import numpy as np
 from dipy.utils.logging import logger
 from keras import ops
 
-from dipy_tractogen.errors import InputError, ModelError
+from dipy_tractogen.errors import InputError, ModelError, TractogenError
 from dipy_tractogen.io.outputs import atomic_output, check_writable
 from dipy_tractogen.models.files import card_paths, save_model
 from dipy_tractogen.models.finta import FintaAutoencoder, replica_count
@@ -97,9 +104,11 @@ from dipy_tractogen.training.config import (
     training_paths,
 )
 from dipy_tractogen.training.data import (
+    HDF5StreamlineSequence,
     load_training_data,
-    mean_point,
+    point_sum,
 )
+from dipy_tractogen.training.distribute import StrategyLoop, make_distribution
 from dipy_tractogen.viz.plots import plot_latent_projection, plot_loss_curves
 from dipy_tractogen.viz.report import write_training_report
 
@@ -639,6 +648,33 @@ def _safe_report(model, tdata, paths, seed):
         logger.warning(f"could not write {paths['report']}: {exc}")
 
 
+class _OnCopy(keras.callbacks.Callback):
+    """Run ``callback`` on an inference copy of the model, synced before each
+    epoch's end (a callback that decodes, in a multi-worker run)."""
+
+    def __init__(self, callback, copy):
+        super().__init__()
+        self.callback, self.copy = callback, copy
+        callback.set_model(copy)
+        self.trained = None
+
+    def set_model(self, model):
+        self.trained = model
+
+    def on_train_begin(self, logs=None):
+        self.callback.on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.callback.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.copy.set_weights(self.trained.get_weights())
+        self.callback.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self.callback.on_train_end(logs)
+
+
 class _EpochSetter(keras.callbacks.Callback):
     """Tell the training sequence which (absolute) epoch is starting."""
 
@@ -756,6 +792,9 @@ def train_autoencoder(
     wm_mask=None,
     participants=None,
     report=True,
+    distribute=None,
+    devices=0,
+    training_loop="auto",
     **options,
 ):
     """Train a FINTA autoencoder with the published recipe; resumable.
@@ -807,6 +846,21 @@ def train_autoencoder(
         :func:`report_latents`) and ``<stem>_report.html`` (model, data,
         losses, held-out error, latent space, conditional checks). A failure
         there is a warning: the model is already saved.
+    distribute : str, tf.distribute.Strategy or None, optional
+        Where to train, ``"none"``, ``"mirrored"`` or ``"multiworker"``
+        (:func:`~dipy_tractogen.training.distribute.make_distribution`):
+        None, the strategy whose scope the caller entered (one device
+        otherwise); ``"mirrored"``, every GPU of the machine (or ``devices``
+        logical CPUs); ``"multiworker"``, the cluster of ``TF_CONFIG``, every
+        worker running the same call (only the chief writes the outputs;
+        see ``doc/scale-out.md``). ``batch_size`` is the global batch.
+    devices : int, optional
+        With ``"mirrored"``: the number of GPUs (0: all), or of logical CPU
+        devices on a machine without GPUs.
+    training_loop : {"auto", "fit", "custom"}, optional
+        ``"auto"``: Keras' ``fit``, or on several workers the package's
+        loop (:class:`~dipy_tractogen.training.distribute.StrategyLoop`,
+        TensorFlow backend), which ``"custom"`` selects everywhere.
     **options
         Fields of :class:`~dipy_tractogen.training.config.TrainingConfig`:
         ``epochs`` (int or ``"auto"`` with ``max_minutes``), ``batch_size``,
@@ -857,17 +911,23 @@ def train_autoencoder(
     >>> model, card = train_autoencoder(
     ...     "bundles/*.trx", "ae.keras", config=recipe)  # doctest: +SKIP
     """
+    config = _as_config(config, options)
     run = _TrainingRun(
-        _as_config(config, options),
+        config,
         out_path,
         resume=resume,
         force=force,
         report=report,
+        distribution=make_distribution(distribute, devices=devices),
+        training_loop=training_loop,
     )
-    run.load_data(data, participants=participants, wm_mask=wm_mask)
-    run.plan()
-    run.fit(tensorboard_dir=tensorboard_dir, callbacks=callbacks, verbose=verbose)
-    return run.finish()
+    try:
+        run.load_data(data, participants=participants, wm_mask=wm_mask)
+        run.plan()
+        run.fit(tensorboard_dir=tensorboard_dir, callbacks=callbacks, verbose=verbose)
+        return run.finish()
+    finally:
+        run.cleanup()
 
 
 def _as_config(config, options):
@@ -896,18 +956,45 @@ class _TrainingRun:
     sequences, then ``model``, ``epochs`` and ``state``).
     """
 
-    def __init__(self, config, out_path, *, resume, force, report):
+    def __init__(
+        self,
+        config,
+        out_path,
+        *,
+        resume,
+        force,
+        report,
+        distribution=None,
+        training_loop="auto",
+    ):
         self.wall0 = time.time()
         self.config, self.force, self.report = config, force, report
+        self.dist = dist = distribution or make_distribution(None)
+        self.loop = _use_loop(training_loop, dist)
+        self.tmp = None
         paths = self.paths = training_paths(out_path)
         if not paths["model"].name.endswith(".keras"):
             raise InputError(f"the model file must end with .keras: {paths['model']}")
+        if not dist.is_chief:
+            # a worker of a cluster writes nothing of its own: its checkpoint
+            # and logs go to a temporary folder, removed at the end, and it
+            # takes the chief's position and weights (see plan)
+            self.tmp = Path(tempfile.mkdtemp(prefix="dipy-tractogen-worker-"))
+            self.paths = paths = training_paths(self.tmp / paths["model"].name)
+            self.ckpt, self.state = paths["checkpoint"], None
+            return
         check_writable([paths["model"], *card_paths(paths["model"])], force=force)
         self.ckpt = paths["checkpoint"]
         self.state = _read_state(self.ckpt) if resume else None
         if self.state is None:  # a resumed run appends to its log and plot
             extras = ["log", "plot"] + (["latent", "report"] if report else [])
             check_writable([paths[k] for k in extras], force=force)
+
+    def cleanup(self):
+        """Remove a non-chief worker's temporary folder."""
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
 
     # ------------------------------------------------------------------
     # data
@@ -948,11 +1035,15 @@ class _TrainingRun:
         scale = c.effective_scale
         seq_args = {"batch_size": c.batch_size, "seed": c.seed}
         train_seq = tdata.sequence("train", shuffle=True, flip_p=c.flip_p, **seq_args)
-        centre = _resolve_center(c, train_seq)
+        if self.loop and self.dist.multi_worker:  # each worker its share
+            train_seq.set_shard(self.dist.worker_index, self.dist.n_workers)
+        centre = _resolve_center(c, train_seq, self.dist)
         train_seq.center, train_seq.scale = centre.astype(np.float32), float(scale)
         self.valid_seq = tdata.sequence(
             "valid", shuffle=False, flip_p=0.0, center=centre, scale=scale, **seq_args
         )
+        if self.valid_seq is not None and self.loop and self.dist.multi_worker:
+            self.valid_seq.set_shard(self.dist.worker_index, self.dist.n_workers)
         self.tdata, self.train_seq, self.centre = tdata, train_seq, centre
         self.steps = len(train_seq)
 
@@ -987,14 +1078,18 @@ class _TrainingRun:
             data_fingerprint=self.tdata.fingerprint,
             model_options=self.model_options["card"],
         )
+        if _sharded(self.train_seq):  # the batches depend on the workers
+            self.settings["input_shards"] = int(self.dist.n_workers)
+        error = None
         if state is not None and state.get("config") != self.settings:
             old, new = state.get("config") or {}, self.settings
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise InputError(
+            error = InputError(
                 f"checkpoint {self.ckpt} was made with other settings "
                 f"({', '.join(diff)}); rerun with the same settings, or "
                 "resume=False to start over"
             )
+        self.dist.agree(error)  # every worker stops when the chief refuses
         if c.precision == "float32":
             self.jit = _resolve_jit(c.jit_compile)
         else:  # the XLA choice measured for each precision
@@ -1004,7 +1099,8 @@ class _TrainingRun:
         self.epochs, budget = self._plan_epochs()
         keras.utils.set_random_seed(c.seed)
         self.model = self._make_model(self.epochs * self.steps)
-        _check_replica_split(self.model, self.train_seq, self.valid_seq)
+        if not self.loop:  # the custom loop splits any batch
+            _check_replica_split(self.model, self.train_seq, self.valid_seq)
         self._open_checkpoint(budget)
 
     def _plan_epochs(self):
@@ -1016,15 +1112,30 @@ class _TrainingRun:
         c, state = self.config, self.state
         if c.epochs != "auto":
             return c.epochs, None
-        if state is not None and state.get("epochs"):  # resumed: the same plan
-            return int(state["epochs"]), None
+        planned = int(state.get("epochs") or 0) if state is not None else 0
+        planned = int(self.dist.broadcast([planned])[0])  # the chief's
+        if planned:  # resumed: the same plan
+            return planned, None
+        step = None
+        if self.loop:
+
+            def step(probe):
+                with self.dist.scope():  # its variables, on every worker
+                    probe.optimizer.build(probe.trainable_variables)
+                loop = self._strategy_loop(probe)
+                return lambda *batch: loop.train_step(batch)
+
         epochs, budget = _epochs_for_budget(
             lambda: self._make_model(self.steps),
-            self.train_seq[0],
+            self.train_seq.local_batch(0) if self.loop else self.train_seq[0],
             steps=self.steps,
             valid_steps=0 if self.valid_seq is None else len(self.valid_seq),
             seconds=c.max_seconds,
+            train_step=step,
         )
+        # every worker follows the chief's plan (their probes differ)
+        epochs = int(self.dist.broadcast([epochs])[0])
+        budget["epochs"] = epochs
 
         logger.info(
             f"epochs=auto: {epochs} epochs of about "
@@ -1033,7 +1144,29 @@ class _TrainingRun:
         return epochs, budget
 
     def _make_model(self, total_steps):
-        """The model, compiled with the recipe's loss, optimiser and schedule."""
+        """The model, compiled with the recipe's loss, optimiser and schedule,
+        under the run's strategy."""
+        with self.dist.scope():
+            return self._compiled_model(total_steps)
+
+    def _strategy_loop(self, model):
+        """The custom training loop of ``model`` (see ``training_loop``)."""
+        c = self.config
+
+        def metric(y, y_pred):
+            return streamline_squared_error(y, y_pred, scale=c.loss_scale)
+
+        return StrategyLoop(model, self.dist, metric=metric, jit_compile=self.jit)
+
+    def _inference_copy(self):
+        """A copy of the model outside the strategy, with its weights: what a
+        multi-worker run's chief evaluates and saves (inference under a
+        multi-worker strategy would need every worker)."""
+        copy = _build_model(self.config, self.centre, self.model_options["model"])
+        copy.set_weights(self.model.get_weights())
+        return copy
+
+    def _compiled_model(self, total_steps):
         c = self.config
         model = _build_model(c, self.centre, self.model_options["model"])
         if c.max_learning_rate:
@@ -1057,7 +1190,16 @@ class _TrainingRun:
         return model
 
     def _open_checkpoint(self, budget):
-        """A new checkpoint folder, or the interrupted run's weights loaded."""
+        """A new checkpoint folder, or the interrupted run's weights loaded.
+
+        On several workers the chief's position (epochs done, whether the
+        run ended), weights and optimiser state are then broadcast to the
+        others, whose own checkpoint (temporary) starts from it.
+        """
+        model = self.model
+        if self.loop and not model.optimizer.built:  # collectively, in scope
+            with self.dist.scope():
+                model.optimizer.build(model.trainable_variables)
         if self.state is None:
             if self.ckpt.exists():
                 shutil.rmtree(self.ckpt)
@@ -1069,9 +1211,26 @@ class _TrainingRun:
             self.state = state
         else:
             if self.state.get("weights"):
-                self.model.optimizer.build(self.model.trainable_variables)
-                self.model.load_weights(self.ckpt / self.state["weights"])
+                if not model.optimizer.built:
+                    model.optimizer.build(model.trainable_variables)
+                model.load_weights(self.ckpt / self.state["weights"])
             logger.info(_resume_line(self.state, self.epochs, self.ckpt))
+        if self.dist.multi_worker:
+            self._take_chief_state()
+
+    def _take_chief_state(self):
+        """Broadcast the chief's position and variables to every worker."""
+        state, model = self.state, self.model
+        done, ended = self.dist.broadcast(
+            [int(state.get("epoch", 0)), int(bool(state.get("stop_reason")))]
+        )
+        if not self.dist.is_chief:
+            state["epoch"] = int(done)
+            state["stop_reason"] = "ended on the chief" if ended else None
+        variables = list(model.variables) + list(model.optimizer.variables)
+        values = self.dist.broadcast([np.asarray(v.numpy()) for v in variables])
+        for var, value in zip(variables, values, strict=True):
+            var.assign(value)
 
     # ------------------------------------------------------------------
     # fit
@@ -1090,7 +1249,6 @@ class _TrainingRun:
         if state["epoch"] >= self.epochs or state.get("stop_reason"):
             return
         cbs = [
-            _EpochSetter(self.train_seq),
             _Checkpointer(
                 self.ckpt,
                 state,
@@ -1100,9 +1258,14 @@ class _TrainingRun:
                 has_valid=self.valid_seq is not None,
             ),
         ]
-        if tensorboard_dir:
+        if tensorboard_dir and self.dist.is_chief:
             cbs.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
-        cbs.extend(self.tdata.training_callbacks(self.model, seed=c.seed))
+        data_cbs = self.tdata.training_callbacks(self.model, seed=c.seed)
+        if self.loop:
+            self._fit_loop(cbs, data_cbs, callbacks or [], verbose)
+            return
+        cbs.insert(0, _EpochSetter(self.train_seq))
+        cbs.extend(data_cbs)
         cbs.extend(callbacks or [])
         self.model.fit(
             self.train_seq,
@@ -1117,6 +1280,38 @@ class _TrainingRun:
             # under tf.distribute)
             shuffle=False,
         )
+
+    def _fit_loop(self, cbs, data_cbs, extra, verbose):
+        """The fit phase through :class:`StrategyLoop` (several workers, or
+        ``training_loop="custom"``)."""
+        stop_models = ()
+        if data_cbs and self.dist.multi_worker:
+            # the data's callbacks decode: on an inference copy, synced
+            copy = self._inference_copy()
+            data_cbs = [_OnCopy(cb, copy) for cb in data_cbs]
+            stop_models = (copy,)
+        loop = self._strategy_loop(self.model)
+        try:
+            with self.dist.scope():
+                loop.fit(
+                    self.train_seq,
+                    epochs=self.epochs,
+                    initial_epoch=int(self.state["epoch"]),
+                    callbacks=[*cbs, *data_cbs, *extra],
+                    valid_seq=self.valid_seq,
+                    verbose=verbose if self.dist.is_chief else 0,
+                    stop_models=stop_models,
+                )
+        except Exception as exc:
+            if not self.dist.multi_worker or not _collective_error(exc):
+                raise
+            line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise TractogenError(
+                f"worker {self.dist.worker_index} lost the cluster in epoch "
+                f"{int(self.state['epoch']) + 1} ({type(exc).__name__}: "
+                f"{line[:200]}); run every worker's command again to resume "
+                "from the last committed epoch"
+            ) from None
 
     # ------------------------------------------------------------------
     # finish
@@ -1136,6 +1331,10 @@ class _TrainingRun:
         model, card
             As :func:`train_autoencoder`.
         """
+        if not self.dist.is_chief:  # the chief writes the outputs
+            return self.model, None
+        if self.dist.multi_worker:  # evaluated and saved outside the strategy
+            self.model = self._inference_copy()
         c, state, model = self.config, self.state, self.model
         if state.get("best_weights"):
             with np.load(self.ckpt / state["best_weights"]) as f:
@@ -1197,6 +1396,11 @@ class _TrainingRun:
                 {k: r.get(k) for k in _CARD_HISTORY if k in r} for r in history
             ],
         }
+        if self.loop or self.dist.kind != "none" or self.dist.replicas > 1:
+            card["distribution"] = {
+                **self.dist.describe(),
+                "training_loop": "custom" if self.loop else "fit",
+            }
         if "bundles" in tdata.summary:
             names = tdata.summary["bundles"]
             card["bundle_names"] = list(names) if not isinstance(names, list) else names
@@ -1216,13 +1420,72 @@ def _resolve_jit(jit_compile):
     return bool(jit_compile)
 
 
-def _resolve_center(config, train_seq):
-    """The normalisation centre (mm): zeros, the mean training point or given."""
+def _resolve_center(config, train_seq, distribution):
+    """The normalisation centre (mm): zeros, the mean training point or given.
+
+    The workers of a sharded run each add the points of their share.
+    """
     if not config.normalize:
         return np.zeros(3)
     if isinstance(config.center, str):  # "mean", checked by the config
-        return mean_point(train_seq)
+        total, count = point_sum(train_seq)
+        if _sharded(train_seq):
+            sums = distribution.all_sum([*total, count])
+            total, count = sums[:3], sums[3]
+        return total / count
     return np.asarray(config.center, dtype=np.float64)
+
+
+def _sharded(sequence):
+    """Whether a sequence reads only this worker's chunks of an HDF5 split."""
+    return isinstance(sequence, HDF5StreamlineSequence) and sequence.sharded
+
+
+_LOOPS = ("auto", "fit", "custom")
+
+
+def _use_loop(training_loop, distribution):
+    """Whether a run trains through :class:`StrategyLoop` (not ``fit``)."""
+    if training_loop not in _LOOPS:
+        raise InputError(
+            f"training_loop must be one of {', '.join(_LOOPS)}, got {training_loop!r}"
+        )
+    if distribution.multi_worker and distribution.external:
+        raise InputError(
+            "a multi-worker strategy is passed as distribute= (or "
+            "distribute='multiworker'), not entered around the call: the "
+            "chief evaluates and saves the model outside it"
+        )
+    loop = training_loop == "custom" or (
+        training_loop == "auto" and distribution.multi_worker
+    )
+    if distribution.multi_worker and training_loop == "fit":
+        raise InputError(
+            "Keras 3 fit fails under a multi-worker strategy (keras-team/keras "
+            "#20585): use training_loop='auto' or 'custom'"
+        )
+    if loop and keras.backend.backend() != "tensorflow":
+        raise InputError(
+            "the custom training loop runs on TensorFlow's tf.distribute; the "
+            f"Keras backend is {keras.backend.backend()!r}"
+        )
+    return loop
+
+
+def _collective_error(exc):
+    """Whether ``exc`` is TensorFlow's error of a collective that lost a peer."""
+    import tensorflow as tf
+
+    return isinstance(
+        exc,
+        (
+            tf.errors.UnavailableError,
+            tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError,
+            tf.errors.InternalError,
+            tf.errors.AbortedError,
+        ),
+    )
 
 
 def _read_mask(wm_mask):
@@ -1293,7 +1556,15 @@ _BUDGET_SAFETY = 0.85
 
 
 def _epochs_for_budget(
-    make_model, batch, *, steps, valid_steps, seconds, probe_steps=6, warmup=2
+    make_model,
+    batch,
+    *,
+    steps,
+    valid_steps,
+    seconds,
+    probe_steps=6,
+    warmup=2,
+    train_step=None,
 ):
     """Epochs of training that fit in ``seconds``, from a probe of the step time.
 
@@ -1302,7 +1573,10 @@ def _epochs_for_budget(
     on a real batch. An epoch costs ``steps`` training steps, ``valid_steps``
     validation steps (about a third of a training step each) and about 2 s of
     checkpointing; the real run compiles once more. The plan fills
-    ``_BUDGET_SAFETY`` of what is left.
+    ``_BUDGET_SAFETY`` of what is left. ``train_step(model)`` gives the
+    function of one step on ``*batch`` (default: ``model.train_on_batch``;
+    the custom loop's step in a multi-worker run, so that the probe times
+    the step as the run makes it, all-reduce included).
 
     Returns
     -------
@@ -1311,14 +1585,15 @@ def _epochs_for_budget(
         What the estimate used (for the model card).
     """
     probe = make_model()
+    step = probe.train_on_batch if train_step is None else train_step(probe)
     t0 = time.perf_counter()
     for _ in range(warmup):
-        probe.train_on_batch(*batch)
+        step(*batch)
     compile_s = time.perf_counter() - t0
     times = []
     for _ in range(probe_steps):
         t = time.perf_counter()
-        probe.train_on_batch(*batch)
+        step(*batch)
         times.append(time.perf_counter() - t)
     del probe
     step_s = float(np.median(times))
