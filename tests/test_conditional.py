@@ -494,9 +494,7 @@ def test_generate_command_with_conditions(
         "uturn",
         "--age",
         f"{lo},{mid}",
-        "--status",
-        "control",
-    )
+    )  # with --status control: outside the cohort (its control is 50.5)
     assert status == 0, capsys.readouterr().err
     sft = load_tractogram(
         str(tmp_path / "generated.trx"), "same", bbox_valid_check=False

@@ -13,6 +13,7 @@ from dipy_tractogen.models.conditions import (
     condition_grid,
     condition_source,
     parse_condition_names,
+    parse_condition_request,
     parse_condition_values,
 )
 
@@ -161,3 +162,52 @@ def test_condition_grid_is_the_cartesian_product():
     assert grid[0] == {"bundle": "a", "age": 30.0}
     assert grid[-1] == {"bundle": "b", "age": 70.0}
     assert condition_grid({}) == [{}]
+
+
+def test_multi_level_categoricals_are_one_hot():
+    """A three-level group, sex and a site coded as strings: one column per
+    level, in sorted order, round-tripping through the model's config."""
+    values = {
+        "group": ["CN", "MCI", "AD", "CN"],
+        "sex": ["F", "M", "F", "F"],
+        "site": ["2", "1", "3", "1"],
+        "age": [60.0, 70.0, 80.0, 65.0],
+    }
+    enc = ConditionEncoder(["group", "sex", "site", "age"]).fit(values)
+    assert enc.spec("group").categories == ("AD", "CN", "MCI")
+    assert enc.n_features_ == 3 + 2 + 3 + 1
+    rows = enc.transform(values)
+    np.testing.assert_array_equal(
+        rows[:, :3], [[0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]]
+    )
+    np.testing.assert_array_equal(rows[:, 5:8].argmax(1), [1, 0, 2, 0])
+    again = ConditionEncoder.from_config(json.loads(json.dumps(enc.get_config())))
+    np.testing.assert_array_equal(again.transform(values), rows)
+    assert list(again.inverse_transform(rows)["group"]) == values["group"]
+    assert enc.validate({"group": ["MCI", "AD"]}) == {"group": ["MCI", "AD"]}
+    with pytest.raises(ConditionError, match="unknown group 'FTD'.*AD, CN, MCI"):
+        enc.validate({"group": "FTD"})
+
+
+def test_parse_condition_request():
+    kinds = {"group": "categorical", "age": "continuous", "site": "categorical"}
+    got = parse_condition_request(
+        ["group=AD,MCI", "age=60:80:10", "site=2"], kinds=kinds
+    )
+    assert got == {"group": ["AD", "MCI"], "age": [60.0, 70.0, 80.0], "site": ["2"]}
+    # one string with several items; unknown names read as their known kind
+    assert parse_condition_request("sex=F; length=90", kinds={}) == {
+        "sex": ["F"],
+        "length": [90.0],
+    }
+    assert parse_condition_request(None) == {} and parse_condition_request([]) == {}
+    for bad, message in [
+        (["AD"], "cannot read condition 'AD': write name=value"),
+        (["=AD"], "cannot read condition"),
+        (["group=AD", "group=CN"], "'group' is given twice"),
+        (["group="], "no value given for condition 'group'"),
+        (["age=old"], "cannot read age 'old'"),
+        (["a$e=3"], "invalid condition name"),
+    ]:
+        with pytest.raises(ConditionError, match=message):
+            parse_condition_request(bad, kinds=kinds)

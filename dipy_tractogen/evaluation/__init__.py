@@ -18,6 +18,7 @@ _PUBLIC = {
     "format_report": ".metrics",
     "evaluate_tractogram": ".evaluate",
     "write_evaluation": ".evaluate",
+    "evaluate_by_condition": ".evaluate",
     "diversity_check": ".conditional",
     "latent_attribute_r2": ".conditional",
     "TRAINING_LABEL": ".features",

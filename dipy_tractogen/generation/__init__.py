@@ -26,6 +26,7 @@ _PUBLIC = {
     "resolve_bundles": ".sources",
     "seeds_from_tractogram": ".sources",
     "resolve_request": ".sources",
+    "request_support": ".sources",
     "ConditionalSampler": ".sources",
     "LatentSource": ".sources",
     "BundleSource": ".sources",

@@ -59,7 +59,12 @@ from dipy_tractogen.generation.sampling import (
 )
 from dipy_tractogen.io.tractograms import load_bundles
 from dipy_tractogen.measures.resampling import resample_streamlines
-from dipy_tractogen.models.conditions import condition_grid
+from dipy_tractogen.models.conditions import (
+    check_support,
+    condition_grid,
+    condition_support,
+    describe_support,
+)
 from dipy_tractogen.models.seed_bank import (
     model_bundle_names,
     model_seeds,
@@ -74,6 +79,7 @@ __all__ = [
     "resolve_bundles",
     "seeds_from_tractogram",
     "resolve_request",
+    "request_support",
     "ConditionalSampler",
     "LatentSource",
     "BundleSource",
@@ -250,6 +256,70 @@ def resolve_request(model, request, *, extrapolate=False):
         )
     valid = enc.validate(request, extrapolate=extrapolate)
     return enc, condition_grid(valid)
+
+
+def request_support(model, request, *, condition_bandwidth=0.1, extrapolate=False):
+    """The support of a request among a model's training seeds.
+
+    How many training subjects and effective seeds back each combination
+    of the request, and whether the cohort covers it: each requested
+    continuous value within that condition's range among the seeds of the
+    requested categories (the joint coverage: patients younger than any
+    patient in the data are outside it, whatever the controls' ages). See
+    :func:`~dipy_tractogen.models.conditions.condition_support` for the
+    definitions.
+
+    Parameters
+    ----------
+    model : StreamlineAutoencoder
+        A model trained with conditions (its seed bank holds the seeds'
+        conditions and, for models trained since subjects were recorded,
+        their subjects).
+    request : dict of str to value or list, or list of dict
+        Requested values per condition (a sweep for several values), or
+        the combinations of :func:`resolve_request`.
+    condition_bandwidth : float, optional
+        Kernel width over the continuous conditions, as a fraction of each
+        condition's training range (that of :class:`ConditionalSampler`).
+    extrapolate : bool, optional
+        Accept values outside the model's training range (they are then
+        reported as outside the cohort, not refused).
+
+    Returns
+    -------
+    rows : list of dict
+        One per combination (see
+        :func:`~dipy_tractogen.models.conditions.condition_support`); empty
+        when the model carries no seeds with conditions.
+
+    Raises
+    ------
+    ConditionError
+        As :func:`resolve_request`.
+
+    Examples
+    --------
+    >>> from dipy_tractogen.models import load_model  # doctest: +SKIP
+    >>> rows = request_support(load_model("cohort"),
+    ...     {"status": "neurodegeneration", "age": 75})  # doctest: +SKIP
+    >>> rows[0]["n_subjects"], rows[0]["n_subjects_cell"], rows[0]["covered"]
+    ... # doctest: +SKIP
+    (1, 7, True)
+    """
+    if isinstance(request, list):
+        encoder, combos = model.condition_encoder, request
+    else:
+        encoder, combos = resolve_request(model, request, extrapolate=extrapolate)
+    bank = model.seed_bank or {}
+    if encoder is None or "conditions" not in bank:
+        return []
+    return condition_support(
+        encoder,
+        bank["conditions"],
+        combos,
+        subjects=bank.get("subjects"),
+        condition_bandwidth=condition_bandwidth,
+    )
 
 
 def _seed_bank_arrays(model):
@@ -742,13 +812,21 @@ class ConditionalSource(LatentSource):
         Kernel width over the continuous conditions (fraction of their
         training range) weighing the seeds (see :class:`ConditionalSampler`).
     extrapolate : bool, optional
-        Allow continuous values outside the training range.
+        Allow continuous values outside the training range, and requests
+        outside the cohort's joint coverage (:func:`request_support`), which
+        are otherwise refused.
+    verbose : bool, optional
+        Log the support of each combination (training subjects, effective
+        seeds) through DIPY's logger when fitted, and a warning for each
+        combination outside the cohort (with ``extrapolate``).
 
     Attributes
     ----------
     sampler_ : ConditionalSampler
     encoder_ : ConditionEncoder
         The model's conditions.
+    support_ : list of dict
+        :func:`request_support` of the request (also in the provenance).
     """
 
     def __init__(
@@ -759,6 +837,7 @@ class ConditionalSource(LatentSource):
         bandwidth=0.025,
         condition_bandwidth=0.1,
         extrapolate=False,
+        verbose=False,
     ):
         if isinstance(request, ConditionalSampler):
             latent, bandwidth = request.latent, request.bandwidth
@@ -771,6 +850,7 @@ class ConditionalSource(LatentSource):
             condition_bandwidth, "condition_bandwidth", rules=()
         )
         self.extrapolate = extrapolate
+        self.verbose = verbose
 
     def fit(self, model):
         """Check the request against the model and prepare the sampler.
@@ -780,16 +860,26 @@ class ConditionalSource(LatentSource):
         InputError
             On an unknown latent source.
         ConditionError
-            Unknown label, out-of-range value (without ``extrapolate``), a
-            condition the model was not trained on, no seeds to draw from.
+            Unknown label, out-of-range value or a request outside the
+            cohort (without ``extrapolate``), a condition the model was not
+            trained on, no seeds to draw from.
         """
         _check_latent(self.latent)
         if isinstance(self.request, ConditionalSampler):
             self.sampler_ = self.request
+            self.support_ = request_support(
+                self.sampler_.model,
+                self.sampler_.combos,
+                condition_bandwidth=self.condition_bandwidth,
+            )
         else:
             _, combos = resolve_request(
                 model, self.request, extrapolate=self.extrapolate
             )
+            self.support_ = request_support(
+                model, combos, condition_bandwidth=self.condition_bandwidth
+            )
+            self._report_support()
             self.sampler_ = ConditionalSampler(
                 model,
                 combos,
@@ -802,6 +892,22 @@ class ConditionalSource(LatentSource):
         self.latent_dim_ = int(model.latent_dim)
         self.model_type_ = model.model_type
         return self
+
+    def _report_support(self):
+        """Refuse (or warn about) what the cohort does not cover; log the
+        support when verbose."""
+        check_support(self.support_, extrapolate=self.extrapolate)
+        if not self.verbose:
+            return
+        from dipy.utils.logging import logger
+
+        for row in self.support_:
+            if row["covered"]:
+                logger.info(f"support: {describe_support(row)}")
+            else:
+                logger.warning(
+                    f"extrapolating beyond the training cohort: {describe_support(row)}"
+                )
 
     @property
     def combos(self):
@@ -840,6 +946,7 @@ class ConditionalSource(LatentSource):
             "conditions": {
                 "request": [dict(c) for c in self.combos],
                 "extrapolate": bool(self.extrapolate),
+                "support": self.support_,
                 "trained_on": self.encoder_.get_config()["conditions"],
                 "data_per_streamline": {
                     key: "category code (see trained_on)"

@@ -47,6 +47,8 @@ _PUBLIC = {
     "subject_from_path": ".participants",
     "covariate_categories": ".participants",
     "covariates_for": ".participants",
+    "unused_participants": ".participants",
+    "name_subjects": ".participants",
     "check_writable": ".outputs",
     "atomic_output": ".outputs",
     "file_md5": ".provenance",

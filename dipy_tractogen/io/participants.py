@@ -2,11 +2,16 @@
 
 A BIDS ``participants.tsv`` is a tab-separated table with a
 ``participant_id`` column (``sub-<label>``) and any number of covariates
-(``age``, ``sex``, ``status``...). ``n/a`` (or an empty cell) marks a missing
-value. A column whose present values all parse as numbers is *numeric*
-(float); any other column is *categorical*, kept as strings, and encoded as
-integer codes into its sorted category list (computed over the whole table,
-so codes do not depend on which subjects are selected).
+(``age``, ``sex``, ``group``, ``site``...). ``n/a`` (BIDS), an empty cell, and
+the ``NA`` / ``nan`` that spreadsheet and data-frame exports write mark a
+missing value (:data:`MISSING_VALUES`, any case). A column whose present
+values all parse as finite numbers is *numeric* (float); any other column is
+*categorical*, kept as strings (any number of levels: ``CN`` / ``MCI`` /
+``AD``), and encoded as integer codes into its sorted category list
+(computed over the whole table, so codes do not depend on which subjects are
+selected). A column that the BIDS sidecar ``participants.json`` beside the
+table describes with ``Levels`` is categorical even when its levels are
+numbers (a ``site`` coded ``1``, ``2``, ``3``).
 
 References
 ----------
@@ -16,6 +21,8 @@ References
 """
 
 import csv
+import json
+import math
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -31,10 +38,13 @@ __all__ = [
     "subject_from_path",
     "covariate_categories",
     "covariates_for",
+    "unused_participants",
+    "name_subjects",
 ]
 
-#: Cell values read as a missing covariate.
-MISSING_VALUES = ("n/a", "")
+#: Cell values read as a missing covariate (compared without case): BIDS's
+#: ``n/a``, an empty cell, and the ``NA`` / ``NaN`` of R and pandas exports.
+MISSING_VALUES = ("n/a", "", "na", "nan")
 
 _SUBJECT = re.compile(r"(?:^|_)(sub-[A-Za-z0-9]+)(?=$|[_.])")
 
@@ -60,26 +70,81 @@ def _normalise_id(pid):
     return pid if pid.startswith("sub-") else f"sub-{pid}"
 
 
+def _missing(cell):
+    return cell.lower() in MISSING_VALUES
+
+
+def name_subjects(subjects, *, limit=10):
+    """``"sub-01, sub-02 and 3 more"``: subjects named in a one-line message.
+
+    Parameters
+    ----------
+    subjects : iterable of str
+        Sorted and deduplicated here.
+    limit : int, optional
+        Most names written; the rest are counted.
+
+    Returns
+    -------
+    text : str
+
+    Examples
+    --------
+    >>> name_subjects(["sub-03", "sub-01", "sub-01"])
+    'sub-01, sub-03'
+    >>> name_subjects([f"sub-{i:02d}" for i in range(12)], limit=2)
+    'sub-00, sub-01 and 10 more'
+    """
+    names = sorted(set(subjects))
+    text = ", ".join(names[:limit])
+    if len(names) > limit:
+        text += f" and {len(names) - limit} more"
+    return text
+
+
+def _sidecar_levels(path):
+    """Columns that the BIDS sidecar (``participants.json``) gives ``Levels``."""
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        return set()
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(
+            f"participants sidecar {sidecar} is not JSON: {str(exc).splitlines()[0]}"
+        ) from None
+    if not isinstance(info, dict):
+        return set()
+    return {
+        str(col)
+        for col, desc in info.items()
+        if isinstance(desc, dict) and isinstance(desc.get("Levels"), dict)
+    }
+
+
 def read_participants(path):
     """Read a BIDS ``participants.tsv``.
 
     Parameters
     ----------
     path : str or path-like
-        The tab-separated file.
+        The tab-separated file. A ``participants.json`` beside it (the BIDS
+        sidecar) makes the columns it gives ``Levels`` categorical.
 
     Returns
     -------
     table : dict of str to dict
         ``participant_id`` (always with its ``sub-`` prefix) -> {column:
         value}; numeric columns hold floats, categorical columns strings,
-        missing cells None. Rows keep the file order.
+        missing cells (:data:`MISSING_VALUES`) None. Rows keep the file
+        order.
 
     Raises
     ------
     InputError
         Missing file, not UTF-8 text, no ``participant_id`` column, duplicated
-        or empty ids, ragged rows.
+        or empty ids, ragged rows, an infinite number, a sidecar that is not
+        JSON.
     """
     path = Path(path)
     if not path.is_file():
@@ -108,7 +173,7 @@ def read_participants(path):
                 f"{len(header)} (is it tab-separated?)"
             )
         cells = dict(zip(header, (c.strip() for c in row), strict=True))
-        if not cells["participant_id"] or cells["participant_id"] in MISSING_VALUES:
+        if _missing(cells["participant_id"]):
             raise InputError(f"empty participant_id on line {n_line} of {path}")
         pid = _normalise_id(cells.pop("participant_id"))
         if pid in raw:
@@ -116,20 +181,28 @@ def read_participants(path):
         raw[pid] = cells
 
     columns = [c for c in header if c != "participant_id"]
+    levels = _sidecar_levels(path)
     numeric = {}
     for col in columns:
-        present = [r[col] for r in raw.values() if r[col] not in MISSING_VALUES]
+        present = [(p, r[col]) for p, r in raw.items() if not _missing(r[col])]
         try:
-            [float(v) for v in present]
-            numeric[col] = True
+            numbers = [(p, float(v)) for p, v in present]
         except ValueError:
             numeric[col] = False
+            continue
+        numeric[col] = col not in levels
+        bad = [p for p, v in numbers if not math.isfinite(v)]
+        if bad and numeric[col]:
+            raise InputError(
+                f"column {col!r} of {path} is not a finite number for "
+                f"{name_subjects(bad)} (write n/a for a missing value)"
+            )
     table = {}
     for pid, cells in raw.items():
         row = {}
         for col in columns:
             v = cells[col]
-            if v in MISSING_VALUES:
+            if _missing(v):
                 row[col] = None
             else:
                 row[col] = float(v) if numeric[col] else v
@@ -227,24 +300,28 @@ def covariates_for(subjects, table, names):
     ------
     InputError
         Unknown covariate; subjects absent from the table; subjects with a
-        missing value (each message names them).
+        missing value (each message names them, at most 10, and says what to
+        do).
     """
     if isinstance(names, str):
         names = [names]
     _check_names(table, names)
     ids = [_normalise_id(str(s)) for s in subjects]
-    absent = sorted({s for s in ids if s not in table})
+    absent = {s for s in ids if s not in table}
     if absent:
         raise InputError(
-            f"subject(s) not in the participants table: {', '.join(absent)}"
+            f"{len(absent)} subject(s) with data are not in the participants "
+            f"table: {name_subjects(absent)} (add their rows, or leave their "
+            "files out)"
         )
     out = {}
     for name in names:
-        missing = sorted({s for s in ids if table[s][name] is None})
+        missing = {s for s in ids if table[s][name] is None}
         if missing:
             raise InputError(
-                f"covariate {name!r} is missing (n/a) for subject(s): "
-                f"{', '.join(missing)}"
+                f"covariate {name!r} is missing (n/a) for {len(missing)} "
+                f"subject(s): {name_subjects(missing)} (leave their files out, "
+                f"or condition without {name!r})"
             )
         cats = covariate_categories(table, name)
         if cats is None:
@@ -254,3 +331,26 @@ def covariates_for(subjects, table, names):
             values = np.array([code[table[s][name]] for s in ids], dtype=np.int16)
         out[name] = Covariate(values, cats)
     return out
+
+
+def unused_participants(subjects, table):
+    """Rows of the participants table that no input belongs to.
+
+    A BIDS ``participants.tsv`` lists every participant of a study; a
+    training run often uses some of them (those whose bundles passed quality
+    control). These rows are not an error: the caller reports them.
+
+    Parameters
+    ----------
+    subjects : iterable of str
+        Participant ids of the inputs (``sub-`` prefix optional).
+    table : dict
+        From :func:`read_participants`.
+
+    Returns
+    -------
+    ids : list of str
+        In the table's order.
+    """
+    used = {_normalise_id(str(s)) for s in subjects}
+    return [pid for pid in table if pid not in used]

@@ -46,6 +46,10 @@ _PUBLIC = {
     "parse_condition_names": ".conditions",
     "parse_condition_values": ".conditions",
     "condition_grid": ".conditions",
+    "parse_condition_request": ".conditions",
+    "condition_support": ".conditions",
+    "check_support": ".conditions",
+    "describe_support": ".conditions",
     "StreamlineAutoencoder": ".base",
     "ENCODER_FILTERS": ".finta",
     "BOTTLENECK_FILTERS": ".finta",
@@ -112,6 +116,7 @@ _PUBLIC = {
     "ConvBlock": ".layers",
     "UpBlock": ".layers",
     "config_conditions": ".seed_bank",
+    "config_condition_kinds": ".seed_bank",
 }
 
 __all__ = list(_PUBLIC)

@@ -6,12 +6,15 @@ disease status, any column of a BIDS ``participants.tsv``) and attributes of
 the streamline itself (its length, any key of
 :data:`dipy_tractogen.measures.attributes.ATTRIBUTES`). This module turns such raw
 values into the fixed-size vector the networks see, and checks the values a
-user asks a trained model for.
+user asks a trained model for, and what supports such a request among the
+training seeds (:func:`condition_support`).
 
 Two kinds of condition:
 
-* **categorical** (bundle, status): one-hot over the category list learned at
-  training time (sorted names; the bundle list keeps the order of the model's
+* **categorical** (bundle, status, and any column of ``participants.tsv``
+  whose values are not numbers: ``sex`` M / F, ``group`` CN / MCI / AD,
+  ``site``): one-hot over the category list learned at training time, of any
+  length (sorted names; the bundle list keeps the order of the model's
   bundle ids). A value outside the list is always an error: a network cannot
   extrapolate to a label it never saw.
 * **continuous** (age, length): ``2 (v - low) / (high - low) - 1``, so the
@@ -47,7 +50,11 @@ __all__ = [
     "condition_source",
     "parse_condition_names",
     "parse_condition_values",
+    "parse_condition_request",
     "condition_grid",
+    "condition_support",
+    "check_support",
+    "describe_support",
 ]
 
 #: Where a condition's values come from: the subject (participants table).
@@ -370,14 +377,16 @@ def _malformed(what):
 
 
 def _is_numeric(values):
+    """Numbers (not text that reads as numbers: a site coded "1", "2")."""
     values = np.asarray(values)
     if values.dtype.kind in "iufb":
         return values.dtype.kind != "b"
-    try:
-        values.astype(np.float64)
-    except (TypeError, ValueError):
+    if values.dtype.kind != "O":
         return False
-    return True
+    return all(
+        isinstance(v, numbers.Number) and not isinstance(v, bool)
+        for v in values.reshape(-1).tolist()
+    )
 
 
 class ConditionEncoder:
@@ -389,7 +398,9 @@ class ConditionEncoder:
         Condition names, in the order of the encoded vector.
     kinds : dict of str to {"categorical", "continuous"}, optional
         Kind of each name; by default :data:`KNOWN_CONDITIONS`, else
-        inferred at :meth:`fit` (numeric values: continuous).
+        categorical for a name given ``categories``, else inferred at
+        :meth:`fit` (numbers: continuous; text, even text that reads as
+        numbers such as a site coded ``"1"``: categorical).
     categories : dict of str to sequence of str, optional
         Fixed category lists (for example the model's bundle names, in id
         order); otherwise the sorted distinct values seen by :meth:`fit`.
@@ -452,6 +463,8 @@ class ConditionEncoder:
                 raise ConditionError(f"no values for condition {name!r}")
             v = np.asarray(values[name]).reshape(-1)
             kind = kinds.get(name) or KNOWN_CONDITIONS.get(name, (None,))[0]
+            if kind is None and name in categories:
+                kind = "categorical"
             if kind is None:
                 kind = "continuous" if _is_numeric(v) else "categorical"
             if kind == "categorical":
@@ -786,3 +799,301 @@ def condition_grid(request):
         dict(zip(names, combo, strict=True))
         for combo in itertools.product(*(request[n] for n in names))
     ]
+
+
+def parse_condition_request(items, *, kinds=None):
+    """Parse ``name=value[,value...]`` items (the ``--condition`` option).
+
+    Parameters
+    ----------
+    items : str or sequence of str or None
+        For example ``["group=AD", "age=60:80:10", "sex=F,M"]``; a single
+        string may hold several items separated by spaces or semicolons.
+    kinds : dict of str to {"categorical", "continuous"}, optional
+        Kind of each condition of the model (numbers, sweeps and ranges are
+        read for the continuous ones); a name not in it is read as
+        :data:`KNOWN_CONDITIONS` says, else as categorical (the model then
+        refuses a name it was not trained on).
+
+    Returns
+    -------
+    request : dict of str to list
+        Values per condition, in the given order.
+
+    Raises
+    ------
+    ConditionError
+        On an item without ``=``, an invalid name, a name given twice, no
+        value, or an unreadable number.
+
+    Examples
+    --------
+    >>> parse_condition_request(["group=AD", "age=70,80"],
+    ...                         kinds={"group": "categorical"})
+    {'group': ['AD'], 'age': [70.0, 80.0]}
+    """
+    if items is None:
+        return {}
+    if isinstance(items, str):
+        items = items.replace(";", " ").split()
+    kinds = dict(kinds or {})
+    out = {}
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConditionError(
+                f"cannot read condition {item!r}: write name=value or "
+                "name=value,value (for example group=AD or age=60:80:10)"
+            )
+        (name,) = parse_condition_names(name)
+        if name in out:
+            raise ConditionError(f"condition {name!r} is given twice")
+        kind = kinds.get(name) or KNOWN_CONDITIONS.get(name, ("categorical",))[0]
+        values = parse_condition_values(text, kind=kind, name=name)
+        if not values:
+            raise ConditionError(f"no value given for condition {name!r}")
+        out[name] = values
+    return out
+
+
+def _request_text(request):
+    """``"status=AD, age=75"``."""
+    text = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in request.items()
+    )
+    return text or "any"
+
+
+def _cell_text(combo, encoder):
+    return ", ".join(
+        f"{k}={v}" for k, v in combo.items() if encoder.spec(k).kind == "categorical"
+    )
+
+
+def _subject_columns(encoder):
+    """Encoded columns of the conditions that come from the subject."""
+    return encoder.columns([s.name for s in encoder.specs_ if s.source == SUBJECT])
+
+
+def condition_support(
+    encoder, conditions, combos, *, subjects=None, condition_bandwidth=0.1
+):
+    """What supports each requested combination among the training seeds.
+
+    For each combination (a dict of one value per requested condition):
+
+    * the *cell*: the seeds whose categorical conditions are the requested
+      ones (every seed when no category is asked);
+    * the *coverage*: each requested continuous value must lie within the
+      range of that condition among the cell's seeds, not only within the
+      model's global training range. This is the joint coverage of the
+      cohort: when the patients are all older than 55, a patient of 40 is
+      outside it even if the controls span 20-90;
+    * the *support*: the seeds near the request (their continuous
+      conditions within one kernel width, ``condition_bandwidth`` of each
+      condition's training range, of the requested values: the kernel that
+      :class:`~dipy_tractogen.generation.sources.ConditionalSampler` weighs
+      the seeds with), the training subjects they come from, and the
+      effective number of seeds, the sum of the kernel weights
+      ``exp(-d^2 / 2 h^2)`` over the cell (each seed of a request without a
+      continuous value weighs 1). The seed bank holds every training
+      streamline in both orientations, so each streamline counts twice.
+
+    Parameters
+    ----------
+    encoder : ConditionEncoder
+        The model's conditions.
+    conditions : ndarray (N, encoder.n_features_)
+        Encoded conditions of the seeds (the model's seed bank).
+    combos : list of dict
+        Validated requests (:meth:`ConditionEncoder.validate` then
+        :func:`condition_grid`).
+    subjects : ndarray (N,) of int, optional
+        Training subject of each seed (negative: unknown). Without it,
+        subjects are told apart by their subject covariates (distinct
+        values of the conditions that come from ``participants.tsv``): two
+        subjects with the same covariates count once.
+    condition_bandwidth : float, optional
+        Kernel width, as a fraction of each continuous condition's training
+        range.
+
+    Returns
+    -------
+    rows : list of dict
+        One per combination: ``request``, ``cell`` (the categorical part as
+        text), ``n_seeds`` (seeds in the cell), ``effective_seeds``,
+        ``n_subjects`` (training subjects of the seeds near the request;
+        None when subjects cannot be told apart), ``n_subjects_cell`` (those
+        of the whole cell), ``subjects_counted_by`` (``"subject ids"``,
+        ``"covariate values"`` or None), ``ranges`` (each requested
+        continuous condition's ``[low, high]`` in the cell), ``covered``
+        and ``outside`` (one-line reasons when not covered).
+
+    Examples
+    --------
+    >>> enc = ConditionEncoder(["status", "age"]).fit(
+    ...     {"status": ["AD", "AD", "CN", "CN"], "age": [60., 80., 20., 90.]})
+    >>> C = enc.transform({"status": ["AD", "AD", "CN", "CN"],
+    ...                    "age": [60., 80., 20., 90.]})
+    >>> row = condition_support(enc, C, [{"status": "AD", "age": 40.0}])[0]
+    >>> row["covered"], row["ranges"]
+    (False, {'age': [60.0, 80.0]})
+    """
+    encoder._check_fitted()
+    C = np.asarray(conditions, dtype=np.float32).reshape(-1, encoder.n_features_)
+    if subjects is not None:
+        subjects = np.asarray(subjects).reshape(-1).astype(np.int64)
+        if len(subjects) != len(C):
+            raise InputError(f"{len(subjects)} subject ids for {len(C)} condition rows")
+    subject_cols = _subject_columns(encoder)
+    h = 2.0 * float(condition_bandwidth)  # encoded ranges span 2 units
+    if not h > 0:
+        raise InputError(
+            f"condition_bandwidth must be > 0, got {condition_bandwidth!r}"
+        )
+
+    def count_subjects(rows):
+        if subjects is not None:
+            s = subjects[rows]
+            return int(np.unique(s[s >= 0]).size), "subject ids"
+        if subject_cols:
+            block = C[np.ix_(rows, subject_cols)]
+            return int(np.unique(block, axis=0).shape[0]), "covariate values"
+        return None, None
+
+    out = []
+    for combo in combos:
+        keep = np.ones(len(C), bool)
+        continuous = []
+        for name, value in combo.items():
+            spec = encoder.spec(name)
+            sl = encoder.slices_[name]
+            if spec.kind == "categorical":
+                code = int(spec.codes([str(value)])[0])
+                keep &= C[:, sl].argmax(axis=1) == code
+            else:
+                continuous.append((spec, sl.start, float(value)))
+        cell = np.flatnonzero(keep)
+        cell_text = _cell_text(combo, encoder)
+        within = f" with {cell_text}" if cell_text else ""
+        outside, ranges = [], {}
+        if cell.size == 0:
+            outside.append(f"no training streamline has {cell_text}")
+        d2 = np.zeros(cell.size)
+        for spec, col, value in continuous:
+            encoded = C[cell, col].astype(np.float64)
+            target = float(spec.encode([value], extrapolate=True)[0, 0])
+            d2 += (encoded - target) ** 2
+            if cell.size == 0:
+                continue
+            lo, hi = (float(v) for v in spec.decode([encoded.min(), encoded.max()]))
+            # float32 encodings: a tolerance of 1e-5 of the training range
+            tol = 1e-5 * (spec.high - spec.low) + 1e-6 * max(1.0, abs(value))
+            bad = value < lo - tol or value > hi + tol
+            lo, hi = round(lo, 4), round(hi, 4)
+            ranges[spec.name] = [lo, hi]
+            if bad:
+                unit = f" {spec.unit}" if spec.unit else ""
+                outside.append(
+                    f"{spec.name} {value:g} is outside the {spec.name} range of "
+                    f"the training data{within}, [{lo:g}, {hi:g}]{unit}"
+                )
+        if continuous:
+            weights = np.exp(-0.5 * d2 / h**2)
+            near = cell[d2 <= h**2]
+        else:
+            weights = np.ones(cell.size)
+            near = cell
+        n_near, counted_by = count_subjects(near)
+        n_cell, _ = count_subjects(cell)
+        out.append(
+            {
+                "request": dict(combo),
+                "cell": cell_text,
+                "n_seeds": int(cell.size),
+                "effective_seeds": round(float(weights.sum()), 1),
+                "n_subjects": n_near,
+                "n_subjects_cell": n_cell,
+                "subjects_counted_by": counted_by,
+                "condition_bandwidth": float(condition_bandwidth),
+                "ranges": ranges,
+                "covered": not outside,
+                "outside": outside,
+            }
+        )
+    return out
+
+
+def describe_support(row):
+    """One line for a row of :func:`condition_support`.
+
+    Examples
+    --------
+    >>> describe_support({"request": {"status": "AD"}, "cell": "status=AD",
+    ...     "n_seeds": 400, "effective_seeds": 400.0, "n_subjects": 5,
+    ...     "n_subjects_cell": 5, "covered": True, "outside": []})
+    'status=AD: 5 training subjects with status=AD, 400 seeds'
+    """
+    label = _request_text(row["request"])
+    cell = f" with {row['cell']}" if row.get("cell") else ""
+    continuous = row["effective_seeds"] != row["n_seeds"] or any(
+        isinstance(v, float) for v in row["request"].values()
+    )
+    if row["n_subjects"] is None:
+        subjects = "training subjects unknown"
+    elif continuous:
+        subjects = (
+            f"{row['n_subjects']} of {row['n_subjects_cell']} training subjects"
+            f"{cell} near the request"
+        )
+    else:
+        subjects = f"{row['n_subjects']} training subjects{cell}"
+    text = f"{label}: {subjects}, "
+    if continuous:
+        text += f"{row['effective_seeds']:g} effective seeds of {row['n_seeds']}"
+    else:
+        text += f"{row['n_seeds']} seeds"
+    if not row["covered"]:
+        text += "; outside the cohort: " + "; ".join(row["outside"])
+    return text
+
+
+def check_support(rows, *, extrapolate=False):
+    """Refuse (or, extrapolating, describe) requests the cohort does not cover.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From :func:`condition_support`.
+    extrapolate : bool, optional
+        Return the problems as warnings instead of raising.
+
+    Returns
+    -------
+    warnings : list of str
+        One line per combination outside the cohort (only with
+        ``extrapolate``).
+
+    Raises
+    ------
+    ConditionError
+        Without ``extrapolate``, on the first combination outside the
+        cohort, naming it and why.
+    """
+    problems = []
+    for row in rows:
+        if row["covered"]:
+            continue
+        label = _request_text(row["request"])
+        problems.append(f"{label}: {'; '.join(row['outside'])}")
+    if problems and not extrapolate:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConditionError(
+            f"the training cohort does not cover {problems[0]}{more} "
+            "(use --extrapolate / extrapolate=True to allow it)"
+        )
+    return [f"extrapolating beyond the training cohort: {p}" for p in problems]

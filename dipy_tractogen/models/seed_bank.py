@@ -30,6 +30,7 @@ __all__ = [
     "model_condition_encoder",
     "model_file_conditions",
     "config_conditions",
+    "config_condition_kinds",
     "model_reference",
     "model_seeds",
     "model_wm_mask",
@@ -95,11 +96,27 @@ def config_conditions(config):
     """:func:`model_file_conditions` of a configuration already read with
     :func:`~dipy_tractogen.models.files.model_file_config`."""
     class_name = config["class_name"]
-    inner = config["config"]
-    conditions = inner.get("conditions") or (inner.get("card") or {}).get("conditions")
-    names = [c["name"] for c in (conditions or {}).get("conditions", [])]
+    names = list(config_condition_kinds(config))
     conditional = class_name in CONDITIONAL_CLASSES and bool(names)
     return class_name, names, conditional
+
+
+def config_condition_kinds(config):
+    """Kind of each condition of a model configuration, without Keras.
+
+    Parameters
+    ----------
+    config : dict
+        From :func:`~dipy_tractogen.models.files.model_file_config`.
+
+    Returns
+    -------
+    kinds : dict of str to {"categorical", "continuous"}
+        In the model's order; empty for a model without conditions.
+    """
+    inner = config["config"]
+    conditions = inner.get("conditions") or (inner.get("card") or {}).get("conditions")
+    return {c["name"]: c.get("kind") for c in (conditions or {}).get("conditions", [])}
 
 
 def decoder_takes_conditions(model):
@@ -142,6 +159,7 @@ def attach_conditional_seed_bank(
     reference,
     *,
     wm_mask=None,
+    subjects=None,
     batch_size=4096,
 ):
     """Store seeds with their conditions (and the space) in the model.
@@ -165,6 +183,10 @@ def attach_conditional_seed_bank(
         Anything :func:`dipy_tractogen.io.tractograms.reference_info` takes.
     wm_mask : ndarray, optional
         White-matter mask on the reference grid.
+    subjects : ndarray (N,) int, optional
+        Training subject of each streamline (an index; -1 unknown), stored
+        as ``subjects`` so that generation can count the subjects behind a
+        request (:func:`dipy_tractogen.generation.sources.request_support`).
     batch_size : int, optional
 
     Returns
@@ -188,6 +210,11 @@ def attach_conditional_seed_bank(
         conditions=np.concatenate([C, C]),
         **_space_entries(reference, wm_mask),
     )
+    if subjects is not None:
+        S = np.asarray(subjects).reshape(-1).astype(np.int32)
+        if len(S) != len(X):
+            raise InputError(f"{len(S)} subject ids for {len(X)} streamlines")
+        bank["subjects"] = np.concatenate([S, S])
     model.seed_bank = bank
     return bank
 

@@ -1,5 +1,6 @@
 """``dipy_evaluate_tractogram``: compare a generated tractogram with a real one."""
 
+import glob
 from pathlib import Path
 
 from dipy_tractogen.errors import InputError, TractogramError
@@ -18,6 +19,18 @@ def _single(value, what):
     return value
 
 
+def _several(values):
+    """Existing paths of one or more real tractograms (globs expanded)."""
+    values = [values] if isinstance(values, str) else list(values)
+    paths = []
+    for value in values:
+        found = sorted(glob.glob(str(value))) if glob.has_magic(str(value)) else []
+        if not found and not Path(value).exists():
+            raise TractogramError(f"tractogram not found: {value}")
+        paths += found or [value]
+    return paths
+
+
 class EvaluateTractogramFlow(TractogenFlow):
     """Per-bundle plausibility, novelty, coverage, overlap, BUAN and lengths."""
 
@@ -31,6 +44,8 @@ class EvaluateTractogramFlow(TractogenFlow):
         real,
         train="",
         reference="",
+        group_by="",
+        real_conditions="",
         plausibility_mm=3.0,
         novelty_mm=0.5,
         coverage_mm=3.0,
@@ -53,17 +68,31 @@ class EvaluateTractogramFlow(TractogenFlow):
         length statistics. Writes a JSON report, a text table and an HTML
         page, and prints the table.
 
+        With ``--group_by age,status``, a tractogram generated for several
+        conditions is evaluated condition by condition, each against the
+        real tractograms of the same categories and nearest values (several
+        real files, one condition each: their metadata says which, as a
+        phantom cohort's do, or ``--real_conditions``).
+
         Parameters
         ----------
         generated : string
             The generated tractogram (.trx, .trk, .tck...).
-        real : string
-            The real tractogram (same space).
+        real : variable string
+            The real tractogram (same space); with --group_by, one or more
+            (one condition each; glob patterns allowed).
         train : string, optional
             The training tractogram, for novelty (default: the real one).
         reference : string, optional
             Reference NIfTI (required for .tck; must match .trk/.trx headers;
             gives the density grid). Default: the real tractogram's header.
+        group_by : string, optional
+            Comma-separated conditions (per-streamline condition_* fields of
+            the generated tractogram) to evaluate separately.
+        real_conditions : string, optional
+            The conditions of each real tractogram, in order, separated by
+            slashes: age=25,status=control/age=85,status=control (default:
+            read from each file's metadata).
         plausibility_mm : float, optional
             MDF distance (mm) within which a generated streamline is
             plausible.
@@ -86,7 +115,12 @@ class EvaluateTractogramFlow(TractogenFlow):
             Self-contained HTML report ("" for none).
         """
         generated = _single(generated, "generated")
-        real = _single(real, "real")
+        if group_by:
+            real = _several(real)
+        else:
+            if real_conditions:
+                raise InputError("--real_conditions goes with --group_by")
+            real = _single(real, "real (several need --group_by)")
         if train:
             train = _single(train, "training")
         if max_streamlines < 0:
@@ -97,21 +131,30 @@ class EvaluateTractogramFlow(TractogenFlow):
         self.claim_outputs([p for p in (report_path, table_path, html_path) if p])
         # the metrics' modules only now: a refused output returns at once
         from dipy_tractogen.evaluation.evaluate import (
+            evaluate_by_condition,
             evaluate_tractogram,
             write_evaluation,
         )
 
-        report = evaluate_tractogram(
-            generated,
-            real,
-            train=train or None,
-            reference=reference or None,
-            plausibility_mm=plausibility_mm,
-            novelty_mm=novelty_mm,
-            coverage_mm=coverage_mm,
-            max_streamlines=max_streamlines or None,
-            seed=seed,
-        )
+        options = {
+            "train": train or None,
+            "reference": reference or None,
+            "plausibility_mm": plausibility_mm,
+            "novelty_mm": novelty_mm,
+            "coverage_mm": coverage_mm,
+            "max_streamlines": max_streamlines or None,
+            "seed": seed,
+        }
+        if group_by:
+            report = evaluate_by_condition(
+                generated,
+                real,
+                group_by=group_by,
+                real_conditions=real_conditions or None,
+                **options,
+            )
+        else:
+            report = evaluate_tractogram(generated, real, **options)
         table = write_evaluation(
             report, report_path, table_path, html_path, force=self.force
         )

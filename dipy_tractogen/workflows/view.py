@@ -63,6 +63,9 @@ class ViewTractogramFlow(TractogenFlow):
         width=800,
         height=800,
         compare="",
+        by_condition=False,
+        conditions="",
+        overlay="",
         renderer="auto",
         out_dir="",
         out_png="tractogram.png",
@@ -76,7 +79,10 @@ class ViewTractogramFlow(TractogenFlow):
         Bundles come from the file's labels (as written by dipy-tractogen);
         the legend or colour bar is drawn on the picture. With ``--compare``
         the two tractograms are drawn side by side with the same camera and
-        colours.
+        colours. A tractogram generated for several conditions (per-streamline
+        condition_* fields) is drawn with ``--by_condition`` as one panel per
+        condition on a grid (same camera, scale and bundle colours), and with
+        ``--overlay`` as two conditions in contrasting colours.
 
         Parameters
         ----------
@@ -105,6 +111,17 @@ class ViewTractogramFlow(TractogenFlow):
             Picture height in pixels.
         compare : string, optional
             A second tractogram drawn on the right, for comparison.
+        by_condition : bool, optional
+            One panel per condition (small multiples: the first continuous
+            condition along the columns, the others down the rows); width
+            and height are each panel's.
+        conditions : string, optional
+            Comma-separated conditions to group by with --by_condition or
+            --overlay (default: those the tractogram was generated for).
+        overlay : string, optional
+            Two conditions drawn in one picture in contrasting colours, as
+            name=value[,name=value] separated by a slash:
+            age=25,status=control/age=85,status=control.
         renderer : string, optional
             auto (FURY where it can render, else matplotlib), fury (fail
             without a Vulkan driver) or matplotlib (the flat picture).
@@ -120,14 +137,39 @@ class ViewTractogramFlow(TractogenFlow):
         if compare and not Path(compare).is_file():
             raise InputError(f"tractogram to compare not found: {compare}")
         camera = parse_view(view)
+        panels = bool(by_condition or overlay)
+        if panels and (compare or interactive or color_by != "bundle"):
+            raise InputError(
+                "--by_condition and --overlay draw one tractogram coloured by "
+                "bundle or condition (no --compare, --interactive or --color_by)"
+            )
+        if conditions and not panels:
+            raise InputError("--conditions goes with --by_condition or --overlay")
         if not glob.glob(str(input_files)):
             raise InputError(f"no tractogram matches {input_files}")
         io_it = self.get_io_iterator()  # raises OutputExistsError without --force
         # the renderer's modules only now: a refused output returns at once
+        from dipy_tractogen.viz.panels import render_condition_file
         from dipy_tractogen.viz.render import render_tractogram_file
 
         done = []
         for in_file, out_file in io_it:
+            if panels:
+                render_condition_file(
+                    in_file,
+                    reference=reference or "same",
+                    conditions=conditions or None,
+                    overlay=overlay or None,
+                    view=camera,
+                    size=(width, height),
+                    max_streamlines=max_streamlines or None,
+                    out_path=out_file,
+                    force=self.force,
+                    renderer=renderer,
+                )
+                logger.info(f"wrote {out_file}")
+                done.append(str(out_file))
+                continue
             render_tractogram_file(
                 in_file,
                 reference=reference or "same",
