@@ -331,29 +331,51 @@ class GenerateTractogramFlow(TractogenFlow):
         logger.info(json.dumps(report.produced))
         logger.info(f"wrote {out} and {sidecar}")
         self._picture_and_report(
-            report, out, snapshot, html, interactive, seeds, reference, seed
-        )
+            report, out, snapshot, html, interactive, seeds, reference, seed,
+            model=(model or None) if request is not None else False,
+        )  # fmt: skip
 
     def _picture_and_report(
-        self, report, out, snapshot, html, interactive, seeds, reference, seed
-    ):
+        self, report, out, snapshot, html, interactive, seeds, reference, seed,
+        model=False,
+    ):  # fmt: skip
         """The picture (when asked, and a renderer is available) and the HTML
-        report of a generated tractogram."""
+        report of a generated tractogram; for a conditional run (``model``
+        not False), the features per condition in the report and the
+        sidecar, and one panel per condition in the picture."""
         from dipy.utils.logging import logger
 
+        from dipy_tractogen.viz.panels import snapshot_by_condition
         from dipy_tractogen.viz.render import snapshot_tractogram
         from dipy_tractogen.viz.report import write_generation_report
 
-        if snapshot or interactive:
-            if snapshot_tractogram(
-                out,
-                snapshot,
-                reference=reference or "same",
-                interactive=interactive,
-                seed=seed,
-                force=self.force,
-            ):
-                self.last_generated_outputs["out_snapshot"] = str(snapshot)
+        if snapshot and snapshot_by_condition(
+            out, snapshot, reference=reference or "same", seed=seed, force=self.force
+        ):
+            self.last_generated_outputs["out_snapshot"] = str(snapshot)
+        if interactive:
+            snapshot_tractogram(
+                out, None, reference=reference or "same", interactive=True, seed=seed
+            )
+        table = effects = None
+        if model is not False:
+            from dipy_tractogen.evaluation.features import (
+                condition_effects,
+                condition_features,
+                write_condition_features,
+            )
+
+            table = condition_features(
+                out, model=model, reference=reference or "same",
+                max_streamlines=5000, seed=seed,
+            )  # fmt: skip
+            effects = condition_effects(table)
+            write_condition_features(out, table)
+            for e in effects:
+                logger.info(
+                    f"spread {e['bundle']} {e['condition']} {e['ratio']} "
+                    f"(at {e['at']}): {e['generated']:.3f}"
+                )
         write_generation_report(
             html,
             report,
@@ -362,6 +384,8 @@ class GenerateTractogramFlow(TractogenFlow):
             seeds=seeds or None,
             reference=reference or "same",
             seed=seed,
+            condition_table=table,
+            effects=effects,
             force=self.force,
         )
         self.last_generated_outputs["out_report"] = str(html)
