@@ -116,12 +116,16 @@ class TrainTractoencoderFlow(TractogenFlow):
             doc/precision.md).
         condition_on : string, optional
             Comma-separated conditions: bundle, subject covariates (age,
-            status, any participants.tsv column) and per-streamline
-            attributes (length, curvature). With --model ae or vae they are
-            only stored with the generation seeds.
+            status, any participants.tsv column: sex, group with any number
+            of levels, site...) and per-streamline attributes (length,
+            curvature). With --model ae or vae they are only stored with the
+            generation seeds.
         participants : string, optional
             BIDS participants.tsv with the subject covariates of the input
-            files (default: one found in the folders above them).
+            files (default: one found in the folders above them); n/a or an
+            empty cell is missing. A subject with data but no row, or with a
+            missing value in a requested covariate, and a covariate with one
+            level only, are errors; rows without data are a warning.
         beta : float, optional
             Weight of the KL term (vae, cvae, arvae), in mm2 of summed
             squared error per nat.
