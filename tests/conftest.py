@@ -11,6 +11,8 @@
 - ``one_blas_thread``: NumPy's BLAS limited to one thread (timing-free tests
   of numerical code whose result may depend on the thread count).
 - ``rendering``: skip the test where FURY cannot render (no Vulkan driver).
+- ``condition_sweep``: small tractograms generated-like for four conditions
+  (age x status) and for one, whose spreads are known (``SWEEP_RADIUS``).
 """
 
 import logging
@@ -133,3 +135,80 @@ def rendering():
     ok, reason = rendering_available()
     if not ok:
         pytest.skip(f"rendering unavailable: {reason}")
+
+
+#: radius (mm) of the synthetic sweep's cylinders for age and status
+SWEEP_RADIUS = {
+    (25.0, "control"): 2.0,
+    (85.0, "control"): 3.0,
+    (25.0, "neurodegeneration"): 1.4,
+    (85.0, "neurodegeneration"): 2.1,
+}
+
+
+def _sweep_tractogram(path, combos, *, n_per=12):
+    """A generated-like tractogram: two bundles (straight cylinders along
+    y and x) per (age, status) of ``combos``, radius SWEEP_RADIUS, with
+    condition_age, condition_status and the provenance naming them."""
+    import numpy as np
+
+    from dipy_tractogen.io.tractograms import save_bundles
+
+    ref = (np.diag([2.0, 2.0, 2.0, 1.0]), (60, 60, 20), (2.0, 2.0, 2.0), "RAS")
+    lines, ids, ages, codes = [], [], [], []
+    statuses = ["control", "neurodegeneration"]
+    t = np.linspace(0, 2 * np.pi, n_per, endpoint=False)
+    s = np.linspace(20.0, 80.0, 31)
+    for age, status in combos:
+        r = SWEEP_RADIUS[(age, status)]
+        for bundle in (0, 1):
+            for a in t:
+                u, v = 40 + r * np.cos(a), 20 + r * np.sin(a)
+                line = (
+                    np.stack([np.full_like(s, u), s, np.full_like(s, v)], 1)
+                    if bundle == 0
+                    else np.stack([s, np.full_like(s, u), np.full_like(s, v)], 1)
+                )
+                lines.append(line)
+                ids.append(bundle)
+                ages.append(age)
+                codes.append(statuses.index(status))
+    metadata = {
+        "conditions": {
+            "request": [
+                {"bundle": b, "age": a, "status": st}
+                for b in ("AF", "CST")
+                for a, st in combos
+            ],
+            "trained_on": [
+                {"name": "bundle", "kind": "categorical", "categories": ["AF", "CST"]},
+                {"name": "age", "kind": "continuous", "low": 20.0, "high": 90.0},
+                {"name": "status", "kind": "categorical", "categories": statuses},
+            ],
+        }
+    }
+    save_bundles(
+        path,
+        lines,
+        ref,
+        bundle_ids=ids,
+        bundle_names=["AF", "CST"],
+        data_per_streamline={
+            "condition_age": np.asarray(ages, np.float32),
+            "condition_status": np.asarray(codes, np.int16),
+        },
+        metadata=metadata,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def condition_sweep(tmp_path_factory):
+    """``{"sweep": 4-condition .trx, "single": 1-condition .trx}``: two
+    bundles of straight cylinders whose radius is SWEEP_RADIUS of each
+    (age, status), as a generated sweep stores them."""
+    d = tmp_path_factory.mktemp("sweep")
+    return {
+        "sweep": _sweep_tractogram(d / "sweep.trx", list(SWEEP_RADIUS)),
+        "single": _sweep_tractogram(d / "single.trx", [(25.0, "control")]),
+    }

@@ -118,3 +118,67 @@ def test_curvature_does_not_depend_on_the_sampling():
     fine = bundle_features(np.stack([arc(1000)] * 3))["mean_curvature_per_mm"]
     assert fine == pytest.approx(coarse, rel=0.02)
     assert fine == pytest.approx(1 / 30, rel=0.05)
+
+
+# --------------------------------------------------------------------------
+# per condition (evaluation.features)
+# --------------------------------------------------------------------------
+
+
+def test_condition_features_of_a_sweep(condition_sweep):
+    from conftest import SWEEP_RADIUS
+
+    from dipy_tractogen.evaluation.features import (
+        condition_effects,
+        condition_features,
+    )
+
+    table = condition_features(condition_sweep["sweep"])
+    assert table["conditions"] == ["age", "status"]
+    assert table["training"] is None
+    rows = table["rows"]
+    assert len(rows) == 8  # 2 bundles x 2 ages x 2 statuses
+    for r in rows:
+        assert r["n_streamlines"] == 12
+        assert r["spread_mm"] == pytest.approx(SWEEP_RADIUS[r["age"], r["status"]],
+                                               rel=1e-5)  # fmt: skip
+        assert r["mean_length_mm"] == pytest.approx(60.0, rel=1e-5)
+    effects = condition_effects(table)
+    age = [e for e in effects if e["condition"] == "age"]
+    status = [e for e in effects if e["condition"] == "status"]
+    assert len(age) == len(status) == 4
+    assert {e["ratio"] for e in age} == {"85 / 25"}
+    assert all(e["generated"] == pytest.approx(1.5, rel=1e-5) for e in age)
+    assert all(e["generated"] == pytest.approx(0.7, rel=1e-5) for e in status)
+    # grouped by one condition only: the ages pooled
+    by_status = condition_features(condition_sweep["sweep"], conditions="status")
+    assert [r["n_streamlines"] for r in by_status["rows"]] == [24] * 4
+
+
+def test_condition_features_errors_and_sidecar(condition_sweep, tmp_path):
+    import json
+    import shutil
+
+    from dipy_tractogen.evaluation.features import (
+        condition_effects,
+        condition_features,
+        write_condition_features,
+    )
+
+    with pytest.raises(InputError, match="has no condition 'sex'"):
+        condition_features(condition_sweep["sweep"], conditions="sex")
+    with pytest.raises(InputError, match="unknown feature"):
+        condition_effects({"conditions": [], "rows": []}, feature="width")
+    path = tmp_path / "copy.trx"
+    shutil.copy(condition_sweep["sweep"], path)
+    side = condition_sweep["sweep"].with_suffix(".json")
+    shutil.copy(side, path.with_suffix(".json"))
+    table = condition_features(path, max_streamlines=5)
+    assert all(r["n_streamlines"] == 5 for r in table["rows"])
+    side = write_condition_features(path, table)
+    data = json.loads(open(side).read())
+    assert data["condition_features"]["rows"][0]["n_streamlines"] == 5
+    assert data["format"] == "dipy-tractogen-bundles"  # still a bundles sidecar
+    from dipy_tractogen.io.tractograms import load_bundles
+
+    assert load_bundles(path)[2] == {0: "AF", 1: "CST"}

@@ -142,3 +142,26 @@ def test_requested_vs_measured(tmp_path):
     with pytest.raises(InputError, match="3 requested values for 2"):
         plot_requested_vs_measured([1.0, 2, 3], [1.0, 2.0], tmp_path / "x.png")
     _only(tmp_path, "r.png", "r2.png")
+
+
+def test_condition_features_plot(tmp_path, condition_sweep):
+    from matplotlib.image import imread
+
+    from dipy_tractogen.evaluation.features import condition_features
+    from dipy_tractogen.viz.plots import plot_condition_features
+
+    table = condition_features(condition_sweep["sweep"])
+    for r in table["rows"]:  # a training side to draw dashed
+        r["training_spread_mm"] = r["spread_mm"] * 0.9
+    out = plot_condition_features(table, tmp_path / "f.png",
+                                  features=("spread_mm", "volume_mm3"))  # fmt: skip
+    h, w = imread(out).shape[:2]
+    assert w > h > 300  # 2 bundles across, 2 features down
+    with pytest.raises(OutputExistsError):
+        plot_condition_features(table, out)
+    with pytest.raises(InputError, match="unknown feature"):
+        plot_condition_features(table, tmp_path / "g.png", features=("width",))
+    one = condition_features(condition_sweep["single"])
+    with pytest.raises(InputError, match="no condition has several values"):
+        plot_condition_features(one, tmp_path / "h.png")
+    assert not (tmp_path / "g.png").exists() and not (tmp_path / "h.png").exists()

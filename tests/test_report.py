@@ -185,3 +185,50 @@ def test_training_report_of_the_shipped_cohort_model(tmp_path):
     assert held == pytest.approx(model.card["heldout_errors_mm"])
     with pytest.raises(OutputExistsError):
         write_training_report(out, model.card)
+
+
+def test_generation_report_of_a_sweep(tmp_path, condition_sweep, monkeypatch):
+    """A run for several conditions: overlays, the features by condition
+    (table, ratios, plot, numbers), histograms per bundle and condition."""
+    from dipy_tractogen.evaluation.features import (
+        condition_effects,
+        condition_features,
+    )
+    from dipy_tractogen.generation.pipeline import GenerationReport
+    from dipy_tractogen.viz import NO_RENDER_ENV
+
+    monkeypatch.setenv(NO_RENDER_ENV, "1")  # the flat pictures: no driver needed
+    table = condition_features(condition_sweep["sweep"])
+    effects = condition_effects(table)
+    report = GenerationReport(requested={"all": 96}, produced={"all": 96}, n_drawn=96)
+    out = tmp_path / "sweep.html"
+    write_generation_report(
+        out, report, condition_sweep["sweep"], condition_table=table, effects=effects
+    )
+    text = out.read_text()
+    assert "<h2>Overlays</h2>" in text and "<h2>Features by condition</h2>" in text
+    # one overlay per condition (age, status), the feature plot, the histograms
+    assert text.count("data:image/png;base64,") == 4
+    assert "age 25, control (orange) and age 85, control (blue)" in text
+    assert "One row per bundle and condition." in text
+    assert '<td class="num">1.5</td>' in text  # the age ratio of the spread
+    assert '<td class="num">0.7</td>' in text  # the status ratio
+    numbers = [n for n in read_report_numbers(out) if "condition_features" in n][0]
+    rows = numbers["condition_features"]["rows"]
+    assert len(rows) == 8 and rows[0]["spread_mm"] == pytest.approx(2.0, rel=1e-5)
+    assert len(numbers["effects"]) == 8
+
+
+def test_generation_report_of_one_condition_has_no_overlay(tmp_path, condition_sweep):
+    from dipy_tractogen.evaluation.features import condition_features
+    from dipy_tractogen.generation.pipeline import GenerationReport
+
+    report = GenerationReport(requested={"all": 24}, produced={"all": 24}, n_drawn=24)
+    out = tmp_path / "one.html"
+    table = condition_features(condition_sweep["single"])
+    write_generation_report(out, report, condition_sweep["single"],
+                            condition_table=table)  # fmt: skip
+    text = out.read_text()
+    assert "<h2>Overlays</h2>" not in text
+    assert "<h2>Features by condition</h2>" in text  # the table, no plot
+    assert text.count("data:image/png;base64,") == 1  # the histograms

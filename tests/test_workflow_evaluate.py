@@ -130,3 +130,79 @@ def test_command_end_to_end(files, tmp_path):
     assert report["overall"]["plausibility"] == 0.0
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 1 and "error: output exists" in res.stderr
+
+
+def test_evaluate_grouped_by_condition(run_cli, cli_error, condition_sweep, tmp_path):
+    from conftest import _sweep_tractogram
+
+    from dipy_tractogen.io.tractograms import load_bundles, save_bundles
+
+    # real tractograms of three conditions: the generated geometry itself
+    real = tmp_path / "real"
+    real.mkdir()
+    combos = [(25.0, "control"), (85.0, "control"), (25.0, "neurodegeneration")]
+    paths = []
+    for age, status in combos:
+        tmp = _sweep_tractogram(tmp_path / f"t{age:g}{status}.trx", [(age, status)])
+        sft, ids, names, _ = load_bundles(tmp)
+        path = real / f"sub-{age:g}-{status}.trx"
+        # a phantom subject's metadata says its age and status
+        save_bundles(path, sft.streamlines, sft, bundle_ids=ids, bundle_names=names,
+                     metadata={"age": age, "status": status})  # fmt: skip
+        paths.append(path)
+    out = tmp_path / "out"
+    assert run_cli("dipy_evaluate_tractogram", condition_sweep["sweep"], *paths,
+                   "--group_by", "age,status", "--out_dir", out) == 0  # fmt: skip
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["group_by"] == ["age", "status"]
+    groups = {(g["condition"]["age"], g["condition"]["status"]): g
+              for g in report["groups"]}  # fmt: skip
+    for age, status in combos:  # each against its own geometry: a perfect match
+        g = groups[age, status]
+        assert g["real"] == [str(real / f"sub-{age:g}-{status}.trx")]
+        assert g["overall"]["plausibility"] == 1.0
+        assert g["bundles"]["AF"]["mdf_to_real_median"] == pytest.approx(0, abs=1e-4)
+    # age 85 with neurodegeneration: the nearest real one of that status
+    g = groups[85.0, "neurodegeneration"]
+    assert g["real_condition"] == [{"age": 25.0, "status": "neurodegeneration"}]
+    assert g["bundles"]["AF"]["mdf_to_real_median"] > 0.5
+    text = (out / "evaluation.txt").read_text()
+    assert "== age 25, control" in text and "== age 85, neurodegeneration" in text
+    assert "Per condition" in (out / "evaluation.html").read_text()
+
+    # the real conditions given on the command line instead of read
+    bare = real / "bare.trx"
+    sft, ids, names, _ = load_bundles(paths[0])
+    save_bundles(bare, sft.streamlines, sft, bundle_ids=ids, bundle_names=names)
+    out2 = tmp_path / "out2"
+    assert run_cli("dipy_evaluate_tractogram", condition_sweep["sweep"], bare,
+                   "--group_by", "status", "--real_conditions", "status=control",
+                   "--out_dir", out2) == 0  # fmt: skip
+    report = json.loads((out2 / "evaluation.json").read_text())
+    skipped = [g for g in report["groups"] if "skipped" in g]
+    assert [g["condition"] for g in skipped] == [{"status": "neurodegeneration"}]
+
+    # bad input: one line, nothing written
+    cases = [
+        (("--group_by", "sex"), "has no condition 'sex'"),
+        ((), "several need --group_by"),
+        (("--group_by", "age", "--real_conditions", "age=25"), "1 real conditions"),
+        (("--real_conditions", "age=25"), "goes with --group_by"),
+    ]
+    for k, (args, message) in enumerate(cases):
+        bad = tmp_path / f"bad{k}"
+        assert run_cli("dipy_evaluate_tractogram", condition_sweep["sweep"], *paths,
+                       *args, "--out_dir", bad) == 1  # fmt: skip
+        assert message in cli_error("dipy_evaluate_tractogram"), args
+        assert not bad.exists() or not any(bad.iterdir())
+    bad9 = tmp_path / "bad9"
+    assert run_cli("dipy_evaluate_tractogram", condition_sweep["sweep"], bare,
+                   "--group_by", "age", "--out_dir", bad9) == 1  # fmt: skip
+    assert "cannot tell the age" in cli_error("dipy_evaluate_tractogram")
+    nocond = tmp_path / "nocond.trx"
+    save_bundles(nocond, sft.streamlines, sft, bundle_ids=ids, bundle_names=names)
+    assert run_cli("dipy_evaluate_tractogram", nocond, bare, "--group_by", "age",
+                   "--out_dir", tmp_path / "bad10") == 1  # fmt: skip
+    assert "carries no per-streamline conditions" in cli_error(
+        "dipy_evaluate_tractogram"
+    )

@@ -307,3 +307,36 @@ def test_generate_writes_snapshot_and_report(rendering, tiny_model, tmp_path):
     # the picture is an output like the others: refused without --force
     with pytest.raises(OutputExistsError):
         GenerateTractogramFlow().run(model=str(tiny_model), out_dir=str(tmp_path))
+
+
+def test_view_by_condition(run_cli, cli_error, condition_sweep, phantom_file, tmp_path):
+    from matplotlib.image import imread
+
+    out = tmp_path / "panels.png"
+    common = ("--renderer", "matplotlib", "--width", 120, "--height", 120)
+    assert run_cli("dipy_view_tractogram", condition_sweep["sweep"], "--by_condition",
+                   *common, "--out_png", out) == 0  # fmt: skip
+    h, w = imread(out).shape[:2]
+    assert h > 2 * 120 and w > 2 * 120  # a 2 x 2 grid
+    over = tmp_path / "overlay.png"
+    assert run_cli("dipy_view_tractogram", condition_sweep["sweep"], "--overlay",
+                   "age=25,status=control/age=85,status=control", *common,
+                   "--out_png", over) == 0  # fmt: skip
+    assert over.is_file()
+    # bad input: one line, nothing written
+    cases = [
+        ((phantom_file[0], "--by_condition"), "carries no per-streamline conditions"),
+        ((condition_sweep["sweep"], "--by_condition", "--conditions", "sex"),
+         "has no condition 'sex'"),
+        ((condition_sweep["sweep"], "--overlay", "sex=F/sex=M"),
+         "unknown condition 'sex'"),
+        ((condition_sweep["single"], "--by_condition"), "no panels to compare"),
+        ((condition_sweep["sweep"], "--by_condition", "--compare",
+          condition_sweep["single"]), "no --compare"),
+        ((condition_sweep["sweep"], "--conditions", "age"), "goes with"),
+    ]  # fmt: skip
+    for k, (args, message) in enumerate(cases):
+        bad = tmp_path / f"bad{k}.png"
+        assert run_cli("dipy_view_tractogram", *args, *common, "--out_png", bad) == 1
+        assert message in cli_error("dipy_view_tractogram"), args
+        assert not bad.exists()
