@@ -232,3 +232,71 @@ def test_generation_report_of_one_condition_has_no_overlay(tmp_path, condition_s
     assert "<h2>Overlays</h2>" not in text
     assert "<h2>Features by condition</h2>" in text  # the table, no plot
     assert text.count("data:image/png;base64,") == 1  # the histograms
+
+
+def _browser():
+    import shutil
+
+    for name in (
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    _browser() is None,
+    reason="no headless Chromium/Chrome here (apt-get install chromium) to "
+    "render the report in a real browser",
+)
+def test_sweep_report_renders_in_a_browser(tmp_path, condition_sweep, monkeypatch):
+    """The report of a sweep, opened by headless Chromium: the panels, the
+    overlays and the features table are on the screen."""
+    import subprocess
+
+    from matplotlib.image import imread
+
+    from dipy_tractogen.evaluation.features import (
+        condition_effects,
+        condition_features,
+    )
+    from dipy_tractogen.generation.pipeline import GenerationReport
+    from dipy_tractogen.viz import NO_RENDER_ENV
+    from dipy_tractogen.viz.panels import OVERLAY_COLOURS, render_condition_file
+    from dipy_tractogen.viz.render import bundle_color
+
+    monkeypatch.setenv(NO_RENDER_ENV, "1")
+    png = tmp_path / "generated.png"
+    render_condition_file(condition_sweep["sweep"], out_path=png, size=(200, 200))
+    table = condition_features(condition_sweep["sweep"])
+    report = GenerationReport(requested={"all": 96}, produced={"all": 96}, n_drawn=96)
+    page = tmp_path / "generated.html"
+    effects = condition_effects(table)
+    write_generation_report(page, report, condition_sweep["sweep"], snapshot=png,
+                            condition_table=table, effects=effects)  # fmt: skip
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [_browser(), "--headless", "--disable-gpu", "--no-sandbox",
+         "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1200,6000",
+         page.resolve().as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    img = np.round(imread(shot)[..., :3] * 255).astype(int)
+
+    def rows_with(colour, tol=3):
+        hit = np.all(np.abs(img - np.round(np.asarray(colour) * 255)) <= tol, axis=-1)
+        return np.flatnonzero(hit.sum(axis=1) > 0)
+
+    # the panels (bundle colours), the overlays (their two colours)
+    for colour in (bundle_color(0), bundle_color(1), *OVERLAY_COLOURS):
+        assert rows_with(colour).size > 20, colour
+    # the tables: header cells (background #f3f3f3) on many rows of the page
+    header = rows_with(np.array([243, 243, 243]) / 255, tol=0)
+    assert header.size > 50
+    # the picture comes before the features table, as in the page
+    assert rows_with(bundle_color(0))[0] < header[-1]
