@@ -261,6 +261,23 @@ def test_study_covariates_reach_the_training_data(study, dipy_log):
     assert list(groups) == expected and set(S) == set(range(6))
 
 
+def test_study_covariates_from_an_hdf5_dataset(study, tmp_path):
+    from dipy_tractogen.io.dataset import build_dataset
+    from dipy_tractogen.training.conditioning import load_conditional_data
+
+    h5 = tmp_path / "study.h5"
+    files = sorted(study.glob("sub-*/*.trx"))
+    build_dataset(files, h5, n_points=N_POINTS, participants=study / "participants.tsv")
+    data = load_conditional_data(str(h5), "bundle,group,site", n_points=N_POINTS)
+    assert data.encoder.spec("group").categories == ("AD", "CN", "MCI")
+    assert data.encoder.spec("site").categories == ("1", "2", "3")
+    X, labels, C, S = data.seed_sample(with_conditions=True, with_subjects=True)
+    groups = data.encoder.inverse_transform(C)["group"]
+    assert list(groups) == [STUDY[f"sub-{s + 1:03d}"][2] for s in S]
+    with pytest.raises(ConditionError, match="'scanner' has one level only"):
+        load_conditional_data(str(h5), "bundle,scanner", n_points=N_POINTS)
+
+
 @pytest.mark.parametrize(
     ("conditions", "edit", "message"),
     [
