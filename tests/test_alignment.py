@@ -47,6 +47,17 @@ def _compose(tx, ty, tz, rx, ry, rz):
     return compose_matrix44([tx, ty, tz, rx, ry, rz])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """DIPY's OpenMP (SLR) and BLAS in one thread: on a busy 2-core runner
+    more threads than cores make SLR several times slower."""
+    from threadpoolctl import threadpool_limits
+
+    with pytest.MonkeyPatch.context() as mp, threadpool_limits(1):
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
+
+
 @pytest.fixture(scope="module")
 def cingula():
     c1, c2 = two_cingulum_bundles()
@@ -215,6 +226,7 @@ def test_atlas_template_with_its_reference(fornix):
         ({"nb_pts": 1}, "nb_pts must be an integer >= 2"),
         ({"less_than": 5}, "less_than (5) must exceed greater_than"),
         ({"seed": -1}, "seed must be an integer"),
+        ({"num_threads": 0}, "num_threads must be a non-zero integer"),
         (
             {
                 "template": {

@@ -408,6 +408,7 @@ def _slr(static, moving, options, rng, what):
             nb_pts=options["nb_pts"],
             progressive=options["progressive"],
             rng=rng,
+            num_threads=options["num_threads"],
         )
     except (ValueError, IndexError, np.linalg.LinAlgError) as exc:
         raise _dipy_error(exc, what) from exc
@@ -468,6 +469,7 @@ def align_cohort(
     select_random=None,
     progressive=True,
     max_iter=20,
+    num_threads=None,
     qc_max_streamlines=2000,
     buan_threshold=6.0,
     buan_clust_thr=(5, 3, 1.5),
@@ -508,6 +510,9 @@ def align_cohort(
         ``slr_with_qbx``'s progressive registration (rigid, then more).
     max_iter : int, optional
         ``groupwise_slr``'s iterations.
+    num_threads : int or None, optional
+        OpenMP threads of ``slr_with_qbx`` (DIPY's meaning: None, all or
+        ``OMP_NUM_THREADS``; < 0, all but ``|num_threads + 1|``; not 0).
     qc_max_streamlines : int or None, optional
         Measure the quality on at most this many streamlines per bundle.
     buan_threshold : float, optional
@@ -550,6 +555,7 @@ def align_cohort(
         select_random=select_random,
         progressive=progressive,
         max_iter=max_iter,
+        num_threads=num_threads,
         qc_max_streamlines=qc_max_streamlines,
         buan_threshold=buan_threshold,
         buan_clust_thr=buan_clust_thr,
@@ -658,6 +664,11 @@ def _options(**options):
         options["buan_threshold"], "buan_threshold", low_open=True
     )
     options["progressive"] = bool(options["progressive"])
+    threads = options["num_threads"]
+    if threads is not None:
+        if isinstance(threads, bool) or not float(threads).is_integer() or threads == 0:
+            raise InputError(f"num_threads must be a non-zero integer, got {threads!r}")
+        options["num_threads"] = int(threads)
     return options
 
 

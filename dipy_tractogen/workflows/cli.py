@@ -67,6 +67,10 @@ COMMANDS = {
         "dipy_tractogen.workflows.convert",
         "ConvertFintaWeightsFlow",
     ),
+    "dipy_align_cohort": (
+        "dipy_tractogen.workflows.align",
+        "AlignCohortFlow",
+    ),
 }
 
 
@@ -300,3 +304,8 @@ def evaluate_tractogram():
 def convert_finta_weights():
     """Entry point of ``dipy_convert_finta_weights``."""
     run_command("dipy_convert_finta_weights")
+
+
+def align_cohort():
+    """Entry point of ``dipy_align_cohort``."""
+    run_command("dipy_align_cohort")
