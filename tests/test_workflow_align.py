@@ -188,6 +188,7 @@ def _nan_file(path):
         ("no_subject", "cannot tell the subject"),
         ("bbox", "fall outside the bounding box"),
         ("renderer", "renderer must be"),
+        ("view", "view must be one of"),
     ],
 )
 def test_bad_input_one_line_nothing_written(
@@ -209,6 +210,8 @@ def test_bad_input_one_line_nothing_written(
         extra = ["--bbox_valid_check", "--template", "sub-01"]
     elif case == "renderer":
         extra = ["--renderer", "vtk"]
+    elif case == "view":
+        extra = ["--view", "top"]
     out = tmp_path / "out"
     assert run_cli(NAME, *files, *extra, "--out_dir", out) == 1
     line = cli_error(NAME)

@@ -79,6 +79,8 @@ QC_COLUMNS = (
     "buan_after",
     "outside_volume",
 )
+#: Template labels that no subject may take.
+_RESERVED = (GROUPWISE, "atlas")
 #: SLR's transformation models (``x0``).
 _X0 = ("rigid", "similarity", "affine")
 
@@ -216,6 +218,8 @@ def _check_cohort(subject_bundles, references):
     for subject, bundles in sorted(subject_bundles.items()):
         if not isinstance(subject, str) or not subject:
             raise InputError(f"subject names must be non-empty text, got {subject!r}")
+        if subject in _RESERVED:
+            raise InputError(f"{subject!r} names a template, not a subject")
         cohort[subject] = _check_bundles(bundles, f"subject {subject}")
     references = dict(references or {})
     unknown = sorted(set(references) - set(cohort))
@@ -329,16 +333,15 @@ def _subset(streamlines, n, rng):
 
 def _quality_rows(result, quality_seed, options, template_reference):
     rows = []
-    sequences = {}
-    for subject in result.subjects:
-        if subject == result.template:
-            continue
-        for bundle in result.bundles[subject]:
-            if result.template_of(subject, bundle) is None:
-                continue
-            sequences[(subject, bundle)] = None
-    children = quality_seed.spawn(len(sequences))
-    for (subject, bundle), child in zip(sequences, children, strict=True):
+    pairs = [
+        (subject, bundle)
+        for subject in result.subjects
+        if subject != result.template
+        for bundle in result.bundles[subject]
+        if result.template_of(subject, bundle) is not None
+    ]
+    children = quality_seed.spawn(len(pairs))
+    for (subject, bundle), child in zip(pairs, children, strict=True):
         before = result.template_of(subject, bundle, aligned=False)
         after = result.template_of(subject, bundle, aligned=True)
         # the same generator state for both: the same subsets and clusters
@@ -589,23 +592,12 @@ def align_cohort(
         extra = dict(info.get(subject, {}))
         if note:
             extra["native_reference"] = note
-        how = (
-            "template"
-            if subject == label
-            else (
-                "identity"
-                if method == "none"
-                else "groupwise_slr"
-                if label == GROUPWISE
-                else "slr_with_qbx"
-            )
-        )
         transform = SubjectTransform(
             subject=subject,
             matrix=matrices[subject],
             native_reference=record,
             template_reference=template_record,
-            method=how,
+            method=_method_name(subject, label, method),
             info=extra,
         )
         transforms[subject] = transform
@@ -627,6 +619,15 @@ def align_cohort(
     )
     result.qc = _quality_rows(result, quality_seed, options, template_tuple)
     return result
+
+
+def _method_name(subject, label, method):
+    """How a subject's matrix was found, for its transform record."""
+    if subject == label:
+        return "template"
+    if method == "none":
+        return "identity"
+    return "groupwise_slr" if label == GROUPWISE else "slr_with_qbx"
 
 
 def _record_tuple(record):

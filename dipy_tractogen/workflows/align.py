@@ -116,6 +116,7 @@ class AlignCohortFlow(TractogenFlow):
         )
         from dipy_tractogen.alignment.files import alignment_outputs
         from dipy_tractogen.errors import InputError
+        from dipy_tractogen.viz.render import VIEWS
 
         # DIPY's parser reads the word "none" as None
         renderer = "none" if renderer is None else renderer
@@ -124,6 +125,8 @@ class AlignCohortFlow(TractogenFlow):
             raise InputError(
                 f"renderer must be auto, fury, matplotlib or none, got {renderer!r}"
             )
+        if view not in VIEWS:
+            raise InputError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
         paths = expand_paths(bundle_files)
         subjects = cohort_subjects(paths)
         kind, value = template_choice(template, subjects)
