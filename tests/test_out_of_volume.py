@@ -176,11 +176,202 @@ def test_cut_to_volume_known_answer():
     assert keep.tolist() == [True, True, False, True]
     through, inside, back = pieces
     # cut at the faces (1e-3 voxel inside), every inside point kept
-    np.testing.assert_allclose(through[[0, -1], 0], [-0.499, 9.499])
+    np.testing.assert_allclose(through[[0, -1], 0], [-0.498, 9.498])
     np.testing.assert_array_equal(through[1:-1], lines[0][3:13])
     np.testing.assert_array_equal(inside, lines[1])
     np.testing.assert_allclose(
-        back, [[9.499, 6, 5], [2, 6, 5], [0, 6, 5], [0, 7, 5]], atol=1e-9
+        back, [[9.498, 6, 5], [2, 6, 5], [0, 6, 5], [0, 7, 5]], atol=1e-9
     )
     sft = StatefulTractogram([p.astype(np.float32) for p in pieces], ref, Space.RASMM)
     assert sft.is_bbox_in_vox_valid()
+
+
+# ---------------------------------------------------------------------------
+# generation: the output's volume, cut or remove, a subject's native space
+# ---------------------------------------------------------------------------
+
+GEN = "dipy_generate_tractogram"
+N_GEN = 120
+
+
+def _box(x_half):
+    """A 1 mm grid spanning x in [-x_half, x_half] mm, and the phantom's y
+    and z (the shipped model's space spans x and y in [-96, 96] mm)."""
+    affine = np.eye(4)
+    affine[:3, 3] = (-x_half, -100.0, -5.0)
+    return (affine, np.array([2 * x_half + 1, 200, 10]), np.ones(3, np.float32), "RAS")
+
+
+def _transform(tmp_path, native, matrix=None, name="sub-09"):
+    """A transform record of subject ``name`` into the shipped model's space."""
+    from dipy_tractogen.io.transforms import (
+        SubjectTransform,
+        reference_record,
+        write_subject_transform,
+    )
+    from dipy_tractogen.models.files import resolve_model
+    from dipy_tractogen.models.seed_bank import model_reference
+
+    record = SubjectTransform(
+        subject=name,
+        matrix=np.eye(4) if matrix is None else matrix,
+        native_reference=reference_record(native),
+        template_reference=reference_record(model_reference(resolve_model(None))),
+    )
+    path, _ = write_subject_transform(tmp_path / f"{name}_transform.json", record)
+    return path
+
+
+def _trx_valid(path, tmp_path):
+    """Streamlines trx-python's ``trx_validate`` keeps (it removes invalid
+    coordinates, overlapping points and duplicates, and writes the rest)."""
+    from trx.workflows import validate_tractogram
+
+    cleaned = tmp_path / f"validated_{path.name}"
+    validate_tractogram(str(path), None, str(cleaned))
+    return len(load_tractogram(str(cleaned), "same", bbox_valid_check=False))
+
+
+@pytest.fixture(scope="module")
+def template_run(tmp_path_factory):
+    """The shipped model's plain run (its own space, no plausibility filter):
+    what the other runs of the same seed are compared with."""
+    pytest.importorskip("keras")
+    from dipy_tractogen.generation.pipeline import generate_tractogram
+
+    folder = tmp_path_factory.mktemp("template_run")
+    path = folder / "template.trx"
+    report = generate_tractogram(path, n_streamlines=N_GEN, seed=1, apply_filters=False)
+    assert report.complete and report.out_of_volume["removed"] == 0
+    sft = load_tractogram(str(path), "same", bbox_valid_check=True)
+    return [np.asarray(s, np.float64) for s in sft.streamlines]
+
+
+def test_generation_cut_known_answer(template_run, tmp_path):
+    """Cut to a box every streamline keeps a piece of: the same draws as the
+    template run, each cut exactly as cut_to_volume cuts it."""
+    from dipy_tractogen.generation.pipeline import generate_tractogram
+
+    box = _box(40)
+    pieces, cut, keep = cut_to_volume(template_run, box)
+    assert keep.all() and 0 < cut.sum() < N_GEN
+    out = tmp_path / "cut.trk"
+    report = generate_tractogram(
+        out,
+        n_streamlines=N_GEN,
+        seed=1,
+        apply_filters=False,
+        out_of_volume="cut",
+        subject_transform=_transform(tmp_path, box),
+    )
+    assert report.out_of_volume["cut"] == int(cut.sum())
+    assert report.out_of_volume["removed"] == 0
+    sft = load_tractogram(str(out), "same", bbox_valid_check=True)
+    assert len(sft) == N_GEN
+    for got, want in zip(sft.streamlines, pieces, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-3)
+    meta = json.loads(out.with_suffix(".json").read_text())["metadata"]
+    assert meta["output_volume"]["out_of_volume"] == "cut"
+    assert meta["report"]["out_of_volume"]["cut"] == int(cut.sum())
+    assert _trx_valid(out, tmp_path) == N_GEN
+
+
+def test_generation_remove(template_run, tmp_path):
+    """Removed streamlines are replaced by new draws, all inside; the
+    template run's streamlines that fit are among them."""
+    from dipy_tractogen.generation.pipeline import generate_tractogram
+
+    box = _box(60)
+    outside = outside_volume(template_run, box, epsilon=2e-3)
+    assert 0 < outside.sum() < N_GEN
+    out = tmp_path / "removed.trx"
+    report = generate_tractogram(
+        out,
+        n_streamlines=N_GEN,
+        seed=1,
+        apply_filters=False,
+        subject_transform=_transform(tmp_path, box),
+    )
+    assert report.complete
+    removed = report.out_of_volume["removed"]
+    assert removed == report.rejected["in_volume"] >= outside.sum()
+    assert report.out_of_volume["cut"] == 0
+    sft = load_tractogram(str(out), "same", bbox_valid_check=True)
+    assert len(sft) == N_GEN
+    # every template streamline that fits is written (same draws, same order
+    # within a bundle), to float32 precision
+    got = np.stack([np.asarray(s) for s in sft.streamlines])
+    fits = np.stack([s for s, o in zip(template_run, outside, strict=True) if not o])
+    nearest = np.abs(fits[:, None] - got[None]).max(axis=(2, 3)).min(axis=1)
+    assert nearest.max() < 1e-3
+    assert _trx_valid(out, tmp_path) == N_GEN
+    assert "removed" in report.summary() and "sub-09's native space" in report.summary()
+
+
+def test_native_space_round_trip(template_run, tmp_path, run_cli):
+    """--subject_transform writes the template run moved by the inverse of
+    the subject's transform, with the subject's header."""
+    from dipy.tracking.streamline import transform_streamlines
+
+    from dipy_tractogen.io.tractograms import same_space
+
+    native = transform_streamlines(template_run, np.linalg.inv(MOVE))
+    header = volume_holding(native, margin=10.0)
+    transform = _transform(tmp_path, header, matrix=MOVE)
+    out = tmp_path / "out"
+    args = ["--n_streamlines", N_GEN, "--seed", 1, "--no_filter", "--no_snapshot"]
+    assert run_cli(GEN, *args, "--subject_transform", transform, "--out_dir", out) == 0
+    sft = load_tractogram(str(out / "generated.trx"), "same", bbox_valid_check=True)
+    assert same_space(sft.space_attributes, header)
+    assert len(sft) == N_GEN
+    error = max(
+        np.abs(np.asarray(a) - b).max()
+        for a, b in zip(sft.streamlines, native, strict=True)
+    )
+    assert error < 0.01
+    meta = json.loads((out / "generated.json").read_text())["metadata"]
+    entry = meta["output_volume"]
+    assert entry["source"] == "subject" and entry["subject"] == "sub-09"
+    np.testing.assert_allclose(entry["matrix_native_to_template"], MOVE)
+    np.testing.assert_allclose(entry["matrix_template_to_native"], np.linalg.inv(MOVE))
+    html = (out / "generated.html").read_text()
+    assert "sub-09&#x27;s native space" in html or "sub-09's native space" in html
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--subject_transform", "missing.json", "transform not found"),
+        ("--subject_transform", "corrupt.json", "cannot read transform"),
+        ("--subject_transform", "other.json", "not a transform record"),
+        ("--reference", "corrupt.json", "invalid reference"),
+        ("--reference", "missing.nii.gz", "reference image not found"),
+        ("--outside_volume", "clip", "--outside_volume must be remove or cut"),
+    ],
+)
+def test_generation_bad_volume_input(
+    option, value, message, tmp_path, run_cli, cli_error
+):
+    (tmp_path / "corrupt.json").write_text("{not json")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something"}))
+    if value.endswith(".json") or value.endswith(".nii.gz"):
+        value = tmp_path / value
+    out = tmp_path / "out"
+    assert run_cli(GEN, option, value, "--n_streamlines", 10, "--out_dir", out) == 1
+    error = cli_error(GEN)
+    assert message in error, error
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_output_volume_built_when_nothing_gives_one():
+    from types import SimpleNamespace
+
+    from dipy_tractogen.generation.pipeline import output_volume
+
+    volume = output_volume(SimpleNamespace(seed_bank={}))
+    assert volume.source == "built" and volume.space is None
+    assert volume.grid() is None
+    assert volume.provenance("remove") == {
+        "source": "built",
+        "description": "built to hold the streamlines",
+    }

@@ -106,3 +106,45 @@ def test_refuses_existing_and_bad_input(tmp_path):
         with pytest.raises(InputError, match="fields"):
             w.write(np.ones((1, 4, 3), np.float32), bundle=[0])
     assert out.read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    ("ext", "dtype"), [(".trx", "float32"), (".trx", "float16"), (".trk", "float32")]
+)
+def test_volume_built_to_hold_the_streamlines(tmp_path, ext, dtype):
+    """reference=None: the file gets a volume holding every point written,
+    which DIPY's bounding-box check accepts, recorded in the metadata."""
+    from dipy.io.streamline import load_tractogram
+
+    from dipy_tractogen.io.tractograms import reference_info
+
+    rng = np.random.default_rng(1)
+    chunks = [rng.uniform(-150, 130, size=(5, 8, 3)).astype(np.float32)]
+    chunks.append(rng.uniform(-20, 240, size=(4, 6, 3)).astype(np.float32))
+    out = tmp_path / f"free{ext}"
+    options = {"voxel_size": 2.0, "margin": 0.0}
+    with TractogramStreamWriter(
+        out, None, positions_dtype=dtype, volume_options=options
+    ) as w:
+        for pts in chunks:
+            w.write(pts)
+    sft = load_tractogram(str(out), "same", bbox_valid_check=True)
+    assert len(sft) == 9
+    affine, dims, vox, _ = reference_info(sft)
+    np.testing.assert_allclose(vox, 2.0)
+    meta = json.loads((tmp_path / "free.json").read_text())["metadata"]
+    built = meta["volume_holding"]
+    np.testing.assert_allclose(built["affine"], affine, atol=1e-4)
+    assert built["dimensions"] == [int(d) for d in dims]
+    assert built["voxel_size"] == 2.0 and built["margin"] == 0.0
+    # the volume is no larger than the points' box, to a voxel
+    points = np.concatenate([c.reshape(-1, 3) for c in chunks])
+    span = points.max(axis=0) - points.min(axis=0)
+    assert (dims * 2.0 <= span + 2 * 2.0 + 1e-3).all()
+
+
+def test_volume_built_needs_streamlines(tmp_path):
+    w = TractogramStreamWriter(tmp_path / "none.trx", None)
+    with pytest.raises(InputError, match="no volume to build"):
+        w.close()
+    assert list(tmp_path.iterdir()) == []

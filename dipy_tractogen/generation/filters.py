@@ -40,6 +40,7 @@ import numpy as np
 
 from dipy_tractogen._checks import check_fraction, check_int
 from dipy_tractogen.errors import InputError
+from dipy_tractogen.io.tractograms import cut_to_volume, outside_volume
 from dipy_tractogen.measures.masks import (
     BLOCK_POINTS,
     MaskLookup,
@@ -55,6 +56,8 @@ __all__ = [
     "WhiteMatterFilter",
     "LengthFilter",
     "CurvatureFilter",
+    "VolumeFilter",
+    "OUT_OF_VOLUME",
     "LatentDistanceFilter",
     "FilterResult",
     "FilterPipeline",
@@ -399,6 +402,92 @@ class CurvatureFilter(StreamlineFilter):
 
     def params(self):
         return {"max_curvature": self.max_curvature, "max_winding": self.max_winding}
+
+
+#: What generation does with streamlines that leave the output's volume.
+OUT_OF_VOLUME = ("remove", "cut")
+
+
+class VolumeFilter(StreamlineFilter):
+    """Keep streamlines that a file of the output's volume can hold.
+
+    ``mode="remove"``: a streamline with a point outside the volume is
+    rejected (the criterion of DIPY's
+    ``StatefulTractogram.remove_invalid_streamlines``, with ``epsilon``
+    voxels inside the faces, twice its own margin: the file then passes it
+    and ``trx_validate`` after rounding to float32). ``mode="cut"``: a
+    streamline is kept when its longest piece inside the volume
+    (:func:`~dipy_tractogen.io.tractograms.cut_to_volume`) is at least
+    ``min_length`` mm long; the cut itself is made when the streamline is
+    written (the pipeline's chunks stay ``(N, P, 3)``).
+
+    Parameters
+    ----------
+    affine : array_like, shape (4, 4)
+        Voxel-to-RAS+ matrix of the volume, in the streamlines' space (for
+        an output in another space: that space's affine composed with the
+        matrix from it to the streamlines' space).
+    dimensions : sequence of 3 int
+    mode : {"remove", "cut"}, optional
+    min_length : float, optional
+        Shortest kept piece in mm (``mode="cut"``).
+    epsilon : float, optional
+        Margin inside the faces, in voxels.
+    name : str, optional
+        Name in pipeline reports.
+    """
+
+    def __init__(
+        self,
+        affine,
+        dimensions,
+        *,
+        mode="remove",
+        min_length=0.0,
+        epsilon=2e-3,
+        name="in_volume",
+    ):
+        if mode not in OUT_OF_VOLUME:
+            raise InputError(
+                f"out_of_volume must be {' or '.join(OUT_OF_VOLUME)}, got {mode!r}"
+            )
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.shape = tuple(int(d) for d in dimensions)
+        self.reference = (self.affine, np.asarray(self.shape), np.ones(3), "RAS")
+        self.mode, self.name = mode, name
+        self.min_length, self.epsilon = float(min_length), float(epsilon)
+
+    def _keep(self, X, latents, labels):
+        if self.mode == "remove":
+            return ~outside_volume(X, self.reference, epsilon=self.epsilon)
+        pieces, _, keep = cut_to_volume(X, self.reference, epsilon=self.epsilon)
+        if self.min_length > 0 and keep.any():
+            lengths = np.array(
+                [np.linalg.norm(np.diff(p, axis=0), axis=1).sum() for p in pieces]
+            )
+            keep[np.flatnonzero(keep)[lengths < self.min_length]] = False
+        return keep
+
+    def cut(self, X):
+        """The streamlines of ``X`` cut at the faces, and which were cut.
+
+        Returns
+        -------
+        pieces : list of ndarray (n_i, 3)
+            One per input streamline that :meth:`_keep` keeps.
+        cut : ndarray of bool
+            Which of those were shortened.
+        """
+        pieces, cut, keep = cut_to_volume(X, self.reference, epsilon=self.epsilon)
+        return pieces, cut[keep]
+
+    def params(self):
+        return {
+            "shape": self.shape,
+            "mode": self.mode,
+            "min_length": self.min_length,
+            "epsilon": self.epsilon,
+        }
 
 
 def _label_key(label):

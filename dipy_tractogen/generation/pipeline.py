@@ -42,17 +42,24 @@ import numpy as np
 from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import GenerationError, InputError
 from dipy_tractogen.generation.filters import (
+    OUT_OF_VOLUME,
     CurvatureFilter,
     FilterPipeline,
     FilterSettings,
     LatentDistanceFilter,
     LengthFilter,
+    VolumeFilter,
     WhiteMatterFilter,
 )
 from dipy_tractogen.generation.options import (
     check_filter_settings,
     check_generation_options,
     check_n_streamlines,
+)
+from dipy_tractogen.generation.shards import (
+    iter_pieces,
+    shard_provenance,
+    shard_size,
 )
 from dipy_tractogen.generation.sources import (
     BundleSource,
@@ -66,6 +73,7 @@ from dipy_tractogen.io.streaming import (
     check_output_space,
 )
 from dipy_tractogen.io.tractograms import reference_info, same_space
+from dipy_tractogen.io.transforms import SubjectTransform, read_subject_transform
 from dipy_tractogen.models.files import model_provenance, resolve_model
 from dipy_tractogen.models.seed_bank import model_reference, model_wm_mask
 
@@ -76,6 +84,8 @@ __all__ = [
     "iter_generate",
     "check_outputs",
     "output_space",
+    "OutputVolume",
+    "output_volume",
     "generation_filters",
     "source_filters",
     "write_generated",
@@ -108,6 +118,7 @@ class GenerationReport:
     rejected: dict = field(default_factory=dict)
     reason: str = ""
     seconds: float = 0.0
+    out_of_volume: dict = field(default_factory=dict)
 
     @property
     def complete(self):
@@ -135,6 +146,7 @@ class GenerationReport:
             rejected=dict(self.rejected),
             reason=self.reason,
             seconds=self.seconds,
+            out_of_volume=dict(self.out_of_volume),
         )
 
     def summary(self):
@@ -146,6 +158,13 @@ class GenerationReport:
         rejected = ", ".join(f"{k}: {v}" for k, v in self.rejected.items() if v)
         if rejected:
             text += f" (rejected {rejected})"
+        volume = self.out_of_volume
+        if volume:
+            text += f"; output volume: {volume['volume']}"
+            if volume.get("mode") == "cut":
+                text += f", {volume['cut']} cut at its faces"
+            if volume.get("mode"):
+                text += f", {volume['removed']} removed"
         if not self.complete:
             text += f"; stopped early: {self.reason}"
         return text
@@ -166,6 +185,7 @@ def default_filters(
     sampler=None,
     n_calibration=2000,
     volume=None,
+    out_of_volume="remove",
 ):
     """The default plausibility pipeline of generation.
 
@@ -209,17 +229,25 @@ def default_filters(
         neighbouring seeds lie from each other).
     n_calibration : int, optional
         Samples per bundle drawn to calibrate the thresholds.
-    volume : tuple (affine, dimensions), optional
+    volume : tuple (affine, dimensions[, epsilon]), optional
         The output's reference grid: adds, first, the ``in_volume`` filter
         (every point inside the grid, as DIPY's bounding-box check requires
         of a valid file; see :func:`volume_filter`).
+    out_of_volume : {"remove", "cut"}, optional
+        What the ``in_volume`` filter does with a streamline that leaves the
+        grid (see :func:`volume_filter`); a cut piece must be at least
+        ``min_length`` long.
 
     Returns
     -------
     FilterPipeline
     """
 
-    filters = [] if volume is None else [volume_filter(*volume)]
+    filters = []
+    if volume is not None:
+        filters.append(
+            volume_filter(*volume, mode=out_of_volume, min_length=min_length)
+        )
     filters.append(LengthFilter(min_length, max_length))
     if wm_mask is not None:
         if affine is None:
@@ -240,16 +268,21 @@ def default_filters(
     return FilterPipeline(filters)
 
 
-def volume_filter(affine, dimensions):
-    """A filter keeping streamlines whose every point lies inside the grid.
+def volume_filter(affine, dimensions, epsilon=2e-3, *, mode="remove", min_length=0.0):
+    """The ``in_volume`` filter: streamlines a file of the grid can hold.
 
     Generated streamlines are free to leave the reference volume; a file
     holding one fails DIPY's bounding-box check on load, so generation always
-    applies this filter, even with the plausibility filters off.
+    applies this filter, even with the plausibility filters off. With
+    ``mode="remove"`` a streamline leaving the grid is rejected (and
+    replaced by a new draw); with ``mode="cut"`` it is kept when its longest
+    piece inside is at least ``min_length`` mm long, and cut to that piece
+    when written (:class:`~dipy_tractogen.generation.filters.VolumeFilter`).
     """
 
-    grid = np.ones(tuple(int(d) for d in dimensions), dtype=bool)
-    return WhiteMatterFilter(grid, affine, min_fraction=1.0, name="in_volume")
+    return VolumeFilter(
+        affine, dimensions, mode=mode, min_length=min_length, epsilon=epsilon
+    )
 
 
 def _calibrated_thresholds(latent, sampler, percentile, n_per_class):
@@ -421,20 +454,195 @@ def output_space(model, reference=None):
     return space
 
 
-def generation_filters(model, space, *, apply_filters=True, wm_mask=None, **kwargs):
-    """The filters of a generation run in ``space``.
+@dataclass
+class OutputVolume:
+    """Where a generation run writes, and how that volume was chosen.
 
-    Always the ``in_volume`` filter (:func:`volume_filter`) when ``space`` is
-    given; with ``apply_filters``, :func:`default_filters` with the
-    white-matter mask ``wm_mask`` (None: the model's own, when it carries
-    one) and ``kwargs``.
+    Attributes
+    ----------
+    space : tuple or None
+        The output's ``(affine, dimensions, voxel_sizes, voxel_order)``;
+        None when no volume is known: the writer builds one that holds every
+        streamline (:func:`~dipy_tractogen.io.tractograms.volume_holding`).
+    template_space : tuple or None
+        The space streamlines are generated and filtered in (the model's, or
+        ``reference``); the white-matter mask lies on its grid.
+    source : str
+        ``"reference"`` (given), ``"model"`` (the model's training space),
+        ``"subject"`` (a subject's native space) or ``"built"``.
+    transform : SubjectTransform or None
+        For ``"subject"``: the subject's transform; streamlines are moved by
+        its inverse (template -> native) after filtering.
+    transform_path : str or None
+        Where the transform was read from.
     """
 
-    volume = None if space is None else (space[0], space[1])
+    space: tuple | None
+    template_space: tuple | None
+    source: str
+    transform: SubjectTransform | None = None
+    transform_path: str | None = None
+
+    @property
+    def matrix(self):
+        """Template RAS+ mm -> output RAS+ mm (4, 4), or None (identity)."""
+        return None if self.transform is None else self.transform.inverse
+
+    def grid(self, positions_dtype="float32"):
+        """The output's ``(affine, dimensions, epsilon)`` in the generation
+        space (the output affine composed with the transform), or None.
+
+        ``epsilon`` (voxels) keeps points far enough inside the faces that
+        their rounding to ``positions_dtype`` in the file cannot move them
+        out: 2e-3 (twice DIPY's ``remove_invalid_streamlines``) plus twice the
+        largest rounding error within the volume.
+        """
+        if self.space is None:
+            return None
+        out_affine = np.asarray(self.space[0], np.float64)
+        dims = np.asarray(self.space[1], int)
+        corners = np.array(np.meshgrid(*[(-0.5, d - 0.5) for d in dims]))
+        corners = corners.reshape(3, -1).T @ out_affine[:3, :3].T + out_affine[:3, 3]
+        extent = float(np.abs(corners).max())
+        voxel = float(np.linalg.norm(out_affine[:3, :3], axis=0).min())
+        dtype = np.dtype(positions_dtype)
+        rounding = float(np.spacing(dtype.type(extent))) / 2
+        epsilon = 2e-3 + 2 * rounding / voxel
+        affine = out_affine
+        if self.transform is not None:
+            affine = np.asarray(self.transform.matrix) @ out_affine
+        return affine, dims, epsilon
+
+    def describe(self):
+        """The volume in words, for logs and reports."""
+        if self.source == "subject":
+            return f"{self.transform.subject}'s native space"
+        return {
+            "reference": "the given reference",
+            "model": "the model's space",
+            "built": "built to hold the streamlines",
+        }[self.source]
+
+    def provenance(self, out_of_volume):
+        """The run's ``output_volume`` provenance entry."""
+        entry = {"source": self.source, "description": self.describe()}
+        if self.space is not None:
+            entry["out_of_volume"] = out_of_volume
+            entry["dimensions"] = [int(d) for d in self.space[1]]
+            entry["affine"] = np.asarray(self.space[0], np.float64).tolist()
+        if self.transform is not None:
+            entry["subject"] = self.transform.subject
+            entry["matrix_template_to_native"] = self.matrix.tolist()
+            entry["matrix_native_to_template"] = np.asarray(
+                self.transform.matrix
+            ).tolist()
+            entry["transform_method"] = self.transform.method
+            entry["transform_file"] = self.transform_path
+        return entry
+
+
+def output_volume(model, *, reference=None, subject_transform=None):
+    """The volume a generation run writes in (:class:`OutputVolume`).
+
+    In order: a subject's native space (``subject_transform``: the
+    subject's reference, streamlines moved by the inverse of its
+    transform); else ``reference`` (which must describe the model's space
+    when the model records one); else the model's training space; else
+    none, and the writer builds one that holds the streamlines.
+
+    Parameters
+    ----------
+    model : StreamlineAutoencoder
+    reference : str or path-like or tuple, optional
+    subject_transform : SubjectTransform or str or path-like, optional
+        A transform record written by cohort alignment (its path, or the
+        object); its template must be the model's space when both are
+        known.
+
+    Returns
+    -------
+    OutputVolume
+
+    Raises
+    ------
+    InputError
+        An unreadable transform or reference, or one of another space than
+        the model's.
+    """
+    template = model_reference(model)
+    if reference is not None:
+        template = output_space(model, reference)
+    source = "model" if reference is None else "reference"
+    if subject_transform is None:
+        if template is None:
+            return OutputVolume(None, None, "built")
+        return OutputVolume(template, template, source)
+    transform, path = _subject_transform(subject_transform)
+    made_for = transform.template_header()
+    if template is not None and made_for is not None:
+        if not same_space(made_for, template):
+            raise InputError(
+                f"the transform of {transform.subject} was made for another "
+                "template space than the model's (affine, dimensions or voxel "
+                "sizes differ)"
+            )
+    return OutputVolume(
+        transform.native_header(),
+        template,
+        "subject",
+        transform=transform,
+        transform_path=path,
+    )
+
+
+def _subject_transform(value):
+    """``(SubjectTransform, path or None)`` from a transform or its path."""
+    if isinstance(value, SubjectTransform):
+        return value, None
+    if isinstance(value, (str, os.PathLike)):
+        return read_subject_transform(value), os.path.abspath(value)
+    raise InputError(
+        f"subject_transform must be a SubjectTransform or a path, got "
+        f"{type(value).__name__}"
+    )
+
+
+def generation_filters(
+    model,
+    space,
+    *,
+    apply_filters=True,
+    wm_mask=None,
+    grid=None,
+    out_of_volume="remove",
+    **kwargs,
+):
+    """The filters of a generation run in ``space``.
+
+    Always the ``in_volume`` filter (:func:`volume_filter`) on ``grid``
+    (default: the grid of ``space``) when there is one; with
+    ``apply_filters``, :func:`default_filters` with the white-matter mask
+    ``wm_mask`` (None: the model's own, when it carries one) and ``kwargs``.
+    ``grid`` is the output's ``(affine, dimensions[, epsilon])`` in the
+    generation space (:meth:`OutputVolume.grid`), ``out_of_volume`` what its
+    filter does with a streamline leaving it.
+    """
+
+    volume = (
+        grid if grid is not None else (None if space is None else (space[0], space[1]))
+    )
     if not apply_filters:
-        return FilterPipeline([] if volume is None else [volume_filter(*volume)])
+        if volume is None:
+            return FilterPipeline([])
+        return FilterPipeline([volume_filter(*volume, mode=out_of_volume)])
     mask, mask_affine = model_wm_mask(model, wm_mask, space)
-    return default_filters(volume=volume, wm_mask=mask, affine=mask_affine, **kwargs)
+    return default_filters(
+        volume=volume,
+        wm_mask=mask,
+        affine=mask_affine,
+        out_of_volume=out_of_volume,
+        **kwargs,
+    )
 
 
 def write_generated(
@@ -525,7 +733,9 @@ def write_generated(
     return named
 
 
-def source_filters(model, space, settings, source):
+def source_filters(
+    model, space, settings, source, *, grid=None, out_of_volume="remove"
+):
     """The filters of a run: ``settings`` for the draws of ``source``.
 
     Parameters
@@ -539,6 +749,9 @@ def source_filters(model, space, settings, source):
     source : LatentSource
         Fitted; the latent filter is added when ``settings.latent_filter``
         and the source uses it (calibrated on the source's sampler).
+    grid, out_of_volume : optional
+        The output's grid and what to do with streamlines leaving it (see
+        :func:`generation_filters`).
 
     Returns
     -------
@@ -548,6 +761,8 @@ def source_filters(model, space, settings, source):
     return generation_filters(
         model,
         space,
+        grid=grid,
+        out_of_volume=out_of_volume,
         apply_filters=settings.apply_filters,
         wm_mask=settings.wm_mask,
         min_length=settings.min_length,
@@ -576,11 +791,14 @@ def generate_tractogram(
     budget=20.0,
     seed=0,
     reference=None,
+    out_of_volume="remove",
+    subject_transform=None,
     positions_dtype="float32",
     precision="float32",
     force=False,
     progress=False,
     claim=None,
+    shard=None,
     **filter_options,
 ):
     """Generate a synthetic tractogram and write it, chunk by chunk.
@@ -628,7 +846,26 @@ def generate_tractogram(
         Random seed: the same seed gives the same tractogram.
     reference : str or path-like, optional
         NIfTI reference; must describe the model's space when the model
-        records one.
+        records one. When neither gives a space, the output gets a volume
+        built to hold every streamline (1 mm voxels, 2 mm margin; see
+        :func:`~dipy_tractogen.io.tractograms.volume_holding`).
+    out_of_volume : {"remove", "cut"}, optional
+        What becomes of a generated streamline that leaves the output's
+        volume (DIPY refuses a file holding one): ``"remove"`` rejects it
+        (as DIPY's ``StatefulTractogram.remove_invalid_streamlines`` does)
+        and draws another; ``"cut"`` keeps its longest piece inside,
+        extended to the volume's faces
+        (:func:`~dipy_tractogen.io.tractograms.cut_to_volume`, scilpy's
+        ``--cut_invalid``), when that piece is at least ``min_length`` long
+        (otherwise it is rejected). Counted in the report's
+        ``out_of_volume`` entry.
+    subject_transform : SubjectTransform or str or path-like, optional
+        Write the output in this aligned subject's native space (a transform
+        record of cohort alignment, or its path): streamlines are generated
+        and filtered in the template (model) space, moved by the inverse of
+        the subject's transform, and held to the subject's volume
+        (``out_of_volume``); the file carries the subject's reference, and
+        the provenance the subject and the matrix.
     positions_dtype : {"float32", "float16"}, optional
         Coordinate storage of ``.trx`` outputs.
     precision : {"float32", "mixed_bfloat16", "mixed_float16"}, optional
@@ -645,6 +882,12 @@ def generate_tractogram(
         committed (``claim.commit([out_path, sidecar])``, or its end); a
         failed run leaves neither. Without one, they are renamed into place
         together on success.
+    shard : str or tuple, optional
+        ``"i/n"``: write only part ``i`` (1-based) of ``n`` of the run of
+        ``n_streamlines``, ``seed`` and ``chunk_size`` (its pieces, see
+        :mod:`~dipy_tractogen.generation.shards`); the parts, concatenated
+        in order, are the whole run's tractogram. The provenance records
+        ``shard`` (index, count, seed, total count).
 
     Returns
     -------
@@ -672,20 +915,35 @@ def generate_tractogram(
         filters=settings,
     )
     check_outputs(out_path, n_streamlines, force=force, claim=claim)
+    shard_info = shard_provenance(
+        shard, seed=seed, n_streamlines=n_streamlines, chunk_size=chunk_size
+    )
     _check_precision(precision)
+    _check_out_of_volume(out_of_volume)
+    if subject_transform is not None:  # a bad file fails before the model loads
+        _subject_transform(subject_transform)
     source = _source(source, request, bundles, seeds, sampler, bandwidth)
     model_arg = model
     model = resolve_model(model)
     check_output_space(
         out_path,
-        n_streamlines,
+        shard_size(n_streamlines, chunk_size, shard),
         model.n_points,
         positions_dtype=positions_dtype,
         data_per_streamline=_data_estimate(model),
     )
-    space = output_space(model, reference)
+    volume = output_volume(
+        model, reference=reference, subject_transform=subject_transform
+    )
     source.fit(model)
-    pipeline = source_filters(model, space, settings, source)
+    pipeline = source_filters(
+        model,
+        volume.template_space,
+        settings,
+        source,
+        grid=volume.grid(positions_dtype),
+        out_of_volume=out_of_volume,
+    )
 
     provenance = {
         "generator": "dipy_tractogen.generation.pipeline.generate_tractogram",
@@ -694,27 +952,37 @@ def generate_tractogram(
         "seed": int(seed),
         **source.provenance(),
         "filters": _filters_provenance(pipeline),
-        "n_requested": int(n_streamlines),
+        "n_requested": int(shard_size(n_streamlines, chunk_size, shard)),
         "precision": precision,
+        "output_volume": volume.provenance(out_of_volume),
+        **({"shard": shard_info} if shard_info else {}),
     }
     report = GenerationReport(requested={})
-    chunks = (
-        (X, source.streamline_data(rows, labels))
-        for X, labels, rows in iter_generate(
-            source.decoder(_decoding_model(model, precision)),
-            source,
-            source.counts(n_streamlines),
-            filters=pipeline,
-            chunk_size=chunk_size,
-            budget=budget,
-            random_state=seed,
-            report=report,
-        )
+    chunks = _placed(
+        (
+            (X, source.streamline_data(rows, labels))
+            for X, labels, rows in iter_pieces(
+                iter_generate,
+                source.decoder(_decoding_model(model, precision)),
+                source,
+                source.counts(n_streamlines),
+                filters=pipeline,
+                chunk_size=chunk_size,
+                budget=budget,
+                seed=seed,
+                report=report,
+                shard=shard,
+            )
+        ),
+        volume,
+        pipeline,
+        report,
+        out_of_volume,
     )
     group_names, group_by = source.groups()
     return write_generated(
         out_path,
-        space,
+        volume.space,
         chunks,
         report,
         name=source.label,
@@ -722,13 +990,50 @@ def generate_tractogram(
         data_per_streamline=source.data_per_streamline(),
         group_names=group_names,
         group_by=group_by,
-        total=int(n_streamlines),
+        total=int(shard_size(n_streamlines, chunk_size, shard)),
         positions_dtype=positions_dtype,
         force=force,
         progress=progress,
         t0=t0,
         claim=claim,
     )
+
+
+def _check_out_of_volume(mode):
+    if mode not in OUT_OF_VOLUME:
+        raise InputError(
+            f"out_of_volume must be {' or '.join(OUT_OF_VOLUME)}, got {mode!r}"
+        )
+
+
+def _placed(chunks, volume, pipeline, report, mode):
+    """Filtered chunks in the output's space, held to its volume.
+
+    The ``in_volume`` filter rejected (``"remove"``) the candidates leaving
+    the output's grid, or those with no piece inside long enough
+    (``"cut"``); here the survivors are cut to that piece (``"cut"``), then
+    moved to the subject's space when there is one. Counts go to
+    ``report.out_of_volume``.
+    """
+    in_volume = next((f for f in pipeline.filters if isinstance(f, VolumeFilter)), None)
+    counts = {"volume": volume.describe(), "source": volume.source}
+    if in_volume is not None:
+        counts.update(mode=mode, removed=0, cut=0)
+    report.out_of_volume = counts
+    matrix = volume.matrix
+    for X, data in chunks:
+        if in_volume is not None and mode == "cut":
+            pieces, cut = in_volume.cut(X)
+            if len(pieces) != len(X):  # the filter kept only what can be cut
+                raise GenerationError("cut streamlines out of step with their data")
+            X = pieces
+            counts["cut"] += int(cut.sum())
+        if matrix is not None:
+            X = volume.transform.to_native(list(X))
+            X = [np.asarray(s, dtype=np.float32) for s in X]
+        yield X, data
+    if in_volume is not None:
+        counts["removed"] = int(report.rejected.get(in_volume.name, 0))
 
 
 def _data_estimate(model):
@@ -803,14 +1108,15 @@ def generate_streamlines(
         filters = source_filters(model, model_reference(model), filters, source)
     report = GenerationReport(requested={})
     parts = list(
-        iter_generate(
+        iter_pieces(  # in pieces of chunk_size, as generate_tractogram
+            iter_generate,
             source.decoder(_decoding_model(model, precision)),
             source,
             source.counts(n_streamlines),
             filters=filters,
             chunk_size=chunk_size,
             budget=budget,
-            random_state=seed,
+            seed=seed,
             report=report,
         )
     )

@@ -40,7 +40,12 @@ from dipy_tractogen.io.outputs import (
     place_together,
     temporary_path,
 )
-from dipy_tractogen.io.tractograms import SIDECAR_FORMAT, reference_info, run_lengths
+from dipy_tractogen.io.tractograms import (
+    SIDECAR_FORMAT,
+    reference_info,
+    run_lengths,
+    volume_holding,
+)
 
 __all__ = [
     "TractogramStreamWriter",
@@ -159,11 +164,15 @@ class TractogramStreamWriter:
     path : str or path-like
         Destination; the extension chooses the format (``.trx``, ``.trk``,
         ``.tck``).
-    reference : object
+    reference : object or None
         Anything :func:`dipy.io.utils.get_reference_info` accepts: a NIfTI path
         or image, a TRK header, or a ``(affine, dimensions, voxel_sizes,
         voxel_order)`` tuple. Coordinates passed to :meth:`write` are RAS+ mm
-        in this reference's world space.
+        in this reference's world space. None: streamlines with no volume of
+        their own; :meth:`close` gives the file a volume that holds every
+        point written (:func:`~dipy_tractogen.io.tractograms.volume_holding`
+        with ``volume_options``), recorded in the metadata under
+        ``"volume_holding"``.
     data_per_streamline : dict, optional
         ``name -> dtype`` of the per-streamline values every :meth:`write` call
         must provide (``.tck`` cannot store them: they are then kept only in
@@ -187,6 +196,9 @@ class TractogramStreamWriter:
         it (tractogram first) and the claim's
         :meth:`~dipy_tractogen.io.outputs.OutputClaim.commit` renames them into
         place. Without one, :meth:`close` renames them itself.
+    volume_options : dict, optional
+        ``voxel_size`` and ``margin`` of the volume built when ``reference``
+        is None (default: 1 mm voxels, 2 mm margin).
 
     Examples
     --------
@@ -212,6 +224,7 @@ class TractogramStreamWriter:
         positions_dtype="float32",
         force=False,
         claim=None,
+        volume_options=None,
     ):
         self.path = Path(path)
         self.format = "".join(self.path.suffixes[-1:]).lower()
@@ -233,13 +246,18 @@ class TractogramStreamWriter:
             missing = [str(p) for p in (self.path, self.sidecar) if not claim.holds(p)]
             if missing:
                 raise ValueError(f"not claimed: {', '.join(missing)}")
-        affine, dims, vox, order = reference_info(reference)
-        self.reference = (
-            np.asarray(affine, np.float64),
-            np.asarray(dims, int),
-            vox,
-            order,
-        )
+        self.reference = None
+        if reference is not None:
+            affine, dims, vox, order = reference_info(reference)
+            self.reference = (
+                np.asarray(affine, np.float64),
+                np.asarray(dims, int),
+                vox,
+                order,
+            )
+        self.volume_options = dict(volume_options or {})
+        volume_holding(np.zeros((1, 1, 3)), **self.volume_options)  # checks them
+        self._bounds = None  # [min, max] of the points written, RAS+ mm
         self.dps = {k: np.dtype(v) for k, v in (data_per_streamline or {}).items()}
         self.group_names = list(group_names or [])
         self.group_by = group_by
@@ -300,6 +318,12 @@ class TractogramStreamWriter:
             )
         if not np.all(np.isfinite(points)):
             raise InputError("refusing to write non-finite streamline coordinates")
+        if self.reference is None and len(points):
+            lo, hi = points.min(axis=0), points.max(axis=0)
+            if self._bounds is not None:
+                lo = np.minimum(lo, self._bounds[0])
+                hi = np.maximum(hi, self._bounds[1])
+            self._bounds = np.stack([lo, hi]).astype(np.float64)
         offsets = self.n_vertices + np.concatenate([[0], np.cumsum(lengths)[:-1]])
         self._offsets.write(offsets.astype(np.uint64).tobytes())
         self._positions.write(
@@ -346,6 +370,25 @@ class TractogramStreamWriter:
                 error = error or exc
         if error is not None:
             raise error
+
+    def _build_reference(self):
+        """The volume holding every point written (reference=None)."""
+        if self._bounds is None:
+            raise InputError(
+                f"no streamline written to {self.path}: no volume to build"
+            )
+        # the bounds as stored (float16 positions round them)
+        stored = self._bounds.astype(self.positions_dtype).astype(np.float64)
+        points = np.concatenate([self._bounds, stored])[None]
+        self.reference = volume_holding(points, **self.volume_options)
+        affine, dims, vox, _ = self.reference
+        self.metadata["volume_holding"] = {
+            "affine": affine.tolist(),
+            "dimensions": [int(d) for d in dims],
+            "voxel_sizes": [float(v) for v in vox],
+            "voxel_order": "RAS",
+            **self.volume_options,
+        }
 
     def _header(self):
         affine, dims, _, _ = self.reference
@@ -446,6 +489,8 @@ class TractogramStreamWriter:
         tmp_out = tmp_json = None
         try:
             self._flush_files()
+            if self.reference is None:
+                self._build_reference()
             tmp_out = temporary_path(self.path)
             if self.format == ".trx":
                 self._finish_trx(tmp_out)

@@ -454,14 +454,26 @@ def _longest_piece(vox, inside, lo, hi):
     return best
 
 
-def cut_to_volume(streamlines, reference=None, *, epsilon=1e-3, min_points=2):
+def _without_overlaps(points, *, tolerance=0.01):
+    """Drop each point closer than ``tolerance`` mm to the last one kept."""
+    keep = [0]
+    for i in range(1, len(points)):
+        if np.linalg.norm(points[i] - points[keep[-1]]) >= tolerance:
+            keep.append(i)
+    return points[keep]
+
+
+def cut_to_volume(streamlines, reference=None, *, epsilon=2e-3, min_points=2):
     """Cut streamlines at the faces of a reference volume.
 
     A streamline that leaves the volume keeps its longest piece inside (by
     length in mm): its points inside, extended along its own segments to
     the faces it crosses (the crossing points are placed ``epsilon`` voxels
-    inside, so that the result passes DIPY's bounding-box check after a
-    float32 round trip). This is what scilpy's ``cut_invalid_streamlines``
+    inside, so that after a float32 round trip the result passes DIPY's
+    bounding-box check and ``remove_invalid_streamlines``, whose margin is
+    1e-3 voxel, hence trx-python's ``trx_validate``; a crossing point
+    closer than 0.01 mm to its neighbour is dropped, as ``trx_validate``
+    refuses overlapping points). This is what scilpy's ``cut_invalid_streamlines``
     (``scil_tractogram_remove_invalid.py --cut_invalid``) keeps; the other
     pieces are dropped, so one streamline stays one streamline and its
     per-streamline data stay valid. A streamline whose longest piece has
@@ -476,7 +488,7 @@ def cut_to_volume(streamlines, reference=None, *, epsilon=1e-3, min_points=2):
         The volume (anything :func:`reference_info` accepts); default: the
         StatefulTractogram's own space.
     epsilon : float, optional
-        Margin inside the faces, in voxels (>= 0; 1e-3 as DIPY's
+        Margin inside the faces, in voxels (>= 0; twice the 1e-3 of DIPY's
         ``remove_invalid_streamlines``).
     min_points : int, optional
         Fewest points of a kept piece (>= 2).
@@ -516,7 +528,8 @@ def cut_to_volume(streamlines, reference=None, *, epsilon=1e-3, min_points=2):
             keep[i] = False
             continue
         mm = np.einsum("ij,kj->ki", affine[:3, :3], piece - 0.5) + affine[:3, 3]
-        if not np.linalg.norm(np.diff(mm, axis=0), axis=1).sum() > 0:
+        mm = _without_overlaps(mm)
+        if len(mm) < int(min_points):
             keep[i] = False
             continue
         dtype = np.asarray(s).dtype

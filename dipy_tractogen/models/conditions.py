@@ -889,10 +889,14 @@ def condition_support(
     * the *cell*: the seeds whose categorical conditions are the requested
       ones (every seed when no category is asked);
     * the *coverage*: each requested continuous value must lie within the
-      range of that condition among the cell's seeds, not only within the
-      model's global training range. This is the joint coverage of the
-      cohort: when the patients are all older than 55, a patient of 40 is
-      outside it even if the controls span 20-90;
+      range of that condition among the cell's seeds, widened by the
+      kernel's reach (one kernel width, ``condition_bandwidth`` of the
+      training range, the distance at which the sampler still draws
+      seeds), not only within the model's global training range. This is
+      the joint coverage of the cohort: when the patients are all 55 or
+      older and the ages span 20-90, a patient of 40 is outside it (more
+      than 7 years below the youngest patient) even if the controls span
+      20-90;
     * the *support*: the seeds near the request (their continuous
       conditions within one kernel width, ``condition_bandwidth`` of each
       condition's training range, of the requested values: the kernel that
@@ -991,15 +995,18 @@ def condition_support(
             if cell.size == 0:
                 continue
             lo, hi = (float(v) for v in spec.decode([encoded.min(), encoded.max()]))
-            # float32 encodings: a tolerance of 1e-5 of the training range
-            tol = 1e-5 * (spec.high - spec.low) + 1e-6 * max(1.0, abs(value))
+            # the kernel reaches one width past the cell's seeds (float32
+            # encodings: plus a tolerance of 1e-5 of the training range)
+            reach = float(condition_bandwidth) * (spec.high - spec.low)
+            tol = reach + 1e-5 * (spec.high - spec.low) + 1e-6 * max(1.0, abs(value))
             bad = value < lo - tol or value > hi + tol
             lo, hi = round(lo, 4), round(hi, 4)
             ranges[spec.name] = [lo, hi]
             if bad:
                 unit = f" {spec.unit}" if spec.unit else ""
                 outside.append(
-                    f"{spec.name} {value:g} is outside the {spec.name} range of "
+                    f"{spec.name} {value:g} is more than one kernel width "
+                    f"({reach:.3g}{unit}) outside the {spec.name} range of "
                     f"the training data{within}, [{lo:g}, {hi:g}]{unit}"
                 )
         if continuous:

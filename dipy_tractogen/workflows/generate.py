@@ -40,30 +40,18 @@ def _check_space(out, config, n_streamlines, *, float16):
     )
 
 
-def _conditional_request(config, bundle, age, status, length, condition=()):
+def _conditional_request(config, bundle, age, status, length):
     """The condition request, or None for the plain GESTA path.
 
-    Conditional generation is used when an age, status, length or any
-    ``--condition name=value`` is asked, or when the model's decoder needs
-    conditions (cvae, arvae, aae).
+    Conditional generation is used when an age, status or length is asked,
+    or when the model's decoder needs conditions (cvae, arvae, aae).
     """
-    from dipy_tractogen.models.conditions import (
-        parse_condition_request,
-        parse_condition_values,
-    )
-    from dipy_tractogen.models.seed_bank import (
-        config_condition_kinds,
-        config_conditions,
-    )
+    from dipy_tractogen.models.conditions import parse_condition_values
+    from dipy_tractogen.models.seed_bank import config_conditions
 
-    if isinstance(condition, str):
-        condition = [condition] if condition else []
-    general = parse_condition_request(
-        list(condition), kinds=config_condition_kinds(config)
-    )
     asked = {"age": age, "status": status, "length": length}
     _, _, conditional = config_conditions(config)
-    if not conditional and not any(asked.values()) and not general:
+    if not conditional and not any(asked.values()):
         return None
     request = {}
     if bundle:
@@ -72,14 +60,27 @@ def _conditional_request(config, bundle, age, status, length, condition=()):
         if text:
             kind = "categorical" if name == "status" else "continuous"
             request[name] = parse_condition_values(text, kind=kind, name=name)
-    for name, values in general.items():
-        if name in request:
-            option = "--bundle" if name == "bundle" else f"--{name}"
-            raise InputError(
-                f"condition {name!r} is given twice ({option} and --condition)"
-            )
-        request[name] = values
     return request
+
+
+def _check_volume_options(outside_volume, subject_transform, reference):
+    """Check --outside_volume, --reference and --subject_transform before any
+    work (one-line errors); return the subject's SubjectTransform or None."""
+    from dipy_tractogen.generation.filters import OUT_OF_VOLUME
+    from dipy_tractogen.io.tractograms import reference_info
+
+    if outside_volume not in OUT_OF_VOLUME:
+        raise InputError(
+            f"--outside_volume must be {' or '.join(OUT_OF_VOLUME)}, got "
+            f"{outside_volume!r}"
+        )
+    if reference:
+        reference_info(reference)  # a missing or unreadable image fails here
+    if not subject_transform:
+        return None
+    from dipy_tractogen.io.transforms import read_subject_transform
+
+    return read_subject_transform(subject_transform)  # missing, corrupt: fails
 
 
 class GenerateTractogramFlow(TractogenFlow):
@@ -97,7 +98,6 @@ class GenerateTractogramFlow(TractogenFlow):
         age="",
         status="",
         length="",
-        condition="",
         latent="auto",
         condition_bandwidth=0.1,
         seeds="",
@@ -115,6 +115,8 @@ class GenerateTractogramFlow(TractogenFlow):
         budget=20.0,
         seed=0,
         reference="",
+        outside_volume="remove",
+        subject_transform="",
         precision="float32",
         extrapolate=False,
         float16=False,
@@ -161,16 +163,6 @@ class GenerateTractogramFlow(TractogenFlow):
             Requested status(es), comma-separated (a conditional model).
         length : string, optional
             Requested streamline length(s) in mm, as for age.
-        condition : variable string, optional
-            Requested values of any condition the model was trained on, as
-            name=value or name=value,value (a sweep), one per condition:
-            --condition group=AD sex=F age=60:80:10 (a participants.tsv
-            column, a streamline attribute, or bundle, age, status, length).
-            Before generating, the command logs how many training subjects
-            and effective seeds support each request, and refuses a request
-            outside what the cohort covers (a value outside that
-            condition's range among the training data of the requested
-            categories) unless --extrapolate is given.
         latent : string, optional
             Latent codes of conditional generation: auto (kde when the model
             carries seeds with conditions, else its prior), prior, or kde
@@ -213,12 +205,28 @@ class GenerateTractogramFlow(TractogenFlow):
             Random seed; the same seed gives the same tractogram.
         reference : string, optional
             Reference NIfTI for the output (must match the model's space).
+            Without it, the model's space; for a model that records none, a
+            volume built to hold every streamline (1 mm voxels, 2 mm margin),
+            as the log and the provenance say.
+        outside_volume : string, optional
+            What becomes of a streamline that leaves the output's volume
+            (DIPY refuses files holding one): remove (rejected, as DIPY's
+            remove_invalid_streamlines, and replaced by a new draw) or cut
+            (its longest piece inside is kept, ending at the volume's faces,
+            as scilpy's --cut_invalid; rejected when shorter than
+            min_length). Counted in the log, the sidecar and the report
+            (out_of_volume= of generate_tractogram).
+        subject_transform : string, optional
+            Transform record (.json) of one aligned subject, written by
+            dipy_align_cohort: the output is written in that subject's
+            native space (streamlines generated and filtered in the
+            template's space, moved by the inverse transform, held to the
+            subject's volume, saved with the subject's reference).
         precision : string, optional
             Compute precision of decoding: float32, mixed_bfloat16 or
             mixed_float16 (see doc/precision.md); recorded in the provenance.
         extrapolate : bool, optional
-            Allow requested ages and lengths outside the training range,
-            and requests outside the cohort's coverage (with a warning).
+            Allow requested ages and lengths outside the training range.
         float16 : bool, optional
             Store .trx coordinates in float16 (half the size).
         no_snapshot : bool, optional
@@ -266,6 +274,7 @@ class GenerateTractogramFlow(TractogenFlow):
         )
         check_bandwidth(_bandwidth(bandwidth))
         check_bandwidth(condition_bandwidth, "condition_bandwidth", rules=())
+        transform = _check_volume_options(outside_volume, subject_transform, reference)
         out = Path(out_dir) / out_tractogram
         sidecar = out.with_suffix(".json")
         snapshot = None if no_snapshot else Path(out_dir) / out_snapshot
@@ -273,7 +282,7 @@ class GenerateTractogramFlow(TractogenFlow):
         config = model_file_config(model or None)  # read once, without Keras
         _check_space(out, config, n_streamlines, float16=float16)
         self.claim_outputs([p for p in (out, sidecar, snapshot, html) if p])
-        request = _conditional_request(config, bundle, age, status, length, condition)
+        request = _conditional_request(config, bundle, age, status, length)
         if request is not None and (
             seeds or sampler != "kde" or no_latent_filter or precision != "float32"
         ):
@@ -295,7 +304,6 @@ class GenerateTractogramFlow(TractogenFlow):
                 bandwidth=_bandwidth(bandwidth),
                 condition_bandwidth=condition_bandwidth,
                 extrapolate=extrapolate,
-                verbose=True,
             )
         else:
             source = BundleSource(
@@ -314,6 +322,8 @@ class GenerateTractogramFlow(TractogenFlow):
             budget=budget,
             seed=seed,
             reference=reference or None,
+            out_of_volume=outside_volume,
+            subject_transform=subject_transform or None,
             positions_dtype="float16" if float16 else "float32",
             precision=precision,
             force=self.force,
@@ -330,52 +340,35 @@ class GenerateTractogramFlow(TractogenFlow):
         (logger.info if report.complete else logger.warning)(report.summary())
         logger.info(json.dumps(report.produced))
         logger.info(f"wrote {out} and {sidecar}")
+        view_reference = reference
+        if transform is not None:  # the output lies in the subject's space
+            tck = out.suffix.lower() == ".tck"
+            view_reference = transform.native_header() if tck else ""
+            seeds = ""  # the seeds lie in the template's space
         self._picture_and_report(
-            report, out, snapshot, html, interactive, seeds, reference, seed,
-            model=(model or None) if request is not None else False,
-        )  # fmt: skip
+            report, out, snapshot, html, interactive, seeds, view_reference, seed
+        )
 
     def _picture_and_report(
-        self, report, out, snapshot, html, interactive, seeds, reference, seed,
-        model=False,
-    ):  # fmt: skip
+        self, report, out, snapshot, html, interactive, seeds, reference, seed
+    ):
         """The picture (when asked, and a renderer is available) and the HTML
-        report of a generated tractogram; for a conditional run (``model``
-        not False), the features per condition in the report and the
-        sidecar, and one panel per condition in the picture."""
+        report of a generated tractogram."""
         from dipy.utils.logging import logger
 
-        from dipy_tractogen.viz.panels import snapshot_by_condition
         from dipy_tractogen.viz.render import snapshot_tractogram
         from dipy_tractogen.viz.report import write_generation_report
 
-        if snapshot and snapshot_by_condition(
-            out, snapshot, reference=reference or "same", seed=seed, force=self.force
-        ):
-            self.last_generated_outputs["out_snapshot"] = str(snapshot)
-        if interactive:
-            snapshot_tractogram(
-                out, None, reference=reference or "same", interactive=True, seed=seed
-            )
-        table = effects = None
-        if model is not False:
-            from dipy_tractogen.evaluation.features import (
-                condition_effects,
-                condition_features,
-                write_condition_features,
-            )
-
-            table = condition_features(
-                out, model=model, reference=reference or "same",
-                max_streamlines=5000, seed=seed,
-            )  # fmt: skip
-            effects = condition_effects(table)
-            write_condition_features(out, table)
-            for e in effects:
-                logger.info(
-                    f"spread {e['bundle']} {e['condition']} {e['ratio']} "
-                    f"(at {e['at']}): {e['generated']:.3f}"
-                )
+        if snapshot or interactive:
+            if snapshot_tractogram(
+                out,
+                snapshot,
+                reference=reference or "same",
+                interactive=interactive,
+                seed=seed,
+                force=self.force,
+            ):
+                self.last_generated_outputs["out_snapshot"] = str(snapshot)
         write_generation_report(
             html,
             report,
@@ -384,8 +377,6 @@ class GenerateTractogramFlow(TractogenFlow):
             seeds=seeds or None,
             reference=reference or "same",
             seed=seed,
-            condition_table=table,
-            effects=effects,
             force=self.force,
         )
         self.last_generated_outputs["out_report"] = str(html)
