@@ -40,18 +40,30 @@ def _check_space(out, config, n_streamlines, *, float16):
     )
 
 
-def _conditional_request(config, bundle, age, status, length):
+def _conditional_request(config, bundle, age, status, length, condition=()):
     """The condition request, or None for the plain GESTA path.
 
-    Conditional generation is used when an age, status or length is asked,
-    or when the model's decoder needs conditions (cvae, arvae, aae).
+    Conditional generation is used when an age, status, length or any
+    ``--condition name=value`` is asked, or when the model's decoder needs
+    conditions (cvae, arvae, aae).
     """
-    from dipy_tractogen.models.conditions import parse_condition_values
-    from dipy_tractogen.models.seed_bank import config_conditions
+    from dipy_tractogen.models.conditions import (
+        parse_condition_request,
+        parse_condition_values,
+    )
+    from dipy_tractogen.models.seed_bank import (
+        config_condition_kinds,
+        config_conditions,
+    )
 
+    if isinstance(condition, str):
+        condition = [condition] if condition else []
+    general = parse_condition_request(
+        list(condition), kinds=config_condition_kinds(config)
+    )
     asked = {"age": age, "status": status, "length": length}
     _, _, conditional = config_conditions(config)
-    if not conditional and not any(asked.values()):
+    if not conditional and not any(asked.values()) and not general:
         return None
     request = {}
     if bundle:
@@ -60,6 +72,13 @@ def _conditional_request(config, bundle, age, status, length):
         if text:
             kind = "categorical" if name == "status" else "continuous"
             request[name] = parse_condition_values(text, kind=kind, name=name)
+    for name, values in general.items():
+        if name in request:
+            option = "--bundle" if name == "bundle" else f"--{name}"
+            raise InputError(
+                f"condition {name!r} is given twice ({option} and --condition)"
+            )
+        request[name] = values
     return request
 
 
@@ -98,6 +117,7 @@ class GenerateTractogramFlow(TractogenFlow):
         age="",
         status="",
         length="",
+        condition="",
         latent="auto",
         condition_bandwidth=0.1,
         seeds="",
@@ -163,6 +183,16 @@ class GenerateTractogramFlow(TractogenFlow):
             Requested status(es), comma-separated (a conditional model).
         length : string, optional
             Requested streamline length(s) in mm, as for age.
+        condition : variable string, optional
+            Requested values of any condition the model was trained on, as
+            name=value or name=value,value (a sweep), one per condition:
+            --condition group=AD sex=F age=60:80:10 (a participants.tsv
+            column, a streamline attribute, or bundle, age, status, length).
+            Before generating, the command logs how many training subjects
+            and effective seeds support each request, and refuses a request
+            outside what the cohort covers (a value outside that
+            condition's range among the training data of the requested
+            categories) unless --extrapolate is given.
         latent : string, optional
             Latent codes of conditional generation: auto (kde when the model
             carries seeds with conditions, else its prior), prior, or kde
@@ -226,7 +256,8 @@ class GenerateTractogramFlow(TractogenFlow):
             Compute precision of decoding: float32, mixed_bfloat16 or
             mixed_float16 (see doc/precision.md); recorded in the provenance.
         extrapolate : bool, optional
-            Allow requested ages and lengths outside the training range.
+            Allow requested ages and lengths outside the training range,
+            and requests outside the cohort's coverage (with a warning).
         float16 : bool, optional
             Store .trx coordinates in float16 (half the size).
         no_snapshot : bool, optional
@@ -282,7 +313,7 @@ class GenerateTractogramFlow(TractogenFlow):
         config = model_file_config(model or None)  # read once, without Keras
         _check_space(out, config, n_streamlines, float16=float16)
         self.claim_outputs([p for p in (out, sidecar, snapshot, html) if p])
-        request = _conditional_request(config, bundle, age, status, length)
+        request = _conditional_request(config, bundle, age, status, length, condition)
         if request is not None and (
             seeds or sampler != "kde" or no_latent_filter or precision != "float32"
         ):
@@ -304,6 +335,7 @@ class GenerateTractogramFlow(TractogenFlow):
                 bandwidth=_bandwidth(bandwidth),
                 condition_bandwidth=condition_bandwidth,
                 extrapolate=extrapolate,
+                verbose=True,
             )
         else:
             source = BundleSource(
@@ -346,29 +378,51 @@ class GenerateTractogramFlow(TractogenFlow):
             view_reference = transform.native_header() if tck else ""
             seeds = ""  # the seeds lie in the template's space
         self._picture_and_report(
-            report, out, snapshot, html, interactive, seeds, view_reference, seed
-        )
+            report, out, snapshot, html, interactive, seeds, view_reference, seed,
+            model=(model or None) if request is not None else False,
+        )  # fmt: skip
 
     def _picture_and_report(
-        self, report, out, snapshot, html, interactive, seeds, reference, seed
-    ):
+        self, report, out, snapshot, html, interactive, seeds, reference, seed,
+        model=False,
+    ):  # fmt: skip
         """The picture (when asked, and a renderer is available) and the HTML
-        report of a generated tractogram."""
+        report of a generated tractogram; for a conditional run (``model``
+        not False), the features per condition in the report and the
+        sidecar, and one panel per condition in the picture."""
         from dipy.utils.logging import logger
 
+        from dipy_tractogen.viz.panels import snapshot_by_condition
         from dipy_tractogen.viz.render import snapshot_tractogram
         from dipy_tractogen.viz.report import write_generation_report
 
-        if snapshot or interactive:
-            if snapshot_tractogram(
-                out,
-                snapshot,
-                reference=reference or "same",
-                interactive=interactive,
-                seed=seed,
-                force=self.force,
-            ):
-                self.last_generated_outputs["out_snapshot"] = str(snapshot)
+        if snapshot and snapshot_by_condition(
+            out, snapshot, reference=reference or "same", seed=seed, force=self.force
+        ):
+            self.last_generated_outputs["out_snapshot"] = str(snapshot)
+        if interactive:
+            snapshot_tractogram(
+                out, None, reference=reference or "same", interactive=True, seed=seed
+            )
+        table = effects = None
+        if model is not False:
+            from dipy_tractogen.evaluation.features import (
+                condition_effects,
+                condition_features,
+                write_condition_features,
+            )
+
+            table = condition_features(
+                out, model=model, reference=reference or "same",
+                max_streamlines=5000, seed=seed,
+            )  # fmt: skip
+            effects = condition_effects(table)
+            write_condition_features(out, table)
+            for e in effects:
+                logger.info(
+                    f"spread {e['bundle']} {e['condition']} {e['ratio']} "
+                    f"(at {e['at']}): {e['generated']:.3f}"
+                )
         write_generation_report(
             html,
             report,
@@ -377,6 +431,8 @@ class GenerateTractogramFlow(TractogenFlow):
             seeds=seeds or None,
             reference=reference or "same",
             seed=seed,
+            condition_table=table,
+            effects=effects,
             force=self.force,
         )
         self.last_generated_outputs["out_report"] = str(html)
