@@ -391,3 +391,54 @@ def test_bundle_label_from_path():
     assert bundle_label_from_path("x/sub-01_ses-2_AF_L.trk") == "AF_L"
     assert bundle_label_from_path("sub-01.trk") == "sub-01"
     assert bundle_label_from_path("CST_R.tck") == "CST_R"
+
+
+def test_shards_read_only_their_own_chunks(cohort):
+    """Two workers of a sharded training run: each reads only its own HDF5
+    chunks (counted by the reader, in every epoch), together they serve every
+    training streamline once per epoch, in the same number of steps, and
+    the same seed gives the same shares."""
+    pytest.importorskip("keras")
+    from dipy_tractogen.training.data import HDF5StreamlineSequence
+
+    path = _build(cohort, split=(0.8, 0.2, 0.0), split_by="streamline")
+    with StreamlineDataset(path) as ds:
+        train = ds.indices("train")
+        chunks = set((train // ds.chunk_rows).tolist())
+        # one shard is the ordinary epoch order
+        pos = ds.shard_positions(train, seed=3, epoch=1)
+        np.testing.assert_array_equal(
+            train[pos], ds.epoch_order("train", seed=3, epoch=1)
+        )
+        with pytest.raises(InputError, match="shard 2 out of range"):
+            ds.shard_positions(train, shard=2, n_shards=2)
+    assert len(chunks) >= 6
+
+    def worker(index, split="train"):
+        reader = StreamlineDataset(path)  # one process each
+        seq = HDF5StreamlineSequence(reader, split, batch_size=10, seed=3, flip_p=0.5)
+        seq.set_shard(index, 2)
+        served = []
+        for epoch in (0, 1):
+            seq.set_epoch(epoch)
+            rows = [
+                seq.split_batch(i, fields=("index",))["index"]
+                for i in range(len(seq))
+            ]
+            served.append(np.concatenate(rows))
+        return seq, reader, served
+
+    (s0, r0, served0), (s1, r1, served1) = worker(0), worker(1)
+    assert len(s0) == len(s1) == -(-len(train) // 10)  # the steps of one device
+    for epoch in (0, 1):
+        both = np.concatenate([served0[epoch], served1[epoch]])
+        np.testing.assert_array_equal(np.sort(both), train)  # each once
+    read0, read1 = set(r0.chunk_reads), set(r1.chunk_reads)
+    assert read0 and read1 and not read0 & read1  # no chunk read twice
+    assert read0 | read1 == chunks
+    assert abs(len(served0[0]) - len(served1[0])) < ds.chunk_rows
+    assert not np.array_equal(served0[0], served0[1])  # reshuffled each epoch
+    assert set(served0[0].tolist()) == set(served0[1].tolist())  # same chunks
+    # explicit members (a validation drawn from train) are sharded too
+    again = worker(0, split=train)[2]
+    np.testing.assert_array_equal(np.sort(again[0]), np.sort(served0[0]))

@@ -65,6 +65,18 @@ _PUBLIC = {
     "BANDWIDTH_RULES": ".options",
     "check_bandwidth": ".options",
     "check_n_streamlines": ".options",
+    "ShardSpec": ".shards",
+    "parse_shard": ".shards",
+    "n_pieces": ".shards",
+    "plan_pieces": ".shards",
+    "piece_random_state": ".shards",
+    "shard_pieces": ".shards",
+    "shard_size": ".shards",
+    "iter_pieces": ".shards",
+    "shard_provenance": ".shards",
+    "check_shards": ".shards",
+    "shard_command_lines": ".shards",
+    "slurm_array_script": ".shards",
 }
 
 __all__ = list(_PUBLIC)

@@ -1061,15 +1061,18 @@ class StreamlineDataset:
         """The share of ``rows`` that shard ``shard`` of ``n_shards`` reads in an epoch.
 
         The rows are grouped by HDF5 chunk into blocks, as in
-        :meth:`epoch_order`; the blocks, in an order drawn from
-        ``(seed, epoch)`` (their file order without ``shuffle``), are dealt
-        to the shards, each to the shard that holds the fewest rows so far
-        (ties: the lowest shard). Every chunk is thus read by one shard only,
-        the shards together hold every row once, and their sizes differ by
-        less than one chunk. A shard's rows are then shuffled in buffers of
-        ``buffer_blocks`` blocks, from ``(seed, epoch, n_shards, shard)``.
-        Deterministic in ``(seed, epoch, n_shards)``; one shard
-        (``n_shards=1``) gives the order of :meth:`epoch_order`.
+        :meth:`epoch_order`. With several shards the blocks are dealt once
+        for the whole run: in an order drawn from ``(seed, n_shards)`` (file
+        order without ``shuffle``), each block goes to the shard holding the
+        fewest rows so far (ties: the lowest shard). A shard (a worker of a
+        multi-worker run) thus reads the same chunks in every epoch and no
+        other shard reads them: the shards together hold every row once,
+        their sizes differ by less than one chunk, and each worker reads
+        only its ``1 / n_shards`` of the file (which its page cache may
+        hold). Each epoch, a shard's blocks are shuffled and its rows
+        shuffled in buffers of ``buffer_blocks`` blocks, from
+        ``(seed, epoch, n_shards, shard)``. One shard (``n_shards=1``) gives
+        the order of :meth:`epoch_order`.
 
         Parameters
         ----------
@@ -1082,7 +1085,7 @@ class StreamlineDataset:
         seed, epoch : int, optional
             Non-negative integers.
         shuffle : bool, optional
-            False: blocks in file order, rows sorted within each shard.
+            False: the blocks dealt in file order, rows sorted within a shard.
         buffer_blocks : int, optional
             Blocks shuffled together.
 
@@ -1110,19 +1113,24 @@ class StreamlineDataset:
         starts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
         bounds = np.r_[starts, len(rows)]
         blocks = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        rng = np.random.default_rng([int(seed), int(epoch)])
-        perm = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
-        if n_shards == 1:
-            mine = list(perm)
+        if n_shards == 1:  # epoch_order's draws
+            rng = np.random.default_rng([int(seed), int(epoch)])
+            mine = rng.permutation(len(blocks)) if shuffle else range(len(blocks))
         else:
+            deal = np.arange(len(blocks))
+            if shuffle:
+                deal = np.random.default_rng([int(seed), n_shards]).permutation(deal)
             loads = np.zeros(n_shards, np.int64)
             mine = []
-            for j in perm:
+            for j in deal:
                 k = int(np.argmin(loads))
                 loads[k] += len(blocks[j])
                 if k == shard:
                     mine.append(j)
             rng = np.random.default_rng([int(seed), int(epoch), n_shards, shard])
+            if shuffle:
+                mine = [mine[j] for j in rng.permutation(len(mine))]
+        mine = list(mine)
         if not mine:
             return np.zeros(0, np.int64)
         if not shuffle:

@@ -26,13 +26,13 @@ Sharded input (multi-worker training, :mod:`dipy_tractogen.training.distribute`)
 :meth:`~_StreamlineSequence.set_shard` makes a sequence serve one worker's
 share of each batch (:meth:`~_StreamlineSequence.local_batch`). An in-memory
 sequence takes the worker's rows of the global batch (the batches are those of
-one device). An HDF5 sequence reads only the worker's chunks: each epoch its
-chunk-aligned blocks are dealt to the workers
-(:meth:`StreamlineDataset.shard_positions
-<dipy_tractogen.io.dataset.StreamlineDataset.shard_positions>`) and the
-worker's rows are cut into as many batches as one device would run, so that
-the workers together see every streamline once per epoch in the same number
-of steps.
+one device). An HDF5 sequence reads only the worker's chunks: the split's
+chunk-aligned blocks are dealt to the workers once for the run, from the
+seed (:meth:`StreamlineDataset.shard_positions
+<dipy_tractogen.io.dataset.StreamlineDataset.shard_positions>`), each worker
+shuffles its own rows every epoch from ``(seed, epoch)``, and cuts them into
+as many batches as one device would run, so that the workers together see
+every streamline once per epoch in the same number of steps.
 
 :func:`load_training_data` turns the user's input (tractogram files or globs,
 an HDF5 dataset, or arrays) into a :class:`TrainingData` with a training and a

@@ -49,6 +49,8 @@ class TrainTractoencoderFlow(TractogenFlow):
         no_normalize=False,
         no_report=False,
         restart=False,
+        distribute="none",
+        devices=0,
         out_dir="",
         out_model="model.keras",
     ):
@@ -135,6 +137,15 @@ class TrainTractoencoderFlow(TractogenFlow):
             Do not write the latent-space picture and the HTML report.
         restart : bool, optional
             Discard the checkpoint of an interrupted run and start over.
+        distribute : string, optional
+            Where to train: none (one device), mirrored (every GPU of this
+            machine, or --devices logical CPU devices) or multiworker (the
+            cluster of the TF_CONFIG environment variable; run the same
+            command on every worker: only the chief writes the outputs).
+            --batch_size is the global batch. See doc/scale-out.md.
+        devices : int, optional
+            With --distribute mirrored: the number of GPUs to use (0: all),
+            or of logical CPU devices on a machine without GPU.
         out_dir : string, optional
             Output directory (default: current directory).
         out_model : string, optional
@@ -144,6 +155,7 @@ class TrainTractoencoderFlow(TractogenFlow):
 
         from dipy_tractogen.models.files import card_paths
         from dipy_tractogen.training.config import training_paths
+        from dipy_tractogen.training.distribute import check_distribute
 
         if model not in MODELS:
             raise InputError(
@@ -160,12 +172,14 @@ class TrainTractoencoderFlow(TractogenFlow):
         if not str(out_model).endswith(".keras"):
             raise InputError(f"out_model must end with .keras, got {out_model}")
         out_path = Path(out_dir) / out_model if out_dir else Path(out_model)
-        self._claim(
-            training_paths(out_path),
-            card_paths(out_path),
-            restart=restart,
-            report=not no_report,
-        )
+        cluster = check_distribute(distribute, devices)  # TF_CONFIG, before TF
+        if cluster is None or cluster.is_chief:  # the chief writes the outputs
+            self._claim(
+                training_paths(out_path),
+                card_paths(out_path),
+                restart=restart,
+                report=not no_report,
+            )
 
         # Keras and TensorFlow start here, once the outputs are claimed
         from dipy_tractogen.training.data import expand_inputs
@@ -201,7 +215,15 @@ class TrainTractoencoderFlow(TractogenFlow):
             # (Keras redraws its bar with control characters even there)
             verbose=1 if sys.stdout.isatty() else 2,
             report=not no_report,
+            distribute=distribute,
+            devices=devices,
         )
+        if card is None:  # a worker of a cluster: the chief wrote the model
+            logger.info(
+                f"worker {cluster.worker_index} of {cluster.n_workers}: training "
+                f"done; the chief writes {out_path}"
+            )
+            return
         losses = card.get("losses") or {}
         errors = card.get("heldout_errors_mm") or {}
         msg = (
