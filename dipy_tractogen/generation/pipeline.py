@@ -56,6 +56,11 @@ from dipy_tractogen.generation.options import (
     check_generation_options,
     check_n_streamlines,
 )
+from dipy_tractogen.generation.shards import (
+    iter_pieces,
+    shard_provenance,
+    shard_size,
+)
 from dipy_tractogen.generation.sources import (
     BundleSource,
     ConditionalSource,
@@ -793,6 +798,7 @@ def generate_tractogram(
     force=False,
     progress=False,
     claim=None,
+    shard=None,
     **filter_options,
 ):
     """Generate a synthetic tractogram and write it, chunk by chunk.
@@ -876,6 +882,12 @@ def generate_tractogram(
         committed (``claim.commit([out_path, sidecar])``, or its end); a
         failed run leaves neither. Without one, they are renamed into place
         together on success.
+    shard : str or tuple, optional
+        ``"i/n"``: write only part ``i`` (1-based) of ``n`` of the run of
+        ``n_streamlines``, ``seed`` and ``chunk_size`` (its pieces, see
+        :mod:`~dipy_tractogen.generation.shards`); the parts, concatenated
+        in order, are the whole run's tractogram. The provenance records
+        ``shard`` (index, count, seed, total count).
 
     Returns
     -------
@@ -903,6 +915,9 @@ def generate_tractogram(
         filters=settings,
     )
     check_outputs(out_path, n_streamlines, force=force, claim=claim)
+    shard_info = shard_provenance(
+        shard, seed=seed, n_streamlines=n_streamlines, chunk_size=chunk_size
+    )
     _check_precision(precision)
     _check_out_of_volume(out_of_volume)
     if subject_transform is not None:  # a bad file fails before the model loads
@@ -912,7 +927,7 @@ def generate_tractogram(
     model = resolve_model(model)
     check_output_space(
         out_path,
-        n_streamlines,
+        shard_size(n_streamlines, chunk_size, shard),
         model.n_points,
         positions_dtype=positions_dtype,
         data_per_streamline=_data_estimate(model),
@@ -937,23 +952,26 @@ def generate_tractogram(
         "seed": int(seed),
         **source.provenance(),
         "filters": _filters_provenance(pipeline),
-        "n_requested": int(n_streamlines),
+        "n_requested": int(shard_size(n_streamlines, chunk_size, shard)),
         "precision": precision,
         "output_volume": volume.provenance(out_of_volume),
+        **({"shard": shard_info} if shard_info else {}),
     }
     report = GenerationReport(requested={})
     chunks = _placed(
         (
             (X, source.streamline_data(rows, labels))
-            for X, labels, rows in iter_generate(
+            for X, labels, rows in iter_pieces(
+                iter_generate,
                 source.decoder(_decoding_model(model, precision)),
                 source,
                 source.counts(n_streamlines),
                 filters=pipeline,
                 chunk_size=chunk_size,
                 budget=budget,
-                random_state=seed,
+                seed=seed,
                 report=report,
+                shard=shard,
             )
         ),
         volume,
@@ -972,7 +990,7 @@ def generate_tractogram(
         data_per_streamline=source.data_per_streamline(),
         group_names=group_names,
         group_by=group_by,
-        total=int(n_streamlines),
+        total=int(shard_size(n_streamlines, chunk_size, shard)),
         positions_dtype=positions_dtype,
         force=force,
         progress=progress,
@@ -1090,14 +1108,15 @@ def generate_streamlines(
         filters = source_filters(model, model_reference(model), filters, source)
     report = GenerationReport(requested={})
     parts = list(
-        iter_generate(
+        iter_pieces(  # in pieces of chunk_size, as generate_tractogram
+            iter_generate,
             source.decoder(_decoding_model(model, precision)),
             source,
             source.counts(n_streamlines),
             filters=filters,
             chunk_size=chunk_size,
             budget=budget,
-            random_state=seed,
+            seed=seed,
             report=report,
         )
     )

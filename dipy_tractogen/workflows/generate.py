@@ -142,6 +142,9 @@ class GenerateTractogramFlow(TractogenFlow):
         float16=False,
         no_snapshot=False,
         interactive=False,
+        shard="",
+        print_shards=0,
+        check_shards="",
         out_dir="",
         out_tractogram="generated.trx",
         out_snapshot="generated.png",
@@ -265,6 +268,19 @@ class GenerateTractogramFlow(TractogenFlow):
         interactive : bool, optional
             Open an interactive window on the generated tractogram (needs a
             display).
+        shard : string, optional
+            i/n: write only part i (1..n) of the run of this seed, count
+            and chunk size; the n parts, concatenated in order
+            (dipy_concatenate_tractograms), are that run's tractogram. See
+            doc/scale-out.md.
+        print_shards : int, optional
+            Print the commands of this run split into that many shards,
+            and of their join, then stop (nothing is generated).
+        check_shards : string, optional
+            Part files (a glob pattern or a comma-separated list) to check:
+            the same run, every shard once. When --out_tractogram exists
+            (their concatenation), its count is checked and its provenance
+            sidecar written. Nothing is generated.
         out_dir : string, optional
             Output directory (default: current directory).
         out_tractogram : string, optional
@@ -275,6 +291,8 @@ class GenerateTractogramFlow(TractogenFlow):
         out_report : string, optional
             HTML report of the run.
         """
+        if check_shards or print_shards:  # helpers of a sharded run
+            return self._shards(check_shards, print_shards, out_dir, out_tractogram)
         from dipy_tractogen.generation.filters import FilterSettings
         from dipy_tractogen.generation.options import (
             check_bandwidth,
@@ -310,8 +328,12 @@ class GenerateTractogramFlow(TractogenFlow):
         sidecar = out.with_suffix(".json")
         snapshot = None if no_snapshot else Path(out_dir) / out_snapshot
         html = Path(out_dir) / out_report
+        from dipy_tractogen.generation.shards import shard_size
+
+        # --shard checked (4/3, 0/0, more shards than pieces) before any work
+        size = shard_size(n_streamlines, chunk_size, shard or None)
         config = model_file_config(model or None)  # read once, without Keras
-        _check_space(out, config, n_streamlines, float16=float16)
+        _check_space(out, config, size, float16=float16)
         self.claim_outputs([p for p in (out, sidecar, snapshot, html) if p])
         request = _conditional_request(config, bundle, age, status, length, condition)
         if request is not None and (
@@ -361,6 +383,7 @@ class GenerateTractogramFlow(TractogenFlow):
             force=self.force,
             progress=True,
             claim=self.output_claim,
+            shard=shard or None,
         )
         # the tractogram and its sidecar appear together (tractogram first)
         # now: the picture reads the file, and a failed picture or report
@@ -381,6 +404,41 @@ class GenerateTractogramFlow(TractogenFlow):
             report, out, snapshot, html, interactive, seeds, view_reference, seed,
             model=(model or None) if request is not None else False,
         )  # fmt: skip
+
+    def _shards(self, check_shards, print_shards, out_dir, out_tractogram):
+        """--print_shards: the commands of a sharded run; --check_shards: the
+        check of its parts and the joined file's provenance sidecar."""
+        import sys
+
+        from dipy.utils.logging import logger
+
+        from dipy_tractogen.generation.shards import (
+            check_shards as check,
+        )
+        from dipy_tractogen.generation.shards import (
+            shard_command_lines,
+        )
+
+        if check_shards and print_shards:
+            raise InputError("give --check_shards or --print_shards, not both")
+        if print_shards:
+            argv = [Path(sys.argv[0]).name, *sys.argv[1:]]
+            print("\n".join(shard_command_lines(argv, print_shards)))
+            return
+        joined = Path(out_dir) / out_tractogram
+        if not joined.exists():
+            joined = None
+        else:
+            self.claim_outputs([joined.with_suffix(".json")])
+        summary = check(
+            check_shards, joined=joined, force=self.force, claim=self.output_claim
+        )
+        logger.info(
+            f"{summary['shards']} parts of the run of seed {summary['seed']} and "
+            f"{summary['n_requested']} streamlines: {summary['n_streamlines']} "
+            "streamlines"
+            + (f"; wrote {summary['sidecar']}" if "sidecar" in summary else "")
+        )
 
     def _picture_and_report(
         self, report, out, snapshot, html, interactive, seeds, reference, seed,
