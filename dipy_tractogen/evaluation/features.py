@@ -31,7 +31,11 @@ from dipy_tractogen._checks import check_int, check_number
 from dipy_tractogen._json import jsonable
 from dipy_tractogen.errors import InputError
 from dipy_tractogen.io.outputs import atomic_output
-from dipy_tractogen.io.tractograms import load_bundles, sidecar_path
+from dipy_tractogen.io.tractograms import (
+    load_bundles,
+    sidecar_path,
+    tractogram_extension,
+)
 from dipy_tractogen.measures.features import FEATURES, bundle_features
 from dipy_tractogen.models.files import resolve_model
 from dipy_tractogen.models.seed_bank import model_bundle_names
@@ -52,9 +56,19 @@ TRAINING_LABEL = (
 )
 
 
+#: a space for reading coordinates stored in RAS+ mm unchanged
+_ANY_SPACE = (np.eye(4), np.array([1, 1, 1]), np.ones(3, np.float32), "RAS")
+
+
 def _loaded(tractogram, reference, bundle_names, metadata):
     """(streamlines, bundle ids, names, fields, metadata, label)."""
     if isinstance(tractogram, (str, Path)):
+        if reference in (None, "", "same") and tractogram_extension(tractogram) not in (
+            ".trx",
+            ".trk",
+        ):
+            # a format without a space (.tck) stores RAS+ mm: any space reads it
+            reference = _ANY_SPACE
         sft, ids, names, meta = load_bundles(
             tractogram, reference=reference, bbox_valid_check=False
         )

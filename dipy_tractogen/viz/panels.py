@@ -873,7 +873,8 @@ def snapshot_by_condition(
     """The picture of a generated tractogram; never fails the run.
 
     Small multiples by condition when the file was generated for several
-    conditions, else today's single picture
+    conditions and carries them (a ``.tck`` file cannot), else today's
+    single picture
     (:func:`~dipy_tractogen.viz.render.snapshot_tractogram`).
 
     Parameters
@@ -892,7 +893,11 @@ def snapshot_by_condition(
     """
     from dipy.utils.logging import logger
 
-    if not varies(tractogram_metadata(path)):
+    fields = read_for_view(path, reference=reference, max_streamlines=1).fields
+    if not (
+        varies(tractogram_metadata(path))
+        and any(k.startswith(CONDITION_PREFIX) for k in fields)
+    ):  # one condition, or a format without per-streamline data (.tck)
         return snapshot_tractogram(
             path, out_png, reference=reference, seed=seed, force=force,
             renderer=renderer,

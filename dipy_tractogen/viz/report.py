@@ -501,7 +501,9 @@ def write_generation_report(
         )
         real_lines = real_ids = None
         names, gen_ids = gen.names, gen.ids
-        by_condition = varies(tractogram_metadata(tractogram))
+        by_condition = varies(tractogram_metadata(tractogram)) and any(
+            k.startswith("condition_") for k in gen.fields
+        )
         sections += _condition_sections(
             tractogram, condition_table, effects, gen if by_condition else None,
             tmp, seed,
