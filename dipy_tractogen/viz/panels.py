@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from dipy.utils.logging import logger
 
 from dipy_tractogen.errors import InputError
 from dipy_tractogen.io.outputs import check_writable
@@ -49,6 +50,7 @@ from dipy_tractogen.viz.render import (
     bundle_color,
     bundle_name_lookup,
     render_tractogram,
+    render_tractogram_file,
     save_png,
     snapshot_tractogram,
 )
@@ -868,7 +870,14 @@ def render_condition_file(
 
 
 def snapshot_by_condition(
-    path, out_png, *, reference="same", seed=0, force=False, renderer="auto"
+    path,
+    out_png,
+    *,
+    reference="same",
+    interactive=False,
+    seed=0,
+    force=False,
+    renderer="auto",
 ):
     """The picture of a generated tractogram; never fails the run.
 
@@ -881,9 +890,14 @@ def snapshot_by_condition(
     ----------
     path : str or path-like
         The tractogram.
-    out_png : str or path-like
-        PNG to write.
-    reference, seed, force, renderer
+    out_png : str or path-like or None
+        PNG to write (None: only the interactive window).
+    reference : str or path-like, optional
+        Reference image, or ``"same"``.
+    interactive : bool, optional
+        Also open a FURY window on the whole tractogram (one line is logged
+        when none can be opened).
+    seed, force, renderer
         As for :func:`render_condition_file`.
 
     Returns
@@ -891,28 +905,36 @@ def snapshot_by_condition(
     written : bool
         Whether ``out_png`` was written.
     """
-    from dipy.utils.logging import logger
-
     fields = read_for_view(path, reference=reference, max_streamlines=1).fields
     if not (
         varies(tractogram_metadata(path))
         and any(k.startswith(CONDITION_PREFIX) for k in fields)
     ):  # one condition, or a format without per-streamline data (.tck)
         return snapshot_tractogram(
-            path, out_png, reference=reference, seed=seed, force=force,
-            renderer=renderer,
+            path, out_png, reference=reference, interactive=interactive,
+            seed=seed, force=force, renderer=renderer,
         )  # fmt: skip
-    try:
-        render_condition_file(
-            path,
-            reference=reference,
-            seed=seed,
-            out_path=out_png,
-            force=force,
-            renderer=renderer,
-        )
-    except RenderingUnavailable as exc:
-        logger.warning(f"picture skipped: {exc}")
-        return False
-    logger.info(f"wrote {out_png}")
-    return True
+    written = False
+    if out_png is not None:
+        try:
+            render_condition_file(
+                path,
+                reference=reference,
+                seed=seed,
+                out_path=out_png,
+                force=force,
+                renderer=renderer,
+            )
+            written = True
+            logger.info(f"wrote {out_png}")
+        except RenderingUnavailable as exc:
+            logger.warning(f"picture skipped: {exc}")
+    if interactive:
+        try:
+            render_tractogram_file(
+                path, reference=reference, interactive=True, seed=seed,
+                renderer=renderer,
+            )  # fmt: skip
+        except RenderingUnavailable as exc:
+            logger.warning(f"no interactive window: {exc}")
+    return written

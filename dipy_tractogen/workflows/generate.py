@@ -451,17 +451,17 @@ class GenerateTractogramFlow(TractogenFlow):
         from dipy.utils.logging import logger
 
         from dipy_tractogen.viz.panels import snapshot_by_condition
-        from dipy_tractogen.viz.render import snapshot_tractogram
         from dipy_tractogen.viz.report import write_generation_report
 
-        if snapshot and snapshot_by_condition(
-            out, snapshot, reference=reference or "same", seed=seed, force=self.force
+        if (snapshot or interactive) and snapshot_by_condition(
+            out,
+            snapshot,
+            reference=reference or "same",
+            interactive=interactive,
+            seed=seed,
+            force=self.force,
         ):
             self.last_generated_outputs["out_snapshot"] = str(snapshot)
-        if interactive:
-            snapshot_tractogram(
-                out, None, reference=reference or "same", interactive=True, seed=seed
-            )
         table = effects = None
         if model is not False:
             from dipy_tractogen.evaluation.features import (
