@@ -190,10 +190,6 @@ def test_the_cohort_model_reproduces_the_phantom_effects(run_cli, tmp_path):
     report shows the arch's and the diagonal's spread at 85 over 25 and
     with neurodegeneration over control within 25 % of the phantom's ground
     truth (1.41 and 0.7), and its picture has one panel per condition.
-
-    --extrapolate: age 25 among controls and 85 among patients lie just
-    outside the ages of the training subjects of that status (28.3-89.5 and
-    22.8-84 years), which a coverage check refuses without it.
     """
     from matplotlib.image import imread
 
@@ -201,25 +197,11 @@ def test_the_cohort_model_reproduces_the_phantom_effects(run_cli, tmp_path):
     from dipy_tractogen.viz.report import read_report_numbers
 
     out = tmp_path / "sweep"
-    assert (
-        run_cli(
-            "dipy_generate_tractogram",
-            "--model",
-            "cohort",
-            "--bundle",
-            "arch,diagonal",
-            "--age",
-            "25,85",
-            "--status",
-            "control,neurodegeneration",
-            "--n_streamlines",
-            4000,
-            "--extrapolate",
-            "--out_dir",
-            out,
-        )  # fmt: skip
-        == 0
-    )
+    args = (
+        "--model cohort --bundle arch,diagonal --age 25,85 "
+        "--status control,neurodegeneration --n_streamlines 4000"
+    ).split()
+    assert run_cli("dipy_generate_tractogram", *args, "--out_dir", out) == 0
     numbers = [
         n for n in read_report_numbers(out / "generated.html")
         if isinstance(n, dict) and "effects" in n
