@@ -911,8 +911,9 @@ def condition_support(
     ----------
     encoder : ConditionEncoder
         The model's conditions.
-    conditions : ndarray (N, encoder.n_features_)
-        Encoded conditions of the seeds (the model's seed bank).
+    conditions : ndarray (N, F)
+        Encoded conditions of the seeds (the model's seed bank), ``F`` the
+        encoder's ``n_features_``.
     combos : list of dict
         Validated requests (:meth:`ConditionEncoder.validate` then
         :func:`condition_grid`).
