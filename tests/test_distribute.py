@@ -8,19 +8,30 @@ the global batch, the summed losses are summed over replicas and not
 averaged, the batch order does not depend on Python's ``random`` state, and
 inference (held-out errors, seeds) splits batches over the replicas.
 
+The command line: ``--distribute mirrored --devices 2``; two workers of
+``--distribute multiworker`` on 127.0.0.1 (two processes, ``TF_CONFIG``)
+against one device; a worker killed mid-run and the run resumed; the
+one-line refusals of a missing or invalid ``TF_CONFIG``. The package's own
+loop (``training_loop="custom"``, what several workers train with) against
+``fit``, and its resume.
+
 Logical devices must be configured before TensorFlow starts, so each check
 runs in a fresh interpreter.
 """
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 
+import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
+from dipy_tractogen.errors import InputError
+from dipy_tractogen.training.distribute import check_distribute, read_tf_config
 
 SCRIPT = textwrap.dedent(
     """
@@ -98,6 +109,7 @@ SCRIPT = textwrap.dedent(
 
 
 def _compare(tmp_path, *model_types):
+    pytest.importorskip("tensorflow")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path), *model_types],
@@ -136,3 +148,361 @@ def test_two_replicas_train_like_one_device_vae(tmp_path):
     result = _compare(tmp_path, "vae", "cvae")
     _check(result, "vae")
     _check(result, "cvae")
+
+
+# --------------------------------------------------------------------------
+# TF_CONFIG and the options, before TensorFlow starts
+# --------------------------------------------------------------------------
+
+CMD = "dipy_train_tractoencoder"
+TINY = ["--batch_size", 16, "--latent_dim", 8, "--n_points", 64, "--no_report"]
+#: XLA compiles for minutes on 2 shared cores: off in the commands tested
+NO_XLA = (
+    "from dipy_tractogen.training import trainer\n"
+    "trainer._resolve_jit = lambda jit: False\n"
+)
+
+
+def _cluster(n, index, ports=None):
+    ports = ports or [1000 + i for i in range(n)]
+    return json.dumps(
+        {
+            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "message"),
+    [
+        (None, "reads the cluster from the TF_CONFIG environment variable"),
+        ("{not json", "TF_CONFIG is not valid JSON"),
+        ("[1, 2]", "TF_CONFIG must be a JSON object"),
+        ('{"task": {"type": "worker", "index": 0}}', "TF_CONFIG has no 'cluster'"),
+        ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG has no 'task'"),
+        (_cluster(2, 2), "task worker 2 is not in its cluster (worker: 2)"),
+        (
+            '{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": '
+            '"worker", "index": 0}}',
+            "has ps job(s)",
+        ),
+        (
+            '{"cluster": {"worker": ["a"]}, "task": {"type": "worker"}}',
+            "must be a list of 'host:port'",
+        ),
+    ],
+)
+def test_bad_tf_config(tf_config, message):
+    env = {} if tf_config is None else {"TF_CONFIG": tf_config}
+    with pytest.raises(InputError) as info:
+        read_tf_config(env)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_tf_config_ranks_and_options():
+    chief = {
+        "TF_CONFIG": json.dumps(
+            {
+                "cluster": {"chief": ["c:1"], "worker": ["w:1", "w:2"]},
+                "task": {"type": "worker", "index": 1},
+            }
+        )
+    }
+    info = read_tf_config(chief)
+    assert (info.n_workers, info.worker_index, info.is_chief) == (3, 2, False)
+    assert read_tf_config({"TF_CONFIG": _cluster(2, 0)}).is_chief
+    with pytest.raises(InputError, match="unknown distribute 'ring'"):
+        check_distribute("ring")
+    with pytest.raises(InputError, match="devices applies to distribute='mirrored'"):
+        check_distribute("none", devices=2)
+    with pytest.raises(InputError, match="the Keras backend is 'torch'"):
+        check_distribute("mirrored", environ={"KERAS_BACKEND": "torch"})
+
+
+@pytest.mark.parametrize("tf_config", [None, "{oops", _cluster(2, 5)])
+def test_command_refuses_bad_tf_config_before_tensorflow(
+    tmp_path, monkeypatch, cli_in_subprocess, tf_config
+):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    out = tmp_path / "out"
+    files = _toy_files(tmp_path, n=8)
+    status, heavy, err = cli_in_subprocess(
+        CMD, files[0], "--distribute", "multiworker", "--out_dir", out
+    )
+    assert (status, heavy) == (1, []), err[-2000:]
+    lines = [x for x in err.splitlines() if x.startswith(f"{CMD}: error:")]
+    assert len(lines) == 1 and "TF_CONFIG" in lines[0], err[-2000:]
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------
+# training from the command line
+# --------------------------------------------------------------------------
+
+
+def _toy_files(folder, n=64, n_points=64):
+    """Two one-bundle .trx files of smooth curves (as test_workflow_train)."""
+    from dipy_tractogen.io.tractograms import save_bundles
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, n_points)[None, :]
+    paths = []
+    for b, name in enumerate(("arc", "line")):
+        a = rng.uniform(-3, 3, size=(n // 2, 1))
+        x = 80 * t - 40 + a
+        y = (20 * np.sin(np.pi * t) if b == 0 else -15 * t) + a
+        z = 10 * t * t + 30 + 0 * a
+        arr = np.stack([x, y, z + 0 * x], axis=-1).astype(np.float32)
+        affine = np.eye(4)
+        affine[:3, 3] = (-60, -60, 0)
+        path = folder / f"{name}.trx"
+        ref = (affine, (120, 120, 80), (1.0,) * 3, "RAS")
+        save_bundles(path, list(arr), ref, bundle_names=[name])
+        paths.append(path)
+    return paths
+
+
+_WORKER = """
+import sys
+{prelude}
+from dipy_tractogen.workflows.cli import run_command
+
+name, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    run_command(name)
+    status = 0
+except SystemExit as exc:
+    status = exc.code
+print("RESULT", status)
+"""
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _start_workers(tmp_path, args, n=2, preludes=None):
+    """``n`` processes of the command under one TF_CONFIG cluster."""
+    ports = _free_ports(n)
+    procs = []
+    for i in range(n):
+        tmp = tmp_path / f"tmp{i}"
+        tmp.mkdir(exist_ok=True)
+        env = dict(
+            os.environ,
+            TF_CONFIG=_cluster(n, i, ports),
+            TF_CPP_MIN_LOG_LEVEL="3",
+            TMPDIR=str(tmp),
+            OMP_NUM_THREADS="1",
+        )
+        code = _WORKER.format(prelude=NO_XLA + ((preludes or {}).get(i) or ""))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code, CMD, *map(str, args)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    return procs
+
+
+def _finish(procs, timeout=600):
+    out = []
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
+        status = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
+        code = int(status[-1].split()[1]) if status else p.returncode
+        out.append((code, stdout + stderr))  # DIPY's log goes to either
+    return out
+
+
+def _reference_run(files, out, epochs):
+    """The same training on one device, in this process (no XLA)."""
+    from dipy_tractogen.training import trainer
+
+    model, card = trainer.train_autoencoder(
+        [str(f) for f in files],
+        out,
+        epochs=epochs,
+        batch_size=16,
+        latent_dim=8,
+        n_points=64,
+        jit_compile=False,
+        verbose=0,
+        report=False,
+    )
+    return model.get_weights(), card
+
+
+def _relative(w1, w2):
+    return max(
+        float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12))
+        for x, y in zip(w1, w2, strict=True)
+    )
+
+
+def test_mirrored_two_logical_devices_from_the_command_line(
+    tmp_path, cli_in_subprocess
+):
+    pytest.importorskip("tensorflow")
+    files = _toy_files(tmp_path)
+    out = tmp_path / "out"
+    # Keras' fit refuses a first validation batch two replicas cannot share:
+    # 16 validation streamlines
+    args = [*map(str, files), "--epochs", 1, *TINY, "--out_dir", out]
+    args += ["--valid_fraction", 0.25]
+    status, heavy, err = cli_in_subprocess(
+        CMD, *args, "--distribute", "mirrored", "--devices", 2, prelude=NO_XLA
+    )
+    assert status == 0, err[-3000:]
+    card = json.loads((out / "model.card.json").read_text())
+    assert card["distribution"] == {
+        "strategy": "mirrored",
+        "replicas": 2,
+        "workers": 1,
+        "training_loop": "fit",
+    }
+    assert card["heldout_errors_mm"]["mdf_mean_mm"] > 0
+    assert (out / "model.keras").is_file() and (out / "model_log.csv").is_file()
+
+
+def test_two_workers_on_localhost_train_like_one_device(tmp_path):
+    """Two processes of ``--distribute multiworker`` (TF_CONFIG, 127.0.0.1):
+    the chief alone writes, the other leaves nothing behind, and the weights
+    are those of one device within float32 round-off."""
+    pytest.importorskip("tensorflow")
+    files = _toy_files(tmp_path)
+    out = tmp_path / "out"
+    args = [*map(str, files), "--epochs", 2, *TINY, "--out_dir", out]
+    procs = _start_workers(tmp_path, [*args, "--distribute", "multiworker"])
+    try:  # meanwhile, one device in this process
+        ref, ref_card = _reference_run(files, tmp_path / "ref" / "m.keras", 2)
+    finally:
+        results = _finish(procs)
+    for status, err in results:
+        assert status == 0, err[-3000:]
+    assert "worker 1 of 2: training done; the chief writes" in results[1][1]
+    from dipy_tractogen.models.files import load_model
+
+    weights = load_model(out / "model.keras").get_weights()
+    assert _relative(ref, weights) < 5e-4  # measured: 1.1e-4
+    card = json.loads((out / "model.card.json").read_text())
+    assert card["distribution"] == {
+        "strategy": "multiworker",
+        "replicas": 2,
+        "workers": 2,
+        "training_loop": "custom",
+    }
+    assert card["losses"]["final_train"] == pytest.approx(
+        ref_card["losses"]["final_train"], rel=1e-4
+    )
+    assert card["heldout_errors_mm"]["mdf_mean_mm"] == pytest.approx(
+        ref_card["heldout_errors_mm"]["mdf_mean_mm"], rel=1e-3
+    )
+    expected = {"model.keras", "model.card.json", "model.card.md", "model_log.csv"}
+    assert expected <= {p.name for p in out.iterdir()}
+    assert not (out / "model_checkpoint").exists()
+    assert list((tmp_path / "tmp1").iterdir()) == []  # the worker's folder
+
+
+#: worker prelude: die (as kill -9) once the chief's epoch 1 is committed
+_DIE_AFTER_EPOCH_1 = """
+import os
+from dipy_tractogen.training import trainer
+_commit = trainer._Checkpointer.on_epoch_end
+def _on_epoch_end(self, epoch, logs=None):
+    _commit(self, epoch, logs)
+    if epoch == 0:
+        os._exit(9)
+trainer._Checkpointer.on_epoch_end = _on_epoch_end
+"""
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_with_the_same_weights(tmp_path):
+    """The chief dies (os._exit) after committing epoch 1 of 3; the other
+    worker stops with a one-line error; both commands run again resume at
+    epoch 2 and end with the weights of an uninterrupted run."""
+    pytest.importorskip("tensorflow")
+    files = _toy_files(tmp_path)
+    out = tmp_path / "out"
+    args = [*map(str, files), "--epochs", 3, *TINY, "--out_dir", out]
+    args += ["--distribute", "multiworker"]
+    t0 = time.time()
+    procs = _start_workers(tmp_path, args, preludes={0: _DIE_AFTER_EPOCH_1})
+    results = _finish(procs, timeout=900)
+    assert results[0][0] == 9, results[0][1][-2000:]
+    assert results[1][0] == 1, results[1][1][-2000:]
+    errors = [x for x in results[1][1].splitlines() if x.startswith(f"{CMD}: error")]
+    assert len(errors) == 1 and "run every worker's command again" in errors[0]
+    state = json.loads((out / "model_checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1 and not (out / "model.keras").exists()
+    results = _finish(_start_workers(tmp_path, args), timeout=900)
+    for status, err in results:
+        assert status == 0, err[-3000:]
+    assert "resuming training at epoch 2 of 3" in results[0][1]
+    ref, _ = _reference_run(files, tmp_path / "ref" / "m.keras", 3)
+    from dipy_tractogen.models.files import load_model
+
+    weights = load_model(out / "model.keras").get_weights()
+    assert _relative(ref, weights) < 5e-4, time.time() - t0
+
+
+# --------------------------------------------------------------------------
+# the package's loop in one process
+# --------------------------------------------------------------------------
+
+
+def test_custom_loop_trains_and_resumes_like_fit(tmp_path):
+    """``training_loop="custom"`` on one device gives ``fit``'s weights bit
+    for bit, also when interrupted after an epoch and resumed."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from dipy_tractogen.training import trainer
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 64)[None, :]
+    a = rng.uniform(-3, 3, size=(48, 1))
+    arr = np.stack(
+        [80 * t - 40 + a, 20 * np.sin(np.pi * t) + a, 30 + 0 * t + 0 * a], -1
+    )
+    kw = dict(
+        epochs=2, batch_size=16, latent_dim=8, n_points=64, jit_compile=False,
+        verbose=0, report=False, valid_fraction=0.25,
+    )  # fmt: skip
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt("simulated kill after the first epoch")
+
+    fit, _ = trainer.train_autoencoder(arr, tmp_path / "fit.keras", **kw)
+    out = tmp_path / "loop.keras"
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_autoencoder(
+            arr, out, training_loop="custom", callbacks=[Crash()], **kw
+        )
+    assert (
+        json.loads((tmp_path / "loop_checkpoint" / "state.json").read_text())["epoch"]
+        == 1
+    )
+    loop, card = trainer.train_autoencoder(arr, out, training_loop="custom", **kw)
+    assert card["distribution"]["training_loop"] == "custom"
+    for x, y in zip(fit.get_weights(), loop.get_weights(), strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -1096,6 +1096,17 @@ class _TrainingRun:
             self.jit = resolve_jit_compile(
                 c.precision, "train", jit_compile=c.jit_compile
             )
+        if self.jit and not self.loop and self.dist.replicas > 1:
+            # fit XLA-compiles the step of every replica in one function,
+            # which reads variables on other devices: TensorFlow refuses it
+            # ("Trying to access resource ... located in device ... CPU:1")
+            if c.jit_compile is True:
+                raise InputError(
+                    "jit_compile=True cannot compile fit's step over several "
+                    "replicas (XLA refuses variables on other devices): use "
+                    "jit_compile='auto' or training_loop='custom'"
+                )
+            self.jit = False
         self.epochs, budget = self._plan_epochs()
         keras.utils.set_random_seed(c.seed)
         self.model = self._make_model(self.epochs * self.steps)
