@@ -506,3 +506,34 @@ def test_custom_loop_trains_and_resumes_like_fit(tmp_path):
     assert card["distribution"]["training_loop"] == "custom"
     for x, y in zip(fit.get_weights(), loop.get_weights(), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_two_workers_read_their_own_chunks_of_a_dataset(tmp_path):
+    """Two workers on an HDF5 dataset: each reads its own chunks only (the
+    count is logged by each), the run records its two input shards."""
+    pytest.importorskip("tensorflow")
+    from dipy_tractogen.io.dataset import build_dataset
+
+    files = _toy_files(tmp_path, n=128)
+    data = build_dataset(
+        files,
+        tmp_path / "ds.h5",
+        n_points=64,
+        chunk_rows=8,
+        split=(0.75, 0.25, 0.0),
+        split_by="streamline",
+    )
+    out = tmp_path / "out"
+    args = [data, "--epochs", 2, *TINY, "--out_dir", out]
+    results = _finish(_start_workers(tmp_path, [*args, "--distribute", "multiworker"]))
+    read = []
+    for status, log in results:
+        assert status == 0, log[-3000:]
+        line = [x for x in log.splitlines() if "chunks of" in x and " read " in x]
+        assert line, log[-3000:]  # (DIPY's logger echoes it twice)
+        read.append(int(line[0].split(" read ")[1].split()[0]))
+    assert all(0 < r < 16 for r in read), read  # 16 chunks in the file
+    card = json.loads((out / "model.card.json").read_text())
+    assert card["hyperparameters"]["input_shards"] == 2
+    assert card["distribution"]["workers"] == 2

@@ -1323,6 +1323,14 @@ class _TrainingRun:
                 f"{line[:200]}); run every worker's command again to resume "
                 "from the last committed epoch"
             ) from None
+        if _sharded(self.train_seq):  # what this worker read of the file
+            ds = self.train_seq.dataset
+            reads = ds.chunk_reads
+            logger.info(
+                f"worker {self.dist.worker_index} of {self.dist.n_workers} read "
+                f"{len(reads)} of the {-(-len(ds) // ds.chunk_rows)} chunks of "
+                f"{ds.path} while training"
+            )
 
     # ------------------------------------------------------------------
     # finish
