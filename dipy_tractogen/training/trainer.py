@@ -1296,7 +1296,7 @@ class _TrainingRun:
         """The fit phase through :class:`StrategyLoop` (several workers, or
         ``training_loop="custom"``)."""
         stop_models = ()
-        if data_cbs and self.dist.multi_worker:
+        if data_cbs and self.dist.kind == "multiworker":
             # the data's callbacks decode: on an inference copy, synced
             copy = self._inference_copy()
             data_cbs = [_OnCopy(cb, copy) for cb in data_cbs]
@@ -1352,7 +1352,7 @@ class _TrainingRun:
         """
         if not self.dist.is_chief:  # the chief writes the outputs
             return self.model, None
-        if self.dist.multi_worker:  # evaluated and saved outside the strategy
+        if self.dist.kind == "multiworker":  # saved outside the strategy
             self.model = self._inference_copy()
         c, state, model = self.config, self.state, self.model
         if state.get("best_weights"):
@@ -1469,16 +1469,15 @@ def _use_loop(training_loop, distribution):
         raise InputError(
             f"training_loop must be one of {', '.join(_LOOPS)}, got {training_loop!r}"
         )
-    if distribution.multi_worker and distribution.external:
+    cluster = distribution.kind == "multiworker"  # even of one worker
+    if cluster and distribution.external:
         raise InputError(
             "a multi-worker strategy is passed as distribute= (or "
             "distribute='multiworker'), not entered around the call: the "
             "chief evaluates and saves the model outside it"
         )
-    loop = training_loop == "custom" or (
-        training_loop == "auto" and distribution.multi_worker
-    )
-    if distribution.multi_worker and training_loop == "fit":
+    loop = training_loop == "custom" or (training_loop == "auto" and cluster)
+    if cluster and training_loop == "fit":
         raise InputError(
             "Keras 3 fit fails under a multi-worker strategy (keras-team/keras "
             "#20585): use training_loop='auto' or 'custom'"
