@@ -885,7 +885,10 @@ def train_autoencoder(
         With the best validation weights (the last ones without validation).
     card : dict
         The model card written next to the model (data summary,
-        hyperparameters, losses, held-out errors in mm, wall time, versions).
+        hyperparameters, losses, held-out errors in mm, wall time, versions;
+        ``distribution`` when trained on several replicas or workers). None
+        on a worker of a cluster that is not the chief (it writes nothing;
+        its model holds the trained weights).
 
     Raises
     ------
