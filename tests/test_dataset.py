@@ -422,8 +422,7 @@ def test_shards_read_only_their_own_chunks(cohort):
         for epoch in (0, 1):
             seq.set_epoch(epoch)
             rows = [
-                seq.split_batch(i, fields=("index",))["index"]
-                for i in range(len(seq))
+                seq.split_batch(i, fields=("index",))["index"] for i in range(len(seq))
             ]
             served.append(np.concatenate(rows))
         return seq, reader, served

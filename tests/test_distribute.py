@@ -136,18 +136,18 @@ def _check(result, model_type):
 
 
 def test_two_replicas_train_like_one_device(tmp_path):
-    result = _compare(tmp_path, "ae", "aae")
+    result = _compare(tmp_path, "ae")
     _check(result, "ae")
-    _check(result, "aae")
     # Keras would fail deep in fit on uneven shards of the first batch
     assert "does not split evenly over 2 replicas" in result["odd_batch"]
 
 
 @pytest.mark.slow
-def test_two_replicas_train_like_one_device_vae(tmp_path):
-    result = _compare(tmp_path, "vae", "cvae")
-    _check(result, "vae")
-    _check(result, "cvae")
+def test_two_replicas_train_like_one_device_with_regularisers(tmp_path):
+    """The summed regularisers (adversarial, KL) under two replicas."""
+    result = _compare(tmp_path, "aae", "vae", "cvae")
+    for model_type in ("aae", "vae", "cvae"):
+        _check(result, model_type)
 
 
 # --------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def _finish(procs, timeout=600):
     return out
 
 
-def _reference_run(files, out, epochs):
+def _reference_run(files, out, epochs, valid_fraction=0.2):
     """The same training on one device, in this process (no XLA)."""
     from dipy_tractogen.training import trainer
 
@@ -343,6 +343,7 @@ def _reference_run(files, out, epochs):
         batch_size=16,
         latent_dim=8,
         n_points=64,
+        valid_fraction=valid_fraction,
         jit_compile=False,
         verbose=0,
         report=False,
@@ -537,3 +538,45 @@ def test_two_workers_read_their_own_chunks_of_a_dataset(tmp_path):
     card = json.loads((out / "model.card.json").read_text())
     assert card["hyperparameters"]["input_shards"] == 2
     assert card["distribution"]["workers"] == 2
+
+
+@pytest.mark.slow
+def test_mirrored_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
+    """``--distribute mirrored --devices 2`` killed (os._exit) after
+    committing epoch 1 of 2, then run again: it resumes at epoch 2 and ends
+    with the weights of the same command run without interruption."""
+    pytest.importorskip("tensorflow")
+    files = _toy_files(tmp_path)
+    args = [*map(str, files), "--epochs", 2, *TINY, "--valid_fraction", 0.25]
+    args += ["--distribute", "mirrored", "--devices", 2]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+
+    def command(out, prelude=""):
+        code = _WORKER.format(prelude=NO_XLA + prelude)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, CMD, *map(str, args), "--out_dir", out],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
+        return proc.returncode, proc.stdout + proc.stderr
+
+    out, whole = tmp_path / "out", tmp_path / "whole"
+    status, log = command(out, _DIE_AFTER_EPOCH_1)
+    assert status == 9, log[-3000:]
+    assert not (out / "model.keras").exists()
+    status, log = command(out)
+    assert status == 0, log[-3000:]
+    assert "resuming training at epoch 2 of 2" in log
+    status, log = command(whole)
+    assert status == 0, log[-3000:]
+    from dipy_tractogen.models.files import load_model
+
+    resumed = load_model(out / "model.keras").get_weights()
+    # against one device this run (file input, flips, 2 epochs) differs by
+    # 0.095 of a bias vector's largest value (8e-4 of the weights' norm), the
+    # in-memory arrays of test_two_replicas_train_like_one_device by 1e-4:
+    # measured, not explained; the resume itself must add nothing
+    assert _relative(load_model(whole / "model.keras").get_weights(), resumed) < 1e-5

@@ -50,7 +50,6 @@ import numpy as np
 
 from dipy_tractogen._checks import check_int
 from dipy_tractogen.errors import InputError, TractogenError
-from dipy_tractogen.training.data import share_bounds, slice_batch
 
 __all__ = [
     "DISTRIBUTE",
@@ -610,6 +609,10 @@ class StrategyLoop:
         """This worker's batch ``(x, y)`` as a distributed value: each local
         replica takes its :func:`share_bounds` rows."""
         import tensorflow as tf
+
+        # training.data imports Keras: this module is read before TensorFlow
+        # starts (the command's checks)
+        from dipy_tractogen.training.data import share_bounds, slice_batch
 
         rows = len(batch[1])
         local = self.dist.local_replicas

@@ -1225,9 +1225,10 @@ class _TrainingRun:
             self.state = state
         else:
             if self.state.get("weights"):
-                if not model.optimizer.built:
-                    model.optimizer.build(model.trainable_variables)
-                model.load_weights(self.ckpt / self.state["weights"])
+                with self.dist.scope():  # a strategy's variables: in its scope
+                    if not model.optimizer.built:
+                        model.optimizer.build(model.trainable_variables)
+                    model.load_weights(self.ckpt / self.state["weights"])
             logger.info(_resume_line(self.state, self.epochs, self.ckpt))
         if self.dist.multi_worker:
             self._take_chief_state()
@@ -1243,8 +1244,9 @@ class _TrainingRun:
             state["stop_reason"] = "ended on the chief" if ended else None
         variables = list(model.variables) + list(model.optimizer.variables)
         values = self.dist.broadcast([np.asarray(v.numpy()) for v in variables])
-        for var, value in zip(variables, values, strict=True):
-            var.assign(value)
+        with self.dist.scope():
+            for var, value in zip(variables, values, strict=True):
+                var.assign(value)
 
     # ------------------------------------------------------------------
     # fit
