@@ -128,6 +128,42 @@ def test_summed_loss_value():
     assert float(metric.result()) == pytest.approx(9.5)  # mean per streamline
 
 
+def test_endpoint_weighted_loss():
+    """``endpoint_weight``: the first and last 5 % of the points (at least
+    one) weigh more; 1 is FINTA's loss; a streamline and its reverse agree."""
+    from dipy_tractogen.training.config import TrainingConfig
+
+    w = training.endpoint_weights(256, 10.0)
+    assert w.shape == (256,) and w.dtype == np.float32
+    assert (w[:13] == 10).all() and (w[-13:] == 10).all() and (w[13:-13] == 1).all()
+    assert training.endpoint_weights(4, 3.0).tolist() == [3, 1, 1, 3]
+    assert (training.endpoint_weights(64, 1.0) == 1).all()
+    y = np.zeros((2, 4, 3), np.float32)
+    p = np.zeros((2, 4, 3), np.float32)
+    p[0, 0] = [1, 2, 2]  # an end: squared 9, weighted 3
+    p[1, 1, 1] = 3  # inside: squared 9, weight 1
+    per = keras.ops.convert_to_numpy(
+        training.streamline_squared_error(y, p, endpoint_weight=3.0)
+    )
+    np.testing.assert_allclose(per, [27.0, 9.0])
+    loss = training.StreamlineSquaredError(scale=2.0, endpoint_weight=3.0)
+    assert float(loss(y, p)) == pytest.approx(4 * 36)
+    assert float(loss(y, p[:, ::-1])) == pytest.approx(4 * 36)
+    clone = training.StreamlineSquaredError.from_config(loss.get_config())
+    assert clone.endpoint_weight == 3.0
+    # recorded only when used: older checkpoints resume
+    plain = TrainingConfig().resume_settings(
+        center=(0, 0, 0), steps_per_epoch=1, data_fingerprint=""
+    )
+    weighted = TrainingConfig(endpoint_weight=5).resume_settings(
+        center=(0, 0, 0), steps_per_epoch=1, data_fingerprint=""
+    )
+    assert "endpoint_weight" not in plain and weighted["endpoint_weight"] == 5
+    assert "weighted 5" in weighted["loss"]
+    with pytest.raises(InputError, match="endpoint_weight"):
+        TrainingConfig(endpoint_weight=0)
+
+
 # --------------------------------------------------------------------------
 # data pipeline
 # --------------------------------------------------------------------------

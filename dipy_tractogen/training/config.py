@@ -31,6 +31,7 @@ from dipy_tractogen.models.conditions import parse_condition_names
 __all__ = [
     "CHECKPOINT_STATE",
     "DEFAULTS",
+    "ENDPOINT_FRACTION",
     "MODEL_OPTIONS",
     "TrainingConfig",
     "training_paths",
@@ -72,6 +73,10 @@ MODEL_OPTIONS = {
 }
 
 _LOSS_UNITS = ("mm", "normalized")
+
+#: the share of a streamline's points at each end that ``endpoint_weight``
+#: weighs (at least one point)
+ENDPOINT_FRACTION = 0.05
 
 #: the checkpoint file naming the committed state of an interrupted run
 CHECKPOINT_STATE = "state.json"
@@ -166,6 +171,13 @@ class TrainingConfig:
         False, see :attr:`effective_scale`).
     flip_p : float, optional
         Probability of reversing each training streamline.
+    endpoint_weight : float, optional
+        Weight of the squared error of the first and last
+        :data:`ENDPOINT_FRACTION` of the
+        points (13 of 256 at each end) against 1 for the others; 1 is
+        FINTA's uniform loss (the default). Decoded streamlines come out
+        short at their ends (6 % on DIPY's cingula, ``doc/real-data.md``);
+        weighing the ends pulls them out.
     loss_units : {"mm", "normalized"}, optional
         ``"mm"``: the loss is in mm² (normalised error x ``scale**2``),
         keeping the reference's balance between the data term and the L2
@@ -229,6 +241,7 @@ class TrainingConfig:
     center: object = "mean"
     scale: float = DEFAULTS["scale"]
     flip_p: float = DEFAULTS["flip_p"]
+    endpoint_weight: float = 1.0
     loss_units: str = "mm"
     early_stopping: int = 0
     valid_fraction: float = 0.2
@@ -303,6 +316,7 @@ class TrainingConfig:
             center=center,
             scale=_positive(self.scale, "scale"),
             flip_p=check_fraction(self.flip_p, "flip_p"),
+            endpoint_weight=_positive(self.endpoint_weight, "endpoint_weight"),
             valid_fraction=valid_fraction,
             seed=check_int(self.seed, "seed", minimum=0),
         )
@@ -425,6 +439,12 @@ class TrainingConfig:
         }
         if self.precision != "float32":  # absent for float32: older checkpoints
             settings["precision"] = self.precision
+        if self.endpoint_weight != 1.0:  # absent when uniform: older checkpoints
+            settings["endpoint_weight"] = self.endpoint_weight
+            settings["loss"] += (
+                f", the first and last {ENDPOINT_FRACTION:g} of the points "
+                f"weighted {self.endpoint_weight:g}"
+            )
         if self.records_model:
             settings.update(
                 model_type=self.model_type,

@@ -100,6 +100,7 @@ from dipy_tractogen.training.conditioning import (
 from dipy_tractogen.training.config import (
     CHECKPOINT_STATE,
     DEFAULTS,
+    ENDPOINT_FRACTION,
     TrainingConfig,
     training_paths,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "StreamlineSquaredError",
     "StreamlineLoss",
     "streamline_squared_error",
+    "endpoint_weights",
     "streamline_errors",
     "reconstruction_errors",
     "train_autoencoder",
@@ -311,7 +313,30 @@ class OneCycleSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-def streamline_squared_error(y_true, y_pred, scale=1.0):
+def endpoint_weights(n_points, endpoint_weight=1.0):
+    """Per-point weights of the loss: ``endpoint_weight`` at both ends.
+
+    Parameters
+    ----------
+    n_points : int
+    endpoint_weight : float, optional
+        Weight of the first and last ``ceil(ENDPOINT_FRACTION * n_points)``
+        points (:data:`~dipy_tractogen.training.config.ENDPOINT_FRACTION`);
+        the others weigh 1. Symmetric, so a streamline and its reverse have
+        the same loss.
+
+    Returns
+    -------
+    weights : ndarray (n_points,) float32
+    """
+    n_points = int(n_points)
+    weights = np.ones(n_points, dtype=np.float32)
+    k = min(max(1, math.ceil(ENDPOINT_FRACTION * n_points)), n_points // 2)
+    weights[:k] = weights[n_points - k :] = float(endpoint_weight)
+    return weights
+
+
+def streamline_squared_error(y_true, y_pred, scale=1.0, endpoint_weight=1.0):
     """Squared error summed over points and coordinates, per streamline.
 
     Parameters
@@ -320,13 +345,20 @@ def streamline_squared_error(y_true, y_pred, scale=1.0):
     scale : float, optional
         The result is multiplied by ``scale**2`` (with normalised inputs and
         ``scale`` the normalisation scale, the error is in mm²).
+    endpoint_weight : float, optional
+        Weight of the points at both ends (:func:`endpoint_weights`); 1:
+        every point alike, FINTA's loss.
 
     Returns
     -------
     error : tensor (B,)
     """
     diff = ops.subtract(y_pred, ops.cast(y_true, y_pred.dtype))
-    return ops.multiply(ops.sum(ops.square(diff), axis=(1, 2)), float(scale) ** 2)
+    per_point = ops.sum(ops.square(diff), axis=2)
+    if float(endpoint_weight) != 1.0:
+        weights = endpoint_weights(per_point.shape[1], endpoint_weight)
+        per_point = ops.multiply(per_point, ops.cast(weights, per_point.dtype))
+    return ops.multiply(ops.sum(per_point, axis=1), float(scale) ** 2)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -337,6 +369,8 @@ class StreamlineSquaredError(keras.losses.Loss):
     ----------
     scale : float, optional
         Multiply by ``scale**2`` (see :func:`streamline_squared_error`).
+    endpoint_weight : float, optional
+        Weight of the points at both ends (:func:`endpoint_weights`).
     reduction : str, optional
         ``"sum"`` as in the reference code (the batch sum); Keras'
         ``"sum_over_batch_size"`` gives the per-streamline mean instead.
@@ -344,17 +378,26 @@ class StreamlineSquaredError(keras.losses.Loss):
     """
 
     def __init__(
-        self, scale=1.0, reduction="sum", name="streamline_squared_error", **kwargs
+        self,
+        scale=1.0,
+        endpoint_weight=1.0,
+        reduction="sum",
+        name="streamline_squared_error",
+        **kwargs,
     ):
         super().__init__(name=name, reduction=reduction, **kwargs)
         self.scale = float(scale)
+        self.endpoint_weight = float(endpoint_weight)
 
     def call(self, y_true, y_pred):
-        return streamline_squared_error(y_true, y_pred, scale=self.scale)
+        return streamline_squared_error(
+            y_true, y_pred, scale=self.scale, endpoint_weight=self.endpoint_weight
+        )
 
     def get_config(self):
         config = super().get_config()
         config["scale"] = self.scale
+        config["endpoint_weight"] = self.endpoint_weight
         return config
 
 
@@ -1197,7 +1240,9 @@ class _TrainingRun:
             optimizer=training_optimizer(
                 AdamL2(learning_rate=lr, l2=float(c.weight_decay)), c.precision
             ),
-            loss=StreamlineSquaredError(scale=c.loss_scale),
+            loss=StreamlineSquaredError(
+                scale=c.loss_scale, endpoint_weight=c.endpoint_weight
+            ),
             metrics=[StreamlineLoss(scale=c.loss_scale)],
             jit_compile=self.jit,
         )

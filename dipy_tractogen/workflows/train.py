@@ -36,6 +36,7 @@ class TrainTractoencoderFlow(TractogenFlow):
         weight_decay=0.13,
         latent_dim=32,
         n_points=256,
+        endpoint_weight=1.0,
         valid_fraction=0.2,
         early_stopping=0,
         max_minutes=0.0,
@@ -96,6 +97,10 @@ class TrainTractoencoderFlow(TractogenFlow):
             Size of the latent space.
         n_points : int, optional
             Points per resampled streamline (a multiple of 32, >= 64).
+        endpoint_weight : float, optional
+            Weight of the squared error of the first and last 5 % of the
+            points (1: every point alike, FINTA's loss); above 1 it counters
+            the decoder's short ends on real bundles.
         valid_fraction : float, optional
             Fraction of streamlines held out for validation when the input has
             no split (0: none).
@@ -197,6 +202,7 @@ class TrainTractoencoderFlow(TractogenFlow):
             weight_decay=weight_decay,
             latent_dim=latent_dim,
             n_points=n_points,
+            endpoint_weight=endpoint_weight,
             normalize=not no_normalize,
             early_stopping=early_stopping,
             valid_fraction=valid_fraction,
