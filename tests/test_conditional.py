@@ -2,6 +2,7 @@
 
 import csv
 import json
+import types
 
 import numpy as np
 import pytest
@@ -633,6 +634,16 @@ def test_collapse_monitor_stops_and_training_fails_loudly(cohort):
     assert bad.ratios == []
     bad.on_epoch_end(1)
     assert bad.collapsed[0] == 2 and collapsed.stop_training
+    # a small bundle: 2 epochs of 4 steps are still the warm-up (steps count)
+    collapsed.optimizer = types.SimpleNamespace(iterations=np.int64(8))
+    early = Monitor(real, ids, cond, n=30, warmup=2, warmup_steps=64)
+    early.set_model(collapsed)
+    early.on_epoch_end(1)
+    assert early.ratios == [] and early.collapsed is None
+    collapsed.optimizer.iterations = np.int64(64)
+    early.on_epoch_end(15)
+    assert early.collapsed[0] == 16
+    del collapsed.optimizer
     data = load_conditional_data(
         str(cohort / "sub-*" / "*.trx"), "bundle,age,status,length", n_points=N_POINTS
     )

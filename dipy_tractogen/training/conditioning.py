@@ -835,28 +835,51 @@ def _diversity_monitor_class():
     class DiversityMonitor(keras.callbacks.Callback):
         """Stop training when streamlines decoded from the prior collapse.
 
-        After each epoch from ``warmup`` on, decodes ``n`` prior draws for
-        one condition per bundle (the conditions of one of its training
-        streamlines) and divides their mean pairwise MDF by that of the
-        bundle's real streamlines; below ``threshold`` for some bundle, it
-        records the collapse and stops the run
-        (:meth:`ConditionalTrainingData.finish_model` then raises).
+        After each epoch from ``warmup`` epochs and ``warmup_steps``
+        optimiser steps on, decodes ``n`` prior draws for one condition per
+        bundle (the conditions of one of its training streamlines) and
+        divides their mean pairwise MDF by that of the bundle's real
+        streamlines; below ``threshold`` for some bundle, it records the
+        collapse and stops the run
+        (:meth:`ConditionalTrainingData.finish_model` then raises). The
+        warm-up counts steps too: a small real bundle (229 streamlines in
+        batches of 64) makes 4 steps an epoch, and after 2 epochs (8 steps)
+        an AAE's prior draws were still 0.09x as spread as the bundle.
         """
 
         def __init__(
-            self, real, labels, conditions, *, n=48, warmup=2, threshold=0.1, seed=0
+            self,
+            real,
+            labels,
+            conditions,
+            *,
+            n=48,
+            warmup=2,
+            warmup_steps=64,
+            threshold=0.1,
+            seed=0,
         ):
             super().__init__()
             self.real, self.labels = real, labels
             self.conditions = conditions
             self.n, self.warmup, self.threshold = int(n), int(warmup), threshold
+            self.warmup_steps = int(warmup_steps)
             self.seed = int(seed)
             self.ratios = []
             self.collapsed = None
 
+        def _steps(self):
+            optimizer = getattr(self.model, "optimizer", None)
+            if optimizer is None:
+                return None
+            return int(np.asarray(optimizer.iterations))
+
         def on_epoch_end(self, epoch, logs=None):
 
             if epoch + 1 < self.warmup:
+                return
+            steps = self._steps()
+            if steps is not None and steps < self.warmup_steps:
                 return
             rng = np.random.default_rng([self.seed, epoch])
             worst = np.inf
