@@ -29,7 +29,6 @@ share the same two cores. Usage::
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -37,6 +36,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_name  # noqa: E402
 
 _TRAIN = r"""
 import json, os, sys
@@ -70,20 +73,6 @@ if card is not None:
     print("BENCH " + json.dumps({"epoch_s": times, "n_train": n_train,
                                  "distribution": card.get("distribution")}))
 """
-
-
-def cpu_name():
-    """The CPU's model name (``/proc/cpuinfo``) and core count."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 def _free_ports(n):

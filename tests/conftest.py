@@ -11,15 +11,35 @@
 - ``one_blas_thread``: NumPy's BLAS limited to one thread (timing-free tests
   of numerical code whose result may depend on the thread count).
 - ``rendering``: skip the test where FURY cannot render (no Vulkan driver).
+- ``bench_script``: import a script of ``bench/`` (benchmarks, the fuzzer,
+  the PyTorch reference network) as a module, by file name.
 - ``condition_sweep``: small tractograms generated-like for four conditions
   (age x status) and for one, whose spreads are known (``SWEEP_RADIUS``).
 """
 
+import importlib.util
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench_script(name):
+    """``bench/<name>.py`` imported as a module named ``name``."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """:func:`load_bench_script`, for tests."""
+    return load_bench_script
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_bench_script
 
 keras = pytest.importorskip("keras")
 
@@ -27,7 +28,6 @@ from dipy_tractogen.models.convert import (  # noqa: E402
     read_bundle_names,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed")
 CMD = "dipy_convert_finta_weights"
@@ -36,12 +36,7 @@ NAMES = ["arch", "uturn"]
 
 def _torch_finta_module():
     """``bench/torch_finta.py``: the PyTorch network written from the spec."""
-    spec = importlib.util.spec_from_file_location(
-        "torch_finta", ROOT / "bench" / "torch_finta.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("torch_finta")
 
 
 def _space():

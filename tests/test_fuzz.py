@@ -7,22 +7,13 @@ with no traceback, one ``COMMAND: error:`` line on failure and nothing left
 in its output folder but its declared outputs.
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_bench_script
 
 
 def _fuzzer():
-    spec = importlib.util.spec_from_file_location(
-        "fuzz_commands", ROOT / "bench" / "fuzz_commands.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("fuzz_commands")
 
 
 def _failures(results):
