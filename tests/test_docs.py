@@ -11,6 +11,7 @@ import ast
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -136,6 +137,32 @@ def test_generate_and_evaluate_example(examples_out):
         assert "overall" in stdout and "plaus" in stdout
     else:  # no model shipped yet: the script says so and stops cleanly
         assert stdout.startswith("skipped: no 'default' model is shipped")
+
+
+def test_real_data_cingulum_example(examples_out):
+    """DIPY's two real cingula: aligned (closer to the template by the bundle
+    distance and BUAN), trained, generated in the template's and in sub-02's
+    space, scored, drawn."""
+    out, results = examples_out
+    result = _ok(results, "real_data_cingulum.py")
+    stdout = result["stdout"]
+    folder = out / "real_data_cingulum"
+    work = folder / "real_data_cingulum"
+    qc = json.loads((work / "aligned" / "alignment_qc.json").read_text())
+    (row,) = qc["rows"]
+    assert row["subject"] == "sub-02" and row["template"] == "sub-01"
+    assert row["bmd_after"] < row["bmd_before"]
+    assert row["buan_after"] > row["buan_before"]
+    assert (work / "aligned" / "sub-02_transform.json").is_file()
+    assert (work / "generated" / "cingulum.trx").is_file()
+    assert (work / "generated" / "cingulum_space-sub02.trk").is_file()
+    assert "plaus" in stdout and "mean length: generated" in stdout
+    names = {Path(p).name for p in result["images"]}
+    assert {
+        "sub-02_overlay.png",
+        "cingulum_real_vs_generated.png",
+        "cingulum_sub02_native.png",
+    } <= names
 
 
 def test_command_reference_covers_every_parameter():
