@@ -52,8 +52,10 @@ import numpy as np  # noqa: E402
 FORNIX_TRAINING = "--valid_fraction 0 --batch_size 128 --epochs 100 --no_report"
 #: ``dipy_train_tractoencoder`` options of the cingulum models
 CINGULUM_TRAINING = "--valid_fraction 0 --batch_size 64 --epochs 500 --no_report"
-#: ``dipy_generate_tractogram`` options of the generated cingulum
-CINGULUM_GENERATION = "--n_streamlines 500 --seed 0 --no_snapshot"
+#: ``dipy_generate_tractogram`` options of the generated cingulum. 5,000
+#: streamlines: the mean length of 500 (real lengths 25 to 170 mm) moved from
+#: 0.909 to 0.992 of the real one over seeds 0 to 4 of the same model
+CINGULUM_GENERATION = "--n_streamlines 5000 --seed 0 --no_snapshot"
 #: reconstruction error of the phantom model (doc/model-card.md, held out)
 PHANTOM_MDF_MM = 0.252
 #: the thresholds of the issue's "Done means"

@@ -131,7 +131,7 @@ def cingulum_proof(bench, tmp_path_factory):
 def test_cingulum_proof(bench, cingulum_proof):
     """Done means: alignment brings sub-02 closer to sub-01; generation from
     both aligned cingula: plausibility and coverage at 5 mm, BUAN to each
-    subject at least theirs to each other."""
+    subject at least theirs to each other, mean length within 5 %."""
     (row,) = cingulum_proof["alignment"]["qc"]["rows"]
     assert row["bmd_after"] < row["bmd_before"]
     assert row["buan_after"] > row["buan_before"]
@@ -141,16 +141,4 @@ def test_cingulum_proof(bench, cingulum_proof):
     assert s["plausibility"] >= bench.DONE["plausibility_5mm"], s
     assert s["coverage"] >= bench.DONE["coverage_5mm"], s
     assert min(s["buan"]) >= s["buan_between_subjects"], s
-    # not the target, a guard: measured 0.904 (doc/real-data.md)
-    assert s["length_ratio"] > 0.85, s
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="generated cingula are 9.6 % short (target 5 %): the decoder "
-    "shortens them 6.2 %, sampling and filtering 3.4 % more (doc/real-data.md)",
-)
-def test_cingulum_generated_length_within_5_percent(bench, cingulum_proof):
-    s = cingulum_proof["generation"]["scores"]
     assert abs(s["length_ratio"] - 1) <= bench.DONE["length_tolerance"], s
