@@ -47,10 +47,9 @@ import numpy as np
 from dipy.data import two_cingulum_bundles
 from dipy.tracking.streamline import length, set_number_of_points
 
-from dipy_tractogen.alignment import align_cohort, write_alignment
+from dipy_tractogen.alignment import align_cohort, read_cohort, write_alignment
 from dipy_tractogen.evaluation import metrics
 from dipy_tractogen.evaluation.evaluate import evaluate_tractogram
-from dipy_tractogen.evaluation.metrics import format_report
 from dipy_tractogen.generation.pipeline import generate_tractogram
 from dipy_tractogen.io.tractograms import load_bundles, save_bundles, volume_holding
 from dipy_tractogen.training.trainer import train_autoencoder
@@ -81,13 +80,8 @@ for subject, bundle in zip(("sub-01", "sub-02"), two_cingulum_bundles(), strict=
 # The quality table says how far sub-02's cingulum was from the template's
 # before and after; the picture overlays them before and after.
 
-cohort = {}
-references = {}
-for subject, path in native.items():
-    sft, ids, names, _ = load_bundles(path)
-    cohort[subject] = {"cingulum": list(sft.streamlines)}
-    references[subject] = sft
-alignment = align_cohort(cohort, references=references, template="sub-01", seed=0)
+cohort = read_cohort(list(native.values()))
+alignment = align_cohort(cohort, template="sub-01", seed=0)
 outputs, _ = write_alignment(
     alignment, out / "aligned", renderer="matplotlib", out_format="trk", force=True
 )
@@ -159,7 +153,7 @@ print(
     f"real {np.mean(list(length(both))):.1f} mm"
 )
 evaluation = evaluate_tractogram(generated, aligned[0], n_points=32, seed=0)
-print(format_report(evaluation))
+print(metrics.format_report(evaluation))
 
 ###############################################################################
 # Real (both subjects, aligned) beside generated, same camera and colours.

@@ -11,8 +11,9 @@
 - ``one_blas_thread``: NumPy's BLAS limited to one thread (timing-free tests
   of numerical code whose result may depend on the thread count).
 - ``rendering``: skip the test where FURY cannot render (no Vulkan driver).
-- ``bench_script``: import a script of ``bench/`` (benchmarks, the fuzzer,
-  the PyTorch reference network) as a module, by file name.
+- ``load_bench_script`` (a function: ``from conftest import ...``): import a
+  script of ``bench/`` (benchmarks, the fuzzer, the PyTorch reference
+  network) as a module, by file name.
 - ``condition_sweep``: small tractograms generated-like for four conditions
   (age x status) and for one, whose spreads are known (``SWEEP_RADIUS``).
 """
@@ -34,12 +35,6 @@ def load_bench_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="session")
-def bench_script():
-    """:func:`load_bench_script`, for tests."""
-    return load_bench_script
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import load_bench_script
 
 
 @pytest.fixture(scope="module")
-def bench(bench_script):
-    return bench_script("bench_real_data")
+def bench():
+    return load_bench_script("bench_real_data")
 
 
 def test_fornix_split_is_fixed_disjoint_and_80_20(bench):

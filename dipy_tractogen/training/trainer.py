@@ -312,7 +312,6 @@ class OneCycleSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
 def endpoint_weights(n_points, endpoint_weight=1.0):
     """Per-point weights of the loss: ``endpoint_weight`` at both ends.
 
@@ -336,6 +335,7 @@ def endpoint_weights(n_points, endpoint_weight=1.0):
     return weights
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 def streamline_squared_error(y_true, y_pred, scale=1.0, endpoint_weight=1.0):
     """Squared error summed over points and coordinates, per streamline.
 
